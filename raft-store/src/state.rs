@@ -1,0 +1,361 @@
+//! The replicated state and the deterministic apply logic shared by every store.
+//!
+//! Apply reads no clock and no randomness: the same log gives the same state on all three
+//! nodes. It returns the list of keys it touched so a durable store can persist only those.
+
+use std::collections::BTreeMap;
+use std::collections::VecDeque;
+
+use openraft::vote::RaftLeaderId;
+use openraft::EntryPayload;
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::records::validate;
+use crate::records::AuditEntry;
+use crate::records::Command;
+use crate::records::DbPosition;
+use crate::records::FileMeta;
+use crate::records::FileOp;
+use crate::records::Policies;
+use crate::records::Record;
+use crate::records::Rejection;
+use crate::records::Response;
+use crate::types::Entry;
+use crate::types::Epoch;
+use crate::types::LogId;
+use crate::types::NodeId;
+use crate::types::StoredMembership;
+
+/// How many operator actions the replicated audit trail keeps (oldest dropped first).
+pub const AUDIT_TRAIL_CAPACITY: usize = 1000;
+/// How many recent test records are kept for lookup.
+pub const RECENT_TEST_RECORDS: usize = 64;
+
+/// The current activation (DESIGN §4, condition 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activation {
+    pub node: NodeId,
+    pub epoch: Epoch,
+    /// Log index of the `Activate` record.
+    pub since_index: u64,
+    /// Set once the active of this epoch committed `Released`.
+    pub released: bool,
+}
+
+/// Summary of the test records applied, for checking that nodes agree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TestLog {
+    pub count: u64,
+    /// FNV-1a chain over (id, payload) of every test record in apply order.
+    pub digest: u64,
+    /// `(id, log index, payload length)` of the latest records.
+    pub recent: VecDeque<(u64, u64, u32)>,
+}
+
+/// Small state that is rewritten on every apply batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Meta {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub activation: Option<Activation>,
+    pub policies: Policies,
+    pub test_log: TestLog,
+    /// Sequence number the next audit entry gets.
+    pub next_audit_seq: u64,
+}
+
+/// Everything the state machine holds; identical on all three nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SmState {
+    pub meta: Meta,
+    /// File index: (folder, path) → metadata.
+    pub files: BTreeMap<(String, String), FileMeta>,
+    pub db_positions: BTreeMap<String, DbPosition>,
+    /// Audit trail by sequence number.
+    pub audit: BTreeMap<u64, AuditEntry>,
+}
+
+/// A key touched by apply, for stores that persist item by item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Touched {
+    File((String, String)),
+    Db(String),
+    Audit(u64),
+}
+
+impl SmState {
+    /// The epoch below which fenced records are rejected.
+    pub fn current_epoch(&self) -> Epoch {
+        self.meta.activation.as_ref().map_or(0, |a| a.epoch)
+    }
+
+    /// Apply one log entry. `touched` collects the keys whose value changed.
+    pub fn apply(&mut self, entry: &Entry, touched: &mut Vec<Touched>) -> Response {
+        let index = entry.log_id.index;
+        debug_assert!(
+            self.meta.last_applied.as_ref().is_none_or(|l| l.index < index),
+            "apply must move forward"
+        );
+        self.meta.last_applied = Some(entry.log_id.clone());
+        match &entry.payload {
+            EntryPayload::Blank => Response::Applied { index },
+            EntryPayload::Membership(m) => {
+                self.meta.membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                Response::Applied { index }
+            }
+            EntryPayload::Normal(cmd) => match self.apply_command(entry.log_id.committed_leader_id().term(), index, cmd, touched) {
+                Ok(()) => Response::Applied { index },
+                Err(r) => Response::Rejected(r),
+            },
+        }
+    }
+
+    fn apply_command(&mut self, term: u64, index: u64, cmd: &Command, touched: &mut Vec<Touched>) -> Result<(), Rejection> {
+        validate(&cmd.record)?;
+        let current = self.current_epoch();
+        // DESIGN §4: records from an epoch older than the current activation are fenced off.
+        if cmd.record.is_fenced() && cmd.epoch < current {
+            return Err(Rejection::StaleEpoch { current, got: cmd.epoch });
+        }
+        match &cmd.record {
+            Record::Activate { node, epoch } => {
+                if *epoch != term {
+                    return Err(Rejection::EpochNotTerm { epoch: *epoch, term });
+                }
+                // Epochs never decrease: an activation from an older term loses.
+                if *epoch < current || (*epoch == current && self.meta.activation.is_some()) {
+                    return Err(Rejection::StaleEpoch { current, got: *epoch });
+                }
+                self.meta.activation = Some(Activation {
+                    node: *node,
+                    epoch: *epoch,
+                    since_index: index,
+                    released: false,
+                });
+            }
+            Record::Released { node, epoch } => match &mut self.meta.activation {
+                Some(a) if a.node == *node && a.epoch == *epoch => a.released = true,
+                _ => return Err(Rejection::StaleEpoch { current, got: *epoch }),
+            },
+            Record::SetPolicies(p) => self.meta.policies = p.clone(),
+            Record::File(f) => {
+                let key = (f.folder.clone(), f.path.clone());
+                match &f.op {
+                    FileOp::Write {
+                        size, mode, mtime_ns, hash, ..
+                    } => {
+                        self.files.insert(
+                            key.clone(),
+                            FileMeta {
+                                size: *size,
+                                mode: *mode,
+                                mtime_ns: *mtime_ns,
+                                hash: *hash,
+                                index,
+                            },
+                        );
+                        touched.push(Touched::File(key));
+                    }
+                    FileOp::Delete => {
+                        if self.files.remove(&key).is_none() {
+                            return Err(Rejection::Invalid(format!("delete of unknown file {}/{}", f.folder, f.path)));
+                        }
+                        touched.push(Touched::File(key));
+                    }
+                    FileOp::Rename { to } => {
+                        let Some(mut meta) = self.files.remove(&key) else {
+                            return Err(Rejection::Invalid(format!("rename of unknown file {}/{}", f.folder, f.path)));
+                        };
+                        meta.index = index;
+                        let to_key = (f.folder.clone(), to.clone());
+                        self.files.insert(to_key.clone(), meta);
+                        touched.push(Touched::File(key));
+                        touched.push(Touched::File(to_key));
+                    }
+                }
+            }
+            Record::Db(d) => {
+                let expected = self.db_positions.get(&d.source).map_or(1, |p| p.seq + 1);
+                if d.seq != expected {
+                    return Err(Rejection::OutOfOrder {
+                        source_name: d.source.clone(),
+                        expected,
+                        got: d.seq,
+                    });
+                }
+                self.db_positions.insert(
+                    d.source.clone(),
+                    DbPosition {
+                        seq: d.seq,
+                        gtid: d.gtid.clone(),
+                        index,
+                    },
+                );
+                touched.push(Touched::Db(d.source.clone()));
+            }
+            Record::Audit(a) => {
+                let seq = self.meta.next_audit_seq;
+                self.meta.next_audit_seq += 1;
+                self.audit.insert(seq, a.clone());
+                touched.push(Touched::Audit(seq));
+                while self.audit.len() > AUDIT_TRAIL_CAPACITY {
+                    let (oldest, _) = self.audit.pop_first().expect("audit trail is not empty");
+                    touched.push(Touched::Audit(oldest));
+                }
+            }
+            Record::Test(t) => {
+                let log = &mut self.meta.test_log;
+                log.count += 1;
+                log.digest = fnv1a(fnv1a(log.digest, &t.id.to_le_bytes()), &t.payload);
+                log.recent.push_back((t.id, index, t.payload.len() as u32));
+                if log.recent.len() > RECENT_TEST_RECORDS {
+                    log.recent.pop_front();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    if hash == 0 {
+        hash = 0xcbf2_9ce4_8422_2325;
+    }
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::impls::leader_id_adv::LeaderId;
+
+    use super::*;
+    use crate::records::DbChange;
+    use crate::records::FileChange;
+    use crate::records::TestRecord;
+
+    fn entry(term: u64, index: u64, record: Record, epoch: Epoch) -> Entry {
+        Entry {
+            log_id: LogId::new(LeaderId { term, node_id: 1 }, index),
+            payload: EntryPayload::Normal(Command { epoch, record }),
+        }
+    }
+
+    fn apply(sm: &mut SmState, e: Entry) -> Response {
+        sm.apply(&e, &mut Vec::new())
+    }
+
+    #[test]
+    fn a_deposed_actives_late_record_is_rejected() {
+        let mut sm = SmState::default();
+        assert_eq!(apply(&mut sm, entry(2, 1, Record::Activate { node: 1, epoch: 2 }, 2)), Response::Applied { index: 1 });
+        assert_eq!(apply(&mut sm, entry(5, 2, Record::Activate { node: 2, epoch: 5 }, 5)), Response::Applied { index: 2 });
+        // The old active (epoch 2) proposes a file change that lands after the new activation.
+        let late = Record::Test(TestRecord { id: 9, payload: vec![1] });
+        assert_eq!(
+            apply(&mut sm, entry(5, 3, late.clone(), 2)),
+            Response::Rejected(Rejection::StaleEpoch { current: 5, got: 2 })
+        );
+        assert_eq!(sm.meta.test_log.count, 0, "a rejected record changes nothing");
+        assert_eq!(apply(&mut sm, entry(5, 4, late, 5)), Response::Applied { index: 4 });
+        assert_eq!(sm.meta.test_log.count, 1);
+    }
+
+    #[test]
+    fn activation_epochs_never_decrease_and_must_match_the_term() {
+        let mut sm = SmState::default();
+        apply(&mut sm, entry(4, 1, Record::Activate { node: 1, epoch: 4 }, 4));
+        let older = apply(&mut sm, entry(4, 2, Record::Activate { node: 2, epoch: 3 }, 3));
+        assert!(matches!(older, Response::Rejected(Rejection::EpochNotTerm { .. })));
+        let same = apply(&mut sm, entry(4, 3, Record::Activate { node: 2, epoch: 4 }, 4));
+        assert!(matches!(same, Response::Rejected(Rejection::StaleEpoch { .. })));
+        assert_eq!(sm.meta.activation.as_ref().unwrap().node, 1);
+    }
+
+    #[test]
+    fn released_only_counts_for_the_current_activation() {
+        let mut sm = SmState::default();
+        apply(&mut sm, entry(3, 1, Record::Activate { node: 1, epoch: 3 }, 3));
+        let wrong = apply(&mut sm, entry(3, 2, Record::Released { node: 2, epoch: 3 }, 3));
+        assert!(matches!(wrong, Response::Rejected(_)));
+        assert!(!sm.meta.activation.as_ref().unwrap().released);
+        apply(&mut sm, entry(3, 3, Record::Released { node: 1, epoch: 3 }, 3));
+        assert!(sm.meta.activation.as_ref().unwrap().released);
+    }
+
+    #[test]
+    fn database_changes_apply_exactly_once_in_order() {
+        let mut sm = SmState::default();
+        let db = |seq| {
+            Record::Db(DbChange {
+                source: "mariadb".into(),
+                seq,
+                gtid: format!("0-1-{seq}"),
+                events: vec![],
+            })
+        };
+        assert!(matches!(apply(&mut sm, entry(1, 1, db(1), 1)), Response::Applied { .. }));
+        assert!(matches!(apply(&mut sm, entry(1, 2, db(1), 1)), Response::Rejected(Rejection::OutOfOrder { .. })));
+        assert!(matches!(apply(&mut sm, entry(1, 3, db(3), 1)), Response::Rejected(Rejection::OutOfOrder { .. })));
+        assert!(matches!(apply(&mut sm, entry(1, 4, db(2), 1)), Response::Applied { .. }));
+        assert_eq!(sm.db_positions["mariadb"].gtid, "0-1-2");
+    }
+
+    #[test]
+    fn file_index_follows_writes_renames_and_deletes() {
+        let mut sm = SmState::default();
+        let file = |path: &str, op| Record::File(FileChange { folder: "scenes".into(), path: path.into(), op });
+        let write = FileOp::Write {
+            size: 3,
+            mode: 0o644,
+            mtime_ns: 1,
+            hash: [7; 32],
+            inline: Some(vec![1, 2, 3]),
+        };
+        let mut touched = Vec::new();
+        sm.apply(&entry(1, 1, file("a.cfg", write), 1), &mut touched);
+        sm.apply(&entry(1, 2, file("a.cfg", FileOp::Rename { to: "b.cfg".into() }), 1), &mut touched);
+        assert!(sm.files.contains_key(&("scenes".into(), "b.cfg".into())));
+        assert!(!sm.files.contains_key(&("scenes".into(), "a.cfg".into())));
+        assert_eq!(touched.len(), 3);
+        let bad = apply(&mut sm, entry(1, 3, file("../etc/passwd", FileOp::Delete), 1));
+        assert!(matches!(bad, Response::Rejected(Rejection::Invalid(_))));
+        assert!(matches!(apply(&mut sm, entry(1, 4, file("b.cfg", FileOp::Delete), 1)), Response::Applied { .. }));
+        assert!(sm.files.is_empty());
+    }
+
+    #[test]
+    fn audit_trail_is_bounded() {
+        let mut sm = SmState::default();
+        for i in 0..(AUDIT_TRAIL_CAPACITY as u64 + 5) {
+            let a = AuditEntry {
+                at_ms: i,
+                actor: "op".into(),
+                action: "switchover".into(),
+                detail: String::new(),
+            };
+            apply(&mut sm, entry(1, i + 1, Record::Audit(a), 0));
+        }
+        assert_eq!(sm.audit.len(), AUDIT_TRAIL_CAPACITY);
+        assert_eq!(*sm.audit.keys().next().unwrap(), 5);
+    }
+
+    #[test]
+    fn same_records_give_the_same_digest() {
+        let mut a = SmState::default();
+        let mut b = SmState::default();
+        for i in 1..=10 {
+            let r = Record::Test(TestRecord { id: i, payload: vec![i as u8; 3] });
+            apply(&mut a, entry(1, i, r.clone(), 0));
+            apply(&mut b, entry(1, i, r, 0));
+        }
+        assert_eq!(a.meta.test_log, b.meta.test_log);
+        let mut c = SmState::default();
+        apply(&mut c, entry(1, 1, Record::Test(TestRecord { id: 2, payload: vec![2; 3] }), 0));
+        assert_ne!(c.meta.test_log.digest, a.meta.test_log.digest);
+    }
+}

@@ -1,0 +1,173 @@
+//! The state machine store: one implementation for both the sled store and the in-memory
+//! store. The in-memory variant simply has no durable backend.
+
+use std::io;
+use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::RwLock;
+use std::sync::RwLockReadGuard;
+
+use futures_util::Stream;
+use futures_util::TryStreamExt;
+use openraft::storage::EntryResponder;
+use openraft::storage::RaftStateMachine;
+use openraft::OptionalSend;
+use openraft::RaftSnapshotBuilder;
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::codec;
+use crate::state::SmState;
+use crate::state::Touched;
+use crate::types::LogId;
+use crate::types::Snapshot;
+use crate::types::SnapshotMeta;
+use crate::types::StoredMembership;
+use crate::types::TypeConfig;
+
+/// A snapshot as kept by the store: its metadata and the encoded [`SmState`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredSnapshot {
+    pub meta: SnapshotMeta,
+    pub data: Vec<u8>,
+}
+
+/// Read access to the replicated state, for status and queries.
+#[derive(Clone, Debug, Default)]
+pub struct StateReader(Arc<RwLock<SmState>>);
+
+impl StateReader {
+    pub fn read(&self) -> RwLockReadGuard<'_, SmState> {
+        // A poisoned lock means a panic during apply, which already stopped the node loudly.
+        self.0.read().expect("state machine lock poisoned")
+    }
+}
+
+/// Where a durable state machine keeps its data (implemented on sled in `sled_store`).
+pub(crate) trait SmBackend: Send + Sync + 'static {
+    fn persist(&self, state: &SmState, touched: &[Touched]) -> io::Result<()>;
+    fn replace_all(&self, state: &SmState) -> io::Result<()>;
+    fn save_snapshot(&self, snapshot: &StoredSnapshot) -> io::Result<()>;
+}
+
+pub struct StateMachineStore {
+    state: Arc<RwLock<SmState>>,
+    current_snapshot: Arc<RwLock<Option<StoredSnapshot>>>,
+    backend: Option<Arc<dyn SmBackend>>,
+}
+
+impl StateMachineStore {
+    /// A state machine with no durable backend (simulation, tests).
+    pub fn in_memory() -> Self {
+        Self::from_parts(SmState::default(), None, None)
+    }
+
+    pub(crate) fn from_parts(state: SmState, snapshot: Option<StoredSnapshot>, backend: Option<Arc<dyn SmBackend>>) -> Self {
+        Self {
+            state: Arc::new(RwLock::new(state)),
+            current_snapshot: Arc::new(RwLock::new(snapshot)),
+            backend,
+        }
+    }
+
+    pub fn reader(&self) -> StateReader {
+        StateReader(self.state.clone())
+    }
+
+    fn clone_handle(&self) -> Self {
+        Self {
+            state: self.state.clone(),
+            current_snapshot: self.current_snapshot.clone(),
+            backend: self.backend.clone(),
+        }
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let (data, meta) = {
+            let state = self.state.read().expect("state machine lock poisoned");
+            let meta = SnapshotMeta {
+                last_log_id: state.meta.last_applied.clone(),
+                last_membership: state.meta.membership.clone(),
+            };
+            (codec::encode(&*state)?, meta)
+        };
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        if let Some(backend) = &self.backend {
+            backend.save_snapshot(&stored)?;
+        }
+        let snapshot = Snapshot {
+            meta,
+            snapshot: Cursor::new(stored.data.clone()),
+        };
+        *self.current_snapshot.write().expect("snapshot lock poisoned") = Some(stored);
+        Ok(snapshot)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let state = self.state.read().expect("state machine lock poisoned");
+        Ok((state.meta.last_applied.clone(), state.meta.membership.clone()))
+    }
+
+    async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
+    where S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend {
+        let mut touched = Vec::new();
+        let mut replies = Vec::new();
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let response = self.state.write().expect("state machine lock poisoned").apply(&entry, &mut touched);
+            replies.push((responder, response));
+        }
+        if let Some(backend) = &self.backend {
+            let state = self.state.read().expect("state machine lock poisoned");
+            backend.persist(&state, &touched)?;
+        }
+        for (responder, response) in replies {
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone_handle()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Self::SnapshotData) -> Result<(), io::Error> {
+        let data = snapshot.into_inner();
+        let new_state: SmState = codec::decode(&data)?;
+        if new_state.meta.last_applied != meta.last_log_id {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "snapshot data is at {:?} but its metadata says {:?}",
+                    new_state.meta.last_applied, meta.last_log_id
+                ),
+            ));
+        }
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        if let Some(backend) = &self.backend {
+            backend.replace_all(&new_state)?;
+            backend.save_snapshot(&stored)?;
+        }
+        *self.state.write().expect("state machine lock poisoned") = new_state;
+        *self.current_snapshot.write().expect("snapshot lock poisoned") = Some(stored);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let current = self.current_snapshot.read().expect("snapshot lock poisoned");
+        Ok(current.as_ref().map(|s| Snapshot {
+            meta: s.meta.clone(),
+            snapshot: Cursor::new(s.data.clone()),
+        }))
+    }
+}
