@@ -1,1 +1,149 @@
+//! # tandem-client
+//!
+//! The admin API's types ([`api`]), shared with the node, and [`Client`], a typed async
+//! client for one node's admin API. `tandemctl` (this crate's binary) is built on it.
 
+pub mod api;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::api::ApiError;
+use crate::api::InitResult;
+use crate::api::NodeStatus;
+use crate::api::WriteTestRecord;
+use crate::api::WriteTestRecordResult;
+
+/// Largest answer body the client reads.
+pub const RESPONSE_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{addr}: unreachable: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("{addr}: no answer within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+    #[error("{addr}: {} ({})", .error.message, .error.code)]
+    Api { addr: String, status: u16, error: ApiError },
+    #[error("{addr}: unexpected answer (HTTP {status}): {body}")]
+    Protocol { addr: String, status: u16, body: String },
+}
+
+impl ClientError {
+    /// The API error code, if the node answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { error, .. } => Some(&error.code),
+            _ => None,
+        }
+    }
+}
+
+/// A client for one node's admin API at `addr` (`host:port`).
+#[derive(Clone, Debug)]
+pub struct Client {
+    addr: String,
+    timeout: Duration,
+    http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Client {
+    pub fn new(addr: impl Into<String>) -> Self {
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+        Self {
+            addr: addr.into(),
+            timeout: Duration::from_secs(5),
+            http,
+        }
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub async fn status(&self) -> Result<NodeStatus, ClientError> {
+        self.call::<(), _>("GET", "/v1/status", None).await
+    }
+
+    pub async fn init(&self) -> Result<InitResult, ClientError> {
+        self.call("POST", "/v1/cluster/init", Some(&serde_json::json!({}))).await
+    }
+
+    pub async fn write_test_record(&self, req: &WriteTestRecord) -> Result<WriteTestRecordResult, ClientError> {
+        self.call("POST", "/v1/test-records", Some(req)).await
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<&B>) -> Result<T, ClientError> {
+        let body = match body {
+            Some(b) => Bytes::from(serde_json::to_vec(b).expect("API request types serialize")),
+            None => Bytes::new(),
+        };
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.addr, path))
+            .header("content-type", "application/json")
+            .body(Full::new(body))
+            .expect("valid request");
+        let addr = self.addr.clone();
+        let exchange = async {
+            let resp = self.http.request(req).await.map_err(|e| ClientError::Unreachable {
+                addr: addr.clone(),
+                reason: error_chain(&e),
+            })?;
+            let status = resp.status().as_u16();
+            let body = http_body_util::Limited::new(resp.into_body(), RESPONSE_MAX_BYTES)
+                .collect()
+                .await
+                .map_err(|e| ClientError::Unreachable {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })?
+                .to_bytes();
+            Ok::<_, ClientError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                addr: addr.clone(),
+                timeout: self.timeout,
+            })??;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&body).map_err(|e| ClientError::Protocol {
+                addr,
+                status,
+                body: format!("{e}: {}", String::from_utf8_lossy(&body)),
+            });
+        }
+        match serde_json::from_slice::<ApiError>(&body) {
+            Ok(error) => Err(ClientError::Api { addr, status, error }),
+            Err(_) => Err(ClientError::Protocol {
+                addr,
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            }),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}

@@ -1,1 +1,237 @@
-fn main() {}
+//! `tandemctl`: look at and steer a Tandem cluster through the nodes' admin APIs.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use clap::Subcommand;
+use serde::Serialize;
+use tandem_client::api::NodeStatus;
+use tandem_client::api::WriteTestRecord;
+use tandem_client::Client;
+use tandem_client::ClientError;
+
+#[derive(Parser)]
+#[command(name = "tandemctl", version, about = "Control a Tandem cluster")]
+struct Cli {
+    /// Admin addresses (host:port) to try, comma-separated; the first that answers is used.
+    #[arg(long, env = "TANDEM_NODES", value_delimiter = ',', default_value = "127.0.0.1:7101", global = true)]
+    nodes: Vec<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Per-request timeout in milliseconds.
+    #[arg(long, default_value_t = 2000, global = true)]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show every member: role, term, leader, log, applied, lease, reachability.
+    Status,
+    /// Write test records through the leader and wait until each is committed and applied.
+    WriteTestRecord {
+        /// Id of the (first) record; defaults to the current time in microseconds.
+        #[arg(long)]
+        id: Option<u64>,
+        /// Payload text.
+        #[arg(long, default_value = "")]
+        payload: String,
+        /// How many records to write (ids id, id+1, ...).
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let timeout = Duration::from_millis(cli.timeout_ms);
+    let result = match &cli.command {
+        Cmd::Status => status(&cli, timeout).await,
+        Cmd::WriteTestRecord { id, payload, count } => write(&cli, timeout, *id, payload, *count).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Ask the given addresses in order until one answers.
+async fn first_answer(nodes: &[String], timeout: Duration) -> anyhow::Result<NodeStatus> {
+    let mut errors = Vec::new();
+    for addr in nodes {
+        match Client::new(addr.clone()).with_timeout(timeout).status().await {
+            Ok(s) => return Ok(s),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    anyhow::bail!("no node answered ({}); is the cluster running? Pass --nodes host:port,...", errors.join("; "))
+}
+
+#[derive(Serialize)]
+struct Row {
+    id: u64,
+    name: String,
+    admin_addr: String,
+    reachable: bool,
+    error: Option<String>,
+    status: Option<NodeStatus>,
+}
+
+async fn status(cli: &Cli, timeout: Duration) -> anyhow::Result<()> {
+    let first = first_answer(&cli.nodes, timeout).await?;
+    let queries = first.members.into_iter().map(|m| {
+        let client = Client::new(m.admin_addr.clone()).with_timeout(timeout);
+        async move {
+            let result = client.status().await;
+            (m, result)
+        }
+    });
+    let mut rows = Vec::new();
+    for (m, result) in futures_join_all(queries).await {
+        let (status, error) = match result {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        rows.push(Row {
+            id: m.id,
+            name: m.name,
+            admin_addr: m.admin_addr,
+            reachable: status.is_some(),
+            error,
+            status,
+        });
+    }
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let name_of = |id: Option<u64>| {
+        id.map(|id| rows.iter().find(|r| r.id == id).map_or(id.to_string(), |r| r.name.clone()))
+            .unwrap_or_else(|| "-".into())
+    };
+    let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    let mut table = vec![[
+        "NODE", "ID", "KIND", "ROLE", "TERM", "LEADER", "LAST LOG", "APPLIED", "LEASE LEFT", "REACHABLE",
+    ]
+    .map(String::from)];
+    for r in &rows {
+        match &r.status {
+            Some(s) => table.push([
+                r.name.clone(),
+                r.id.to_string(),
+                s.kind.clone(),
+                s.raft_state.clone(),
+                s.term.to_string(),
+                name_of(s.leader),
+                opt(s.last_log_index),
+                opt(s.applied_index),
+                s.lease_remaining_ms.map_or("-".into(), |ms| format!("{ms} ms")),
+                "yes".into(),
+            ]),
+            None => table.push([
+                r.name.clone(),
+                r.id.to_string(),
+                "?".into(),
+                "?".into(),
+                "?".into(),
+                "?".into(),
+                "?".into(),
+                "?".into(),
+                "?".into(),
+                "no".into(),
+            ]),
+        }
+    }
+    let widths: Vec<usize> = (0..table[0].len()).map(|c| table.iter().map(|row| row[c].len()).max().unwrap_or(0)).collect();
+    for row in &table {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    let leaders: Vec<&Row> = rows.iter().filter(|r| r.status.as_ref().is_some_and(|s| s.raft_state == "leader")).collect();
+    match leaders.as_slice() {
+        [] if rows.iter().all(|r| r.status.as_ref().is_some_and(|s| !s.initialized)) => {
+            println!("\ncluster not initialized: run `tandem init --config <a data node's config>`")
+        }
+        [] => println!("\nno leader right now (election in progress or no quorum)"),
+        [l] => println!("\nleader: {} (term {})", l.name, l.status.as_ref().map_or(0, |s| s.term)),
+        many => {
+            let names: Vec<&str> = many.iter().map(|r| r.name.as_str()).collect();
+            println!("\nnodes reporting leader: {} (an isolated old leader reports so until it hears a newer term)", names.join(", "));
+        }
+    }
+    for r in rows.iter().filter(|r| !r.reachable) {
+        println!("{} ({}) unreachable: {}", r.name, r.admin_addr, r.error.as_deref().unwrap_or(""));
+    }
+    Ok(())
+}
+
+/// Join futures without pulling in a futures crate for one call.
+async fn futures_join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("status query task"));
+    }
+    out
+}
+
+/// How long a write keeps looking for a leader.
+const WRITE_LEADER_WAIT: Duration = Duration::from_secs(10);
+
+async fn write(cli: &Cli, timeout: Duration, id: Option<u64>, payload: &str, count: u64) -> anyhow::Result<()> {
+    let first_id = id.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64)
+    });
+    let mut target = first_answer(&cli.nodes, timeout)
+        .await?
+        .members
+        .iter()
+        .find(|m| m.kind == "data")
+        .map(|m| m.admin_addr.clone())
+        .unwrap_or_else(|| cli.nodes[0].clone());
+    let candidates: Vec<String> = cli.nodes.clone();
+    for n in 0..count {
+        let req = WriteTestRecord {
+            id: first_id + n,
+            payload: payload.to_string(),
+        };
+        let deadline = tokio::time::Instant::now() + WRITE_LEADER_WAIT;
+        let mut next_candidate = 0;
+        let result = loop {
+            match Client::new(target.clone()).with_timeout(timeout).write_test_record(&req).await {
+                Ok(r) => break r,
+                Err(ClientError::Api { error, .. }) if error.code == "not_leader" && error.leader.is_some() => {
+                    target = error.leader.expect("checked").admin_addr;
+                }
+                Err(e @ ClientError::Api { .. }) if !matches!(e.code(), Some("not_leader" | "witness_leader")) => return Err(e.into()),
+                Err(e) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        anyhow::bail!("no leader accepted record {} within {WRITE_LEADER_WAIT:?}: {e}", req.id);
+                    }
+                    target = candidates[next_candidate % candidates.len()].clone();
+                    next_candidate += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        if cli.json {
+            println!("{}", serde_json::to_string(&result)?);
+        } else {
+            println!("record {} committed at index {} by node {}", result.id, result.index, result.leader);
+        }
+    }
+    Ok(())
+}

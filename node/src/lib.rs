@@ -1,1 +1,103 @@
+//! # tandem-node
+//!
+//! The Tandem daemon (`tandem`). Layout:
+//!
+//! - [`config`]: the node's TOML file, validated once into a [`config::ValidConfig`];
+//! - [`consensus`]: the Raft driver — the only module that touches openraft — with the peer
+//!   transport (HTTP on the peer port) and the witness's leadership hand-off;
+//! - [`admin`]: the admin HTTP API and health routes;
+//! - [`run`]: wiring: open the store, bind the listeners, start Raft, serve, stop on signal.
 
+pub mod admin;
+pub mod config;
+pub mod consensus;
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tandem_raft_store::sled_store;
+use tandem_raft_store::MemberRole;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::ValidConfig;
+use crate::consensus::network::PeerNetwork;
+use crate::consensus::Consensus;
+
+/// How long shutdown waits for Raft and the servers to stop.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Run a node until `shutdown` completes.
+pub async fn run(cfg: ValidConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    let me = cfg.me().clone();
+    let span = tracing::info_span!("node", node = %me.name);
+    let _enter = span.enter();
+
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
+    let store_dir = cfg.data_dir.join("raft");
+    let (log, sm) = sled_store::open(&store_dir).with_context(|| {
+        format!(
+            "cannot open the Raft store in {} (is another tandem process using this data_dir?)",
+            store_dir.display()
+        )
+    })?;
+
+    // Bind both ports before starting Raft, so a port in use fails fast and clearly.
+    let peer_listener = TcpListener::bind(cfg.peer_listen)
+        .await
+        .with_context(|| format!("cannot listen on peer_listen {}", cfg.peer_listen))?;
+    let admin_listener = TcpListener::bind(cfg.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on admin_listen {}", cfg.admin_listen))?;
+
+    let local_ip: Option<IpAddr> = Some(cfg.peer_listen.ip()).filter(|ip| !ip.is_unspecified());
+    let network = PeerNetwork::new(cfg.node_id, cfg.cluster_secret.clone(), local_ip);
+    let consensus = Consensus::start(cfg.clone(), log, sm, network).await.context("cannot start raft")?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let serve = |listener: TcpListener, app: axum::Router, what: &'static str| {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let result = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "{what} server failed");
+            }
+        })
+    };
+    let peer_server = serve(peer_listener, consensus::peer_api::router(&consensus, &cfg.cluster_secret), "peer");
+    let admin_server = serve(admin_listener, admin::router(consensus.clone()), "admin");
+    let witness = (me.role == MemberRole::Witness).then(|| tokio::spawn(consensus::witness::run(consensus.clone(), stop_rx.clone())));
+
+    tracing::info!(
+        id = cfg.node_id,
+        role = %me.role,
+        peer = %cfg.peer_listen,
+        admin = %cfg.admin_listen,
+        "tandem node started"
+    );
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    consensus.shutdown(SHUTDOWN_TIMEOUT).await;
+    let _ = stop_tx.send(true);
+    let servers = async {
+        let _ = peer_server.await;
+        let _ = admin_server.await;
+        if let Some(w) = witness {
+            let _ = w.await;
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_TIMEOUT, servers).await.is_err() {
+        tracing::warn!("servers did not stop in time; exiting anyway");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

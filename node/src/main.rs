@@ -1,1 +1,109 @@
-fn main() {}
+//! `tandem`: the Tandem node daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::Subcommand;
+use tandem_client::Client;
+use tandem_node::config::ValidConfig;
+use tandem_raft_store::MemberRole;
+
+#[derive(Parser)]
+#[command(name = "tandem", version, about = "Tandem hot-standby node")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the node until SIGTERM or SIGINT.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Bootstrap the cluster through this (running) data node; refused on the witness.
+    Init {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a config file and exit.
+    CheckConfig {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+fn load(path: &PathBuf) -> Result<ValidConfig, ExitCode> {
+    ValidConfig::load(path).map_err(|e| {
+        eprintln!("error: invalid config {}: {e}", path.display());
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match cli.command {
+        Cmd::CheckConfig { config } => match load(&config) {
+            Ok(c) => {
+                println!("{}: ok (node {} \"{}\", {})", config.display(), c.node_id, c.me().name, c.role());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Cmd::Run { config } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match runtime.block_on(tandem_node::run(cfg, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Init { config } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if cfg.role() == MemberRole::Witness {
+                eprintln!("error: this config is the witness's; the witness never bootstraps the cluster. Run `tandem init` on a data node.");
+                return ExitCode::from(2);
+            }
+            let client = Client::new(cfg.admin_listen.to_string());
+            match runtime.block_on(client.init()) {
+                Ok(r) => {
+                    let names: Vec<String> = r.members.iter().map(|m| format!("{} ({}, id {})", m.name, m.kind, m.id)).collect();
+                    println!("cluster initialized with voters: {}", names.join(", "));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::signal;
+    use tokio::signal::unix::SignalKind;
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

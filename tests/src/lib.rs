@@ -1,1 +1,361 @@
+//! Harness for black-box tests: runs the real `tandem` binary as three processes on loopback
+//! and talks to them through their admin APIs (the `tandem-client` crate) and `tandemctl`.
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`); `tests/run.sh` does
+//! that before `cargo test`.
 
+use std::net::TcpListener;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::Stdio;
+use std::time::Duration;
+use std::time::Instant;
+
+use anyhow::bail;
+use anyhow::Context;
+use tandem_client::api::NodeStatus;
+use tandem_client::api::WriteTestRecord;
+use tandem_client::api::WriteTestRecordResult;
+use tandem_client::Client;
+use tandem_client::ClientError;
+
+pub const SECRET: &str = "integration-test-secret-0123456789";
+
+/// Directory holding the built `tandem` and `tandemctl`.
+pub fn bin_dir() -> PathBuf {
+    // Test executables live in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+    for bin in ["tandem", "tandemctl"] {
+        assert!(
+            dir.join(bin).exists(),
+            "{} not found: build the binaries first with `cargo build --workspace --bins` (tests/run.sh does this)",
+            dir.join(bin).display()
+        );
+    }
+    dir
+}
+
+pub fn tandem() -> Command {
+    Command::new(bin_dir().join("tandem"))
+}
+
+pub fn tandemctl() -> Command {
+    Command::new(bin_dir().join("tandemctl"))
+}
+
+/// A free TCP port on `ip` (bound, then released).
+fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0)).expect("bind a free port").local_addr().unwrap().port()
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub id: u64,
+    pub name: &'static str,
+    pub role: &'static str,
+    pub ip: String,
+    pub peer_port: u16,
+    pub admin_port: u16,
+}
+
+impl NodeSpec {
+    pub fn admin_addr(&self) -> String {
+        format!("{}:{}", self.ip, self.admin_port)
+    }
+
+    pub fn peer_addr(&self) -> String {
+        format!("{}:{}", self.ip, self.peer_port)
+    }
+}
+
+/// Options for a test cluster.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Give each node its own loopback address (127.0.<n>.1, 127.0.<n>.2, 127.0.<n>.3), so a
+    /// test can cut one off with iptables.
+    pub own_addresses: Option<u8>,
+}
+
+/// Clusters in one test binary run one at a time: three nodes with sub-second timers per
+/// cluster are all two cores can run without starving elections.
+static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<NodeSpec>,
+    procs: Vec<Option<Child>>,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Cluster {
+    /// Write the three configs and start the three processes (not yet initialized).
+    pub fn start(opts: ClusterOptions) -> anyhow::Result<Self> {
+        // A test that failed while holding the lock leaves it poisoned; the next may still run.
+        let turn = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir()?;
+        let ip = |i: u64| match opts.own_addresses {
+            Some(net) => format!("127.0.{net}.{i}"),
+            None => "127.0.0.1".to_string(),
+        };
+        let nodes: Vec<NodeSpec> = [(1, "a", "data"), (2, "b", "data"), (3, "w", "witness")]
+            .into_iter()
+            .map(|(id, name, role)| {
+                let ip = ip(id);
+                NodeSpec {
+                    id,
+                    name,
+                    role,
+                    peer_port: free_port(&ip),
+                    admin_port: free_port(&ip),
+                    ip,
+                }
+            })
+            .collect();
+        let members: String = nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "\n[[members]]\nid = {}\nname = \"{}\"\nrole = \"{}\"\npeer_addr = \"{}\"\nadmin_addr = \"{}\"\n",
+                    n.id,
+                    n.name,
+                    n.role,
+                    n.peer_addr(),
+                    n.admin_addr()
+                )
+            })
+            .collect();
+        for n in &nodes {
+            let cfg = format!(
+                "node_id = {}\ndata_dir = \"{}\"\npeer_listen = \"{}\"\nadmin_listen = \"{}\"\ncluster_secret = \"{SECRET}\"\n{members}",
+                n.id,
+                n.name,
+                n.peer_addr(),
+                n.admin_addr()
+            );
+            std::fs::write(dir.path().join(format!("{}.toml", n.name)), cfg)?;
+        }
+        let mut cluster = Cluster {
+            dir,
+            procs: nodes.iter().map(|_| None).collect(),
+            nodes,
+            _turn: turn,
+        };
+        for name in ["a", "b", "w"] {
+            cluster.spawn(name)?;
+        }
+        for name in ["a", "b", "w"] {
+            cluster.wait_admin(name)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Start, initialize through node `a`, and wait for a data node to lead.
+    pub fn start_initialized(opts: ClusterOptions) -> anyhow::Result<Self> {
+        let cluster = Self::start(opts)?;
+        let out = tandem().args(["init", "--config"]).arg(cluster.config_path("a")).output()?;
+        if !out.status.success() {
+            bail!("tandem init failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        cluster.wait_for("a data node leads", Duration::from_secs(10), |s| {
+            s.leader_status().is_some_and(|l| l.kind == "data")
+        })?;
+        Ok(cluster)
+    }
+
+    pub fn config_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.toml"))
+    }
+
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    pub fn spec(&self, name: &str) -> &NodeSpec {
+        self.nodes.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    pub fn name_of(&self, id: u64) -> &'static str {
+        self.nodes.iter().find(|n| n.id == id).map(|n| n.name).unwrap_or("?")
+    }
+
+    fn index(&self, name: &str) -> usize {
+        self.nodes.iter().position(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    pub fn spawn(&mut self, name: &str) -> anyhow::Result<()> {
+        let i = self.index(name);
+        assert!(self.procs[i].is_none(), "{name} is already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(name))?;
+        let child = tandem()
+            .args(["run", "--config"])
+            .arg(self.config_path(name))
+            .env("TANDEM_LOG", "info,openraft=info")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("spawn tandem")?;
+        self.procs[i] = Some(child);
+        Ok(())
+    }
+
+    pub fn wait_admin(&mut self, name: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.status(name).is_ok() {
+                return Ok(());
+            }
+            let i = self.index(name);
+            if let Some(status) = self.procs[i].as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("{name} exited at start ({status}); log:\n{}", self.log_tail(name));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("{name} did not answer within 10 s; log:\n{}", self.log_tail(name))
+    }
+
+    pub fn log_tail(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(self.log_path(name)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// SIGKILL a node.
+    pub fn kill(&mut self, name: &str) {
+        let i = self.index(name);
+        if let Some(mut c) = self.procs[i].take() {
+            c.kill().expect("SIGKILL");
+            c.wait().expect("reap");
+        }
+    }
+
+    /// SIGTERM a node and wait for it to exit; returns its exit status.
+    pub fn terminate(&mut self, name: &str, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let i = self.index(name);
+        let mut child = self.procs[i].take().context("not running")?;
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                child.kill().ok();
+                child.wait().ok();
+                bail!("{name} did not exit within {within:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        self.spawn(name)?;
+        self.wait_admin(name)
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    }
+
+    pub fn client(&self, name: &str) -> Client {
+        Client::new(self.spec(name).admin_addr()).with_timeout(Duration::from_millis(1000))
+    }
+
+    pub fn status(&self, name: &str) -> Result<NodeStatus, ClientError> {
+        Self::runtime().block_on(self.client(name).status())
+    }
+
+    /// Every node's status (None where unreachable).
+    pub fn snapshot(&self) -> Statuses {
+        Statuses(self.nodes.iter().map(|n| (n.name, self.status(n.name).ok())).collect())
+    }
+
+    /// Poll until `cond` holds, or fail naming `what` and the last statuses seen.
+    pub fn wait_for(&self, what: &str, within: Duration, cond: impl Fn(&Statuses) -> bool) -> anyhow::Result<Statuses> {
+        let deadline = Instant::now() + within;
+        loop {
+            let s = self.snapshot();
+            if cond(&s) {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                bail!("timed out after {within:?} waiting for: {what}\nlast statuses: {s:#?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Write a test record through whichever node leads, following not-leader answers.
+    pub fn write(&self, id: u64, payload: &str) -> anyhow::Result<WriteTestRecordResult> {
+        let req = WriteTestRecord {
+            id,
+            payload: payload.into(),
+        };
+        let rt = Self::runtime();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let leader = self.snapshot().leader_status().filter(|l| l.kind == "data").map(|l| l.name.clone());
+            if let Some(name) = leader {
+                match rt.block_on(self.client(&name).write_test_record(&req)) {
+                    Ok(r) => return Ok(r),
+                    Err(e) if Instant::now() > deadline => return Err(e.into()),
+                    Err(_) => {}
+                }
+            } else if Instant::now() > deadline {
+                bail!("no data node leads; cannot write record {id}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in self.procs.iter_mut().flatten() {
+            c.kill().ok();
+            c.wait().ok();
+        }
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                eprintln!("---- log of {} ----\n{}", n.name, self.log_tail(n.name));
+            }
+        }
+    }
+}
+
+/// Statuses of all three nodes at one moment.
+#[derive(Debug)]
+pub struct Statuses(pub Vec<(&'static str, Option<NodeStatus>)>);
+
+impl Statuses {
+    pub fn get(&self, name: &str) -> Option<&NodeStatus> {
+        self.0.iter().find(|(n, _)| *n == name).and_then(|(_, s)| s.as_ref())
+    }
+
+    pub fn reachable(&self) -> impl Iterator<Item = &NodeStatus> {
+        self.0.iter().filter_map(|(_, s)| s.as_ref())
+    }
+
+    /// The leader, if exactly one reachable node with the highest term says it leads.
+    pub fn leader_status(&self) -> Option<&NodeStatus> {
+        let max_term = self.reachable().map(|s| s.term).max()?;
+        let leaders: Vec<&NodeStatus> = self.reachable().filter(|s| s.raft_state == "leader" && s.term == max_term).collect();
+        match leaders.as_slice() {
+            [l] => Some(l),
+            _ => None,
+        }
+    }
+
+    /// True when all listed nodes applied the same test records, `count` of them.
+    pub fn agree_on_records(&self, names: &[&str], count: u64) -> bool {
+        let statuses: Vec<Option<&NodeStatus>> = names.iter().map(|n| self.get(n)).collect();
+        let Some(Some(first)) = statuses.first() else { return false };
+        statuses
+            .iter()
+            .all(|s| s.is_some_and(|s| s.test_records == count && s.test_digest == first.test_digest))
+    }
+}

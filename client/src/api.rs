@@ -1,0 +1,92 @@
+//! Types of the admin HTTP API (`/v1/...`), shared by the node (server) and this client.
+
+use serde::Deserialize;
+use serde::Serialize;
+
+/// Largest test record payload the API accepts (mirrors the replicated limit).
+pub const TEST_RECORD_MAX_BYTES: usize = 64 * 1024;
+
+/// `GET /v1/status`: one node's own view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node_id: u64,
+    pub name: String,
+    /// `data` or `witness`.
+    pub kind: String,
+    /// Raft state: `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub raft_state: String,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub initialized: bool,
+    pub last_log_index: Option<u64>,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    /// Leader only: time since a quorum last acknowledged it.
+    pub millis_since_quorum_ack: Option<u64>,
+    /// Leader only: `lease − millis_since_quorum_ack` (DESIGN §4), 0 once expired.
+    pub lease_remaining_ms: Option<u64>,
+    pub activation: Option<ActivationInfo>,
+    pub test_records: u64,
+    /// Digest of every applied test record, in order (hex); equal on nodes that applied the same.
+    pub test_digest: String,
+    pub members: Vec<MemberInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivationInfo {
+    pub node: u64,
+    pub epoch: u64,
+    pub since_index: u64,
+    pub released: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub id: u64,
+    pub name: String,
+    pub kind: String,
+    pub peer_addr: String,
+    pub admin_addr: String,
+}
+
+/// `POST /v1/test-records`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteTestRecord {
+    pub id: u64,
+    /// UTF-8 payload, at most [`TEST_RECORD_MAX_BYTES`].
+    #[serde(default)]
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteTestRecordResult {
+    pub id: u64,
+    /// Log index at which the record was committed and applied.
+    pub index: u64,
+    /// The node that committed it.
+    pub leader: u64,
+}
+
+/// `POST /v1/cluster/init`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitResult {
+    pub members: Vec<MemberInfo>,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// Stable machine-readable code, e.g. `not_leader`.
+    pub code: String,
+    /// What went wrong and what to do about it.
+    pub message: String,
+    /// For `not_leader`: the leader to retry against, when known.
+    pub leader: Option<LeaderHint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderHint {
+    pub id: u64,
+    pub admin_addr: String,
+}

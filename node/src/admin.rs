@@ -1,0 +1,140 @@
+//! The admin HTTP API (JSON under `/v1`) and the load-balancer health routes.
+//! Errors map to HTTP in one place: [`AdminError::into_response`].
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::routing::get;
+use axum::routing::post;
+use axum::Json;
+use axum::Router;
+use tandem_client::api::ApiError;
+use tandem_client::api::InitResult;
+use tandem_client::api::LeaderHint;
+use tandem_client::api::NodeStatus;
+use tandem_client::api::WriteTestRecord;
+use tandem_client::api::WriteTestRecordResult;
+use tandem_client::api::TEST_RECORD_MAX_BYTES;
+use tandem_raft_store::records::Record;
+use tandem_raft_store::records::TestRecord;
+
+use crate::consensus::Consensus;
+use crate::consensus::InitError;
+use crate::consensus::ProposeError;
+
+/// Largest admin request body.
+pub const ADMIN_BODY_MAX_BYTES: usize = 256 * 1024;
+
+pub fn router(consensus: Consensus) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/cluster/init", post(init))
+        .route("/v1/test-records", post(write_test_record))
+        .route("/health/live", get(|| async { "live\n" }))
+        .fallback(|| async { AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /v1/status") })
+        .layer(DefaultBodyLimit::max(ADMIN_BODY_MAX_BYTES))
+        .with_state(consensus)
+}
+
+#[derive(Debug)]
+struct AdminError {
+    status: StatusCode,
+    body: ApiError,
+}
+
+impl AdminError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ApiError {
+                code: code.into(),
+                message: message.into(),
+                leader: None,
+            },
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<JsonRejection> for AdminError {
+    fn from(r: JsonRejection) -> Self {
+        let status = match r {
+            JsonRejection::BytesRejection(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        AdminError::new(status, "bad_request", r.body_text())
+    }
+}
+
+impl From<ProposeError> for AdminError {
+    fn from(e: ProposeError) -> Self {
+        match e {
+            ProposeError::NotLeader { leader } => {
+                let mut err = AdminError::new(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "not_leader",
+                    match &leader {
+                        Some((id, m)) => format!("this node is not the leader; send the request to node {id} at {}", m.admin_addr),
+                        None => "this node is not the leader and no leader is known yet; retry shortly".into(),
+                    },
+                );
+                err.body.leader = leader.map(|(id, m)| LeaderHint {
+                    id,
+                    admin_addr: m.admin_addr,
+                });
+                err
+            }
+            ProposeError::WitnessLeader => AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "witness_leader", e.to_string()),
+            ProposeError::Rejected(r) => AdminError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", r.to_string()),
+            ProposeError::Fatal(_) => AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "raft_stopped", e.to_string()),
+        }
+    }
+}
+
+async fn status(State(c): State<Consensus>) -> Json<NodeStatus> {
+    Json(c.status())
+}
+
+async fn init(State(c): State<Consensus>) -> Result<Json<InitResult>, AdminError> {
+    match c.initialize().await {
+        Ok(members) => {
+            tracing::info!("cluster initialized with three voters");
+            Ok(Json(InitResult { members }))
+        }
+        Err(e @ InitError::OnWitness) => Err(AdminError::new(StatusCode::CONFLICT, "witness_cannot_init", e.to_string())),
+        Err(e @ InitError::AlreadyInitialized) => Err(AdminError::new(StatusCode::CONFLICT, "already_initialized", e.to_string())),
+        Err(e @ InitError::Other(_)) => Err(AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "init_failed", e.to_string())),
+    }
+}
+
+async fn write_test_record(
+    State(c): State<Consensus>,
+    body: Result<Json<WriteTestRecord>, JsonRejection>,
+) -> Result<Json<WriteTestRecordResult>, AdminError> {
+    let Json(req) = body?;
+    if req.payload.len() > TEST_RECORD_MAX_BYTES {
+        return Err(AdminError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("payload is {} bytes; TEST_RECORD_MAX_BYTES is {TEST_RECORD_MAX_BYTES}", req.payload.len()),
+        ));
+    }
+    let record = Record::Test(TestRecord {
+        id: req.id,
+        payload: req.payload.into_bytes(),
+    });
+    let index = c.propose(record).await?;
+    Ok(Json(WriteTestRecordResult {
+        id: req.id,
+        index,
+        leader: c.config().node_id,
+    }))
+}

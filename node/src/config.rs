@@ -1,0 +1,493 @@
+//! Node configuration: one TOML file per node, validated once at load into [`ValidConfig`].
+//!
+//! Every error names the key it is about and the rule it breaks, so an operator can fix the
+//! file without reading code. Nothing is started with a config that failed validation.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tandem_raft_store::MemberRole;
+use tandem_raft_store::NodeId;
+
+/// Shortest cluster secret accepted, in bytes.
+pub const CLUSTER_SECRET_MIN_BYTES: usize = 16;
+/// Largest config file read.
+pub const CONFIG_FILE_MAX_BYTES: u64 = 1024 * 1024;
+
+/// A config problem: the key (dotted path) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "`{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node_id: NodeId,
+    data_dir: PathBuf,
+    peer_listen: String,
+    admin_listen: String,
+    cluster_secret: Option<String>,
+    cluster_secret_file: Option<PathBuf>,
+    #[serde(default = "default_cluster_name")]
+    cluster_name: String,
+    #[serde(default)]
+    timers: RawTimers,
+    #[serde(default)]
+    members: Vec<RawMember>,
+}
+
+fn default_cluster_name() -> String {
+    "tandem".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTimers {
+    heartbeat_ms: u64,
+    election_timeout_min_ms: u64,
+    election_timeout_max_ms: u64,
+    lease_ms: u64,
+    lease_margin_ms: u64,
+    max_clock_drift: f64,
+    witness_election_factor: f64,
+}
+
+impl Default for RawTimers {
+    fn default() -> Self {
+        // DESIGN §4 starting defaults.
+        Self {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            lease_ms: 340,
+            lease_margin_ms: 50,
+            max_clock_drift: 0.01,
+            witness_election_factor: 2.5,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMember {
+    id: NodeId,
+    name: String,
+    role: MemberRole,
+    peer_addr: String,
+    admin_addr: String,
+}
+
+/// A voter of the cluster, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberConfig {
+    pub id: NodeId,
+    pub name: String,
+    pub role: MemberRole,
+    pub peer_addr: String,
+    pub admin_addr: String,
+}
+
+/// Timers after validation (DESIGN §4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timers {
+    pub heartbeat: Duration,
+    /// Election timeout range of the data nodes.
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    pub lease: Duration,
+    pub lease_margin: Duration,
+    pub max_clock_drift: f64,
+    /// The witness's election timeouts are the data nodes' times this factor.
+    pub witness_election_factor: f64,
+}
+
+impl Timers {
+    /// The election timeout range this node uses: the witness waits 2–3× longer so a data
+    /// node wins whenever it can (DESIGN §3).
+    pub fn election_timeouts_for(&self, role: MemberRole) -> (Duration, Duration) {
+        match role {
+            MemberRole::Data => (self.election_timeout_min, self.election_timeout_max),
+            MemberRole::Witness => (
+                self.election_timeout_min.mul_f64(self.witness_election_factor),
+                self.election_timeout_max.mul_f64(self.witness_election_factor),
+            ),
+        }
+    }
+
+    /// The largest lease the rule of DESIGN §4 allows with these timers.
+    pub fn lease_bound(&self) -> Duration {
+        self.election_timeout_min
+            .mul_f64(1.0 - 2.0 * self.max_clock_drift)
+            .saturating_sub(self.lease_margin)
+    }
+}
+
+/// A configuration that passed every check.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+    pub peer_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub cluster_secret: String,
+    pub cluster_name: String,
+    pub timers: Timers,
+    /// All voters, ordered by id.
+    pub members: Vec<MemberConfig>,
+}
+
+impl ValidConfig {
+    /// This node's own entry in `members`.
+    pub fn me(&self) -> &MemberConfig {
+        self.members
+            .iter()
+            .find(|m| m.id == self.node_id)
+            .expect("validated: node_id is a member")
+    }
+
+    pub fn role(&self) -> MemberRole {
+        self.me().role
+    }
+
+    /// Read and validate the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let meta = std::fs::metadata(path).map_err(|e| err("", format!("cannot read config file {}: {e}", path.display())))?;
+        if meta.len() > CONFIG_FILE_MAX_BYTES {
+            return Err(err(
+                "",
+                format!("config file {} is {} bytes, more than CONFIG_FILE_MAX_BYTES ({CONFIG_FILE_MAX_BYTES})", path.display(), meta.len()),
+            ));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| err("", format!("cannot read config file {}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base)
+    }
+
+    /// Validate config text; relative paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(toml_error)?;
+        validate(raw, base)
+    }
+}
+
+/// Turn a TOML/serde error into a key-naming error.
+fn toml_error(e: toml::de::Error) -> ConfigError {
+    let message = e.message().trim().to_string();
+    // serde names the offending field in backticks: "unknown field `x`", "missing field `y`".
+    let key = message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.contains("field"))
+        .unwrap_or("")
+        .to_string();
+    let at = e.span().map(|s| format!(" (at byte {})", s.start)).unwrap_or_default();
+    err(key, format!("{message}{at}"))
+}
+
+fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| err(key, format!("{value:?} is not an IP address with a port, such as 127.0.0.1:7001")))
+}
+
+fn host_port(key: &str, value: &str) -> Result<(), ConfigError> {
+    let bad = || err(key, format!("{value:?} must be host:port, such as 10.0.0.5:7001"));
+    let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
+    // Members: exactly two data nodes and one witness, all voters (DESIGN §1, §3).
+    if raw.members.len() != 3 {
+        return Err(err(
+            "members",
+            format!("a Tandem cluster has exactly three voters (two data nodes and a witness); found {}", raw.members.len()),
+        ));
+    }
+    let mut ids = BTreeSet::new();
+    let mut names = BTreeSet::new();
+    let mut addrs = BTreeSet::new();
+    for (i, m) in raw.members.iter().enumerate() {
+        let key = |field: &str| format!("members[{i}].{field}");
+        if !ids.insert(m.id) {
+            return Err(err(key("id"), format!("duplicate member id {}: every node needs its own id", m.id)));
+        }
+        if m.name.is_empty() || !m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(err(key("name"), format!("{:?} must be non-empty and use only letters, digits, '-' and '_'", m.name)));
+        }
+        if !names.insert(m.name.clone()) {
+            return Err(err(key("name"), format!("duplicate member name {:?}", m.name)));
+        }
+        host_port(&key("peer_addr"), &m.peer_addr)?;
+        host_port(&key("admin_addr"), &m.admin_addr)?;
+        for (field, a) in [("peer_addr", &m.peer_addr), ("admin_addr", &m.admin_addr)] {
+            if !addrs.insert(a.clone()) {
+                return Err(err(key(field), format!("address {a} is used twice among the members")));
+            }
+        }
+    }
+    let count = |role| raw.members.iter().filter(|m| m.role == role).count();
+    if count(MemberRole::Witness) != 1 {
+        return Err(err(
+            "members",
+            format!("the witness must be a voter: exactly one member needs role = \"witness\" (found {})", count(MemberRole::Witness)),
+        ));
+    }
+    if count(MemberRole::Data) != 2 {
+        return Err(err("members", format!("exactly two members need role = \"data\" (found {})", count(MemberRole::Data))));
+    }
+    if !ids.contains(&raw.node_id) {
+        return Err(err("node_id", format!("{} is not the id of any entry in [[members]]", raw.node_id)));
+    }
+
+    let peer_listen = socket_addr("peer_listen", &raw.peer_listen)?;
+    let admin_listen = socket_addr("admin_listen", &raw.admin_listen)?;
+    if peer_listen == admin_listen {
+        return Err(err("admin_listen", "must differ from peer_listen"));
+    }
+
+    if raw.data_dir.as_os_str().is_empty() {
+        return Err(err("data_dir", "must not be empty"));
+    }
+    let data_dir = base.join(&raw.data_dir);
+
+    let cluster_secret = match (raw.cluster_secret, raw.cluster_secret_file) {
+        (Some(_), Some(_)) => return Err(err("cluster_secret_file", "set either cluster_secret or cluster_secret_file, not both")),
+        (None, None) => return Err(err("cluster_secret", "missing: peers authenticate each other with it; set cluster_secret or cluster_secret_file")),
+        (Some(s), None) => s,
+        (None, Some(file)) => {
+            let file = base.join(file);
+            std::fs::read_to_string(&file)
+                .map_err(|e| err("cluster_secret_file", format!("cannot read {}: {e}", file.display())))?
+                .trim()
+                .to_string()
+        }
+    };
+    if cluster_secret.len() < CLUSTER_SECRET_MIN_BYTES {
+        return Err(err(
+            "cluster_secret",
+            format!("is {} bytes; CLUSTER_SECRET_MIN_BYTES is {CLUSTER_SECRET_MIN_BYTES}", cluster_secret.len()),
+        ));
+    }
+    if cluster_secret.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(err("cluster_secret", "must not contain spaces or control characters"));
+    }
+
+    let timers = validate_timers(&raw.timers)?;
+    let mut members: Vec<MemberConfig> = raw
+        .members
+        .into_iter()
+        .map(|m| MemberConfig {
+            id: m.id,
+            name: m.name,
+            role: m.role,
+            peer_addr: m.peer_addr,
+            admin_addr: m.admin_addr,
+        })
+        .collect();
+    members.sort_by_key(|m| m.id);
+
+    Ok(ValidConfig {
+        node_id: raw.node_id,
+        data_dir,
+        peer_listen,
+        admin_listen,
+        cluster_secret,
+        cluster_name: raw.cluster_name,
+        timers,
+        members,
+    })
+}
+
+fn validate_timers(t: &RawTimers) -> Result<Timers, ConfigError> {
+    let ms = Duration::from_millis;
+    if t.heartbeat_ms == 0 {
+        return Err(err("timers.heartbeat_ms", "must be greater than 0"));
+    }
+    if t.heartbeat_ms >= t.election_timeout_min_ms {
+        return Err(err(
+            "timers.heartbeat_ms",
+            format!(
+                "heartbeat ({} ms) must be shorter than election_timeout_min_ms ({} ms), or followers start elections against a healthy leader",
+                t.heartbeat_ms, t.election_timeout_min_ms
+            ),
+        ));
+    }
+    if t.election_timeout_min_ms >= t.election_timeout_max_ms {
+        return Err(err(
+            "timers.election_timeout_max_ms",
+            format!(
+                "must be greater than election_timeout_min_ms ({} ms), so that election timeouts are spread",
+                t.election_timeout_min_ms
+            ),
+        ));
+    }
+    if !(0.0..0.1).contains(&t.max_clock_drift) {
+        return Err(err("timers.max_clock_drift", format!("{} must be in [0, 0.1), e.g. 0.01 for 1%", t.max_clock_drift)));
+    }
+    if !(2.0..=3.0).contains(&t.witness_election_factor) {
+        return Err(err(
+            "timers.witness_election_factor",
+            format!("{} must be between 2 and 3: the witness waits 2–3× longer than the data nodes before standing", t.witness_election_factor),
+        ));
+    }
+    if t.lease_ms == 0 {
+        return Err(err("timers.lease_ms", "must be greater than 0"));
+    }
+    let timers = Timers {
+        heartbeat: ms(t.heartbeat_ms),
+        election_timeout_min: ms(t.election_timeout_min_ms),
+        election_timeout_max: ms(t.election_timeout_max_ms),
+        lease: ms(t.lease_ms),
+        lease_margin: ms(t.lease_margin_ms),
+        max_clock_drift: t.max_clock_drift,
+        witness_election_factor: t.witness_election_factor,
+    };
+    // DESIGN §4: the lease must run out before any follower may vote for someone else.
+    let bound = timers.lease_bound();
+    if timers.lease > bound {
+        return Err(err(
+            "timers.lease_ms",
+            format!(
+                "lease ({} ms) breaks the rule lease ≤ election_timeout_min × (1 − 2ρ) − margin = {} × (1 − 2×{}) − {} = {} ms; shorten the lease or lengthen election_timeout_min_ms",
+                t.lease_ms,
+                t.election_timeout_min_ms,
+                t.max_clock_drift,
+                t.lease_margin_ms,
+                bound.as_millis()
+            ),
+        ));
+    }
+    Ok(timers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const GOOD: &str = r#"
+node_id = 1
+data_dir = "data/a"
+peer_listen = "127.0.0.1:7001"
+admin_listen = "127.0.0.1:7101"
+cluster_secret = "0123456789abcdef0123"
+
+[[members]]
+id = 1
+name = "a"
+role = "data"
+peer_addr = "127.0.0.1:7001"
+admin_addr = "127.0.0.1:7101"
+
+[[members]]
+id = 2
+name = "b"
+role = "data"
+peer_addr = "127.0.0.1:7002"
+admin_addr = "127.0.0.1:7102"
+
+[[members]]
+id = 3
+name = "w"
+role = "witness"
+peer_addr = "127.0.0.1:7003"
+admin_addr = "127.0.0.1:7103"
+"#;
+
+    fn parse(text: &str) -> Result<ValidConfig, ConfigError> {
+        ValidConfig::parse(text, Path::new("/etc/tandem"))
+    }
+
+    fn key_of(text: &str) -> String {
+        parse(text).expect_err("config must be rejected").key
+    }
+
+    #[test]
+    fn a_good_config_loads_with_design_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.role(), MemberRole::Data);
+        assert_eq!(c.data_dir, Path::new("/etc/tandem/data/a"));
+        assert_eq!(c.timers.lease, Duration::from_millis(340));
+        assert_eq!(c.timers.lease_bound(), Duration::from_millis(342));
+        let (min, max) = c.timers.election_timeouts_for(MemberRole::Witness);
+        assert_eq!((min.as_millis(), max.as_millis()), (1000, 2000));
+    }
+
+    #[test]
+    fn lease_that_outlives_an_election_is_rejected_naming_the_rule() {
+        let e = parse(&GOOD.replace("[[members]]\nid = 1", "[timers]\nlease_ms = 380\n\n[[members]]\nid = 1")).unwrap_err();
+        assert_eq!(e.key, "timers.lease_ms");
+        assert!(e.message.contains("election_timeout_min × (1 − 2ρ) − margin"), "{e}");
+        assert!(e.message.contains("342 ms"), "{e}");
+    }
+
+    #[test]
+    fn heartbeat_must_be_shorter_than_election_timeout() {
+        let text = GOOD.replace("[[members]]\nid = 1", "[timers]\nheartbeat_ms = 400\n\n[[members]]\nid = 1");
+        assert_eq!(key_of(&text), "timers.heartbeat_ms");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = parse(&format!("lease = 3\n{GOOD}")).unwrap_err();
+        assert_eq!(e.key, "lease");
+        assert!(e.message.contains("unknown field"), "{e}");
+        let e = parse(&GOOD.replace("[[members]]\nid = 1", "[timers]\nheartbeat = 100\n\n[[members]]\nid = 1")).unwrap_err();
+        assert_eq!(e.key, "heartbeat");
+    }
+
+    #[test]
+    fn duplicate_ids_are_rejected() {
+        assert_eq!(key_of(&GOOD.replace("id = 2", "id = 1")), "members[1].id");
+    }
+
+    #[test]
+    fn the_witness_must_be_a_voter() {
+        let e = parse(&GOOD.replace("role = \"witness\"", "role = \"data\"")).unwrap_err();
+        assert_eq!(e.key, "members");
+        assert!(e.message.contains("witness must be a voter"), "{e}");
+    }
+
+    #[test]
+    fn other_broken_settings_name_their_key() {
+        assert_eq!(key_of(&GOOD.replace("node_id = 1", "node_id = 9")), "node_id");
+        assert_eq!(key_of(&GOOD.replace("\"0123456789abcdef0123\"", "\"short\"")), "cluster_secret");
+        assert_eq!(key_of(&GOOD.replace("cluster_secret = \"0123456789abcdef0123\"\n", "")), "cluster_secret");
+        assert_eq!(key_of(&GOOD.replace("peer_listen = \"127.0.0.1:7001\"", "peer_listen = \"nowhere\"")), "peer_listen");
+        assert_eq!(key_of(&GOOD.replace("127.0.0.1:7002\"\nadmin", "127.0.0.1:7001\"\nadmin")), "members[1].peer_addr");
+        assert_eq!(key_of(&GOOD.replace("name = \"b\"", "name = \"a\"")), "members[1].name");
+        assert_eq!(key_of(&GOOD.replace("node_id = 1\n", "")), "node_id");
+        let factor = GOOD.replace("[[members]]\nid = 1", "[timers]\nwitness_election_factor = 1.5\n\n[[members]]\nid = 1");
+        assert_eq!(key_of(&factor), "timers.witness_election_factor");
+        let spread = GOOD.replace("[[members]]\nid = 1", "[timers]\nelection_timeout_max_ms = 400\n\n[[members]]\nid = 1");
+        assert_eq!(key_of(&spread), "timers.election_timeout_max_ms");
+    }
+}

@@ -1,0 +1,268 @@
+//! The Raft driver: the only module of the node that touches openraft types.
+//!
+//! [`Consensus`] wraps the openraft instance and offers what the rest of the node needs:
+//! status, proposing records, bootstrapping, and shutdown. The peer transport (HTTP, both
+//! directions) is in [`network`] and [`peer_api`]; the witness's hand-off of leadership to a
+//! data node is in [`witness`].
+
+pub mod network;
+pub mod peer_api;
+pub mod witness;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::ClientWriteError;
+use openraft::error::InitializeError;
+use openraft::error::RaftError;
+use openraft::storage::RaftLogStorage;
+use openraft::async_runtime::WatchReceiver;
+use openraft::Instant as _;
+use openraft::ServerState;
+use openraft::SnapshotPolicy;
+use tandem_client::api::ActivationInfo;
+use tandem_client::api::MemberInfo;
+use tandem_client::api::NodeStatus;
+use tandem_raft_store::records::Command;
+use tandem_raft_store::records::Record;
+use tandem_raft_store::records::Rejection;
+use tandem_raft_store::records::Response;
+use tandem_raft_store::Member;
+use tandem_raft_store::MemberRole;
+use tandem_raft_store::NodeId;
+use tandem_raft_store::StateMachineStore;
+use tandem_raft_store::StateReader;
+use tandem_raft_store::TypeConfig;
+use tokio::time::Instant;
+
+use crate::config::ValidConfig;
+
+pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
+
+/// Entries kept in the log after a snapshot, so a briefly absent peer catches up by log.
+const LOG_KEPT_AFTER_SNAPSHOT: u64 = 5_000;
+/// Applied entries between two snapshots.
+const SNAPSHOT_EVERY_ENTRIES: u64 = 20_000;
+
+/// Why a proposal did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    #[error("this node is not the leader")]
+    NotLeader { leader: Option<(NodeId, Member)> },
+    #[error("the witness is leader only while it hands leadership to a data node; retry shortly")]
+    WitnessLeader,
+    #[error("the record was rejected: {0}")]
+    Rejected(Rejection),
+    #[error("raft stopped: {0}")]
+    Fatal(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("the witness never bootstraps the cluster; run `tandem init` on a data node")]
+    OnWitness,
+    #[error("the cluster is already initialized")]
+    AlreadyInitialized,
+    #[error("cannot initialize: {0}")]
+    Other(String),
+}
+
+/// Builds the openraft configuration for this node from the validated config.
+///
+/// Every node, the witness included, gives openraft the data nodes' election timeouts: openraft
+/// also uses `election_timeout_max` as the time a follower refuses votes after hearing from a
+/// leader, and a witness that refused for 2–3× longer would delay every failover. The witness
+/// instead turns automatic elections off and stands only after its own, longer silence (see
+/// [`witness`] and docs/decisions/0001-witness-election-timer.md).
+fn raft_config(cfg: &ValidConfig) -> anyhow::Result<openraft::Config> {
+    let c = openraft::Config {
+        cluster_name: cfg.cluster_name.clone(),
+        heartbeat_interval: cfg.timers.heartbeat.as_millis() as u64,
+        election_timeout_min: cfg.timers.election_timeout_min.as_millis() as u64,
+        election_timeout_max: cfg.timers.election_timeout_max.as_millis() as u64,
+        enable_elect: cfg.role() == MemberRole::Data,
+        // DESIGN §3: a standby that lost contact for a moment must not depose a healthy leader.
+        enable_pre_vote: Some(true),
+        // DESIGN §3: a restarted ex-leader must win a real election.
+        enable_leader_restore: Some(false),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
+        max_in_snapshot_log_to_keep: LOG_KEPT_AFTER_SNAPSHOT,
+        install_snapshot_timeout: 10_000,
+        ..Default::default()
+    };
+    Ok(c.validate()?)
+}
+
+fn member(m: &crate::config::MemberConfig) -> Member {
+    Member {
+        name: m.name.clone(),
+        role: m.role,
+        peer_addr: m.peer_addr.clone(),
+        admin_addr: m.admin_addr.clone(),
+    }
+}
+
+/// A running Raft node and what the rest of the node needs from it.
+#[derive(Clone)]
+pub struct Consensus {
+    raft: Raft,
+    state: StateReader,
+    cfg: Arc<ValidConfig>,
+    contact: LeaderContact,
+}
+
+/// When this node last heard from a leader that it accepted (an append it did not refuse for
+/// a higher vote). Updated by the peer API; read by the witness's election timer.
+#[derive(Clone, Debug)]
+pub struct LeaderContact(Arc<std::sync::Mutex<Instant>>);
+
+impl LeaderContact {
+    fn new() -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Instant::now())))
+    }
+
+    pub fn touch(&self) {
+        *self.0.lock().expect("leader contact lock") = Instant::now();
+    }
+
+    pub fn last(&self) -> Instant {
+        *self.0.lock().expect("leader contact lock")
+    }
+}
+
+impl Consensus {
+    /// Start Raft on the given stores, talking to peers through `network`.
+    pub async fn start<LS>(cfg: Arc<ValidConfig>, log: LS, sm: StateMachineStore, network: network::PeerNetwork) -> anyhow::Result<Self>
+    where LS: RaftLogStorage<TypeConfig> {
+        let state = sm.reader();
+        let raft = Raft::new(cfg.node_id, Arc::new(raft_config(&cfg)?), network, log, sm).await?;
+        Ok(Self {
+            raft,
+            state,
+            cfg,
+            contact: LeaderContact::new(),
+        })
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn leader_contact(&self) -> &LeaderContact {
+        &self.contact
+    }
+
+    pub fn config(&self) -> &ValidConfig {
+        &self.cfg
+    }
+
+    /// Bootstrap the cluster with the three voters from the config (DESIGN §3).
+    pub async fn initialize(&self) -> Result<Vec<MemberInfo>, InitError> {
+        if self.cfg.role() == MemberRole::Witness {
+            return Err(InitError::OnWitness);
+        }
+        let members: BTreeMap<NodeId, Member> = self.cfg.members.iter().map(|m| (m.id, member(m))).collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(self.member_infos()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Err(InitError::AlreadyInitialized),
+            Err(e) => Err(InitError::Other(e.to_string())),
+        }
+    }
+
+    /// Propose a record through the log; returns the index it was applied at.
+    pub async fn propose(&self, record: Record) -> Result<u64, ProposeError> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        if metrics.state == ServerState::Leader && self.cfg.role() == MemberRole::Witness {
+            return Err(ProposeError::WitnessLeader);
+        }
+        // Every record carries the proposer's epoch; a leader's term is never below the
+        // activation epoch, so a deposed leader's late proposal is fenced off at apply.
+        let cmd = Command {
+            epoch: metrics.current_term,
+            record,
+        };
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => match resp.data {
+                Response::Applied { index } => Ok(index),
+                Response::Rejected(r) => Err(ProposeError::Rejected(r)),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ProposeError::NotLeader {
+                leader: f.leader_id.zip(f.leader_node),
+            }),
+            Err(RaftError::APIError(e)) => Err(ProposeError::Fatal(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(ProposeError::Fatal(e.to_string())),
+        }
+    }
+
+    /// The leader's admin address, if known and not this node.
+    pub fn leader_hint(&self) -> Option<(NodeId, String)> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let leader = metrics.current_leader?;
+        let addr = self.cfg.members.iter().find(|m| m.id == leader)?.admin_addr.clone();
+        Some((leader, addr))
+    }
+
+    fn member_infos(&self) -> Vec<MemberInfo> {
+        self.cfg
+            .members
+            .iter()
+            .map(|m| MemberInfo {
+                id: m.id,
+                name: m.name.clone(),
+                kind: m.role.to_string(),
+                peer_addr: m.peer_addr.clone(),
+                admin_addr: m.admin_addr.clone(),
+            })
+            .collect()
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let me = self.cfg.me();
+        let leader_only = |v: Option<u64>| if m.state == ServerState::Leader { v } else { None };
+        let since_ack = leader_only(m.last_quorum_acked.as_ref().map(|at| at.elapsed().as_millis() as u64));
+        let lease_ms = self.cfg.timers.lease.as_millis() as u64;
+        let initialized = m.membership_config.membership().voter_ids().next().is_some();
+        let state = self.state.read();
+        NodeStatus {
+            node_id: me.id,
+            name: me.name.clone(),
+            kind: me.role.to_string(),
+            raft_state: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            }
+            .to_string(),
+            term: m.current_term,
+            leader: m.current_leader,
+            initialized,
+            last_log_index: m.last_log_index,
+            committed_index: m.local_committed.as_ref().map(|l| l.index),
+            applied_index: m.last_applied.as_ref().map(|l| l.index),
+            millis_since_quorum_ack: since_ack,
+            lease_remaining_ms: since_ack.map(|since| lease_ms.saturating_sub(since)),
+            activation: state.meta.activation.as_ref().map(|a| ActivationInfo {
+                node: a.node,
+                epoch: a.epoch,
+                since_index: a.since_index,
+                released: a.released,
+            }),
+            test_records: state.meta.test_log.count,
+            test_digest: format!("{:016x}", state.meta.test_log.digest),
+            members: self.member_infos(),
+        }
+    }
+
+    /// Stop Raft; waits for its tasks to end.
+    pub async fn shutdown(&self, timeout: Duration) {
+        match tokio::time::timeout(timeout, self.raft.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "raft shutdown reported an error"),
+            Err(_) => tracing::warn!(?timeout, "raft did not stop in time"),
+        }
+    }
+}

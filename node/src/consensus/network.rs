@@ -1,0 +1,190 @@
+//! Peer transport, client side: openraft's RPCs as HTTP POSTs to the peer port.
+//!
+//! Bodies are [`codec`]-encoded (version byte + bincode). Every request carries the cluster
+//! secret and runs under the deadline openraft gives it; on timeout the request future is
+//! dropped, which drops its connection, so a half-open link across a partition never hangs a
+//! replication stream.
+
+use std::future::Future;
+use std::io::Cursor;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use openraft::error::NetworkError;
+use openraft::error::RPCError;
+use openraft::error::RaftError;
+use openraft::error::ReplicationClosed;
+use openraft::error::StreamingError;
+use openraft::error::Timeout;
+use openraft::error::Unreachable;
+use openraft::network::RPCOption;
+use openraft::network::RPCTypes;
+use openraft::network::RaftNetworkFactory;
+use openraft::network::v2::RaftNetworkV2;
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::AppendEntriesResponse;
+use openraft::raft::SnapshotResponse;
+use openraft::raft::TransferLeaderRequest;
+use openraft::raft::TransferLeaderResponse;
+use openraft::raft::VoteRequest;
+use openraft::raft::VoteResponse;
+use openraft::OptionalSend;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tandem_raft_store::codec;
+use tandem_raft_store::Member;
+use tandem_raft_store::NodeId;
+use tandem_raft_store::Snapshot;
+use tandem_raft_store::TypeConfig;
+use tandem_raft_store::Vote;
+
+use super::peer_api::PEER_BODY_MAX_BYTES;
+use super::peer_api::SECRET_HEADER;
+
+type HttpClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+
+/// Creates one [`PeerClient`] per target; all share one connection pool.
+#[derive(Clone)]
+pub struct PeerNetwork {
+    me: NodeId,
+    secret: String,
+    http: HttpClient,
+}
+
+impl PeerNetwork {
+    /// `local_ip`: the address outgoing peer connections are made from (the peer listen
+    /// address, unless it is the unspecified address).
+    pub fn new(me: NodeId, secret: String, local_ip: Option<IpAddr>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(1)));
+        connector.set_local_address(local_ip);
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Self { me, secret, http }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Self::Network {
+        PeerClient {
+            me: self.me,
+            target,
+            addr: node.peer_addr.clone(),
+            secret: self.secret.clone(),
+            http: self.http.clone(),
+        }
+    }
+}
+
+pub struct PeerClient {
+    me: NodeId,
+    target: NodeId,
+    addr: String,
+    secret: String,
+    http: HttpClient,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TransportError(String);
+
+impl PeerClient {
+    async fn call<Req, Resp>(&self, path: &str, action: RPCTypes, req: &Req, ttl: Duration) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let network = |m: String| RPCError::Network(NetworkError::new(&TransportError(m)));
+        let body = codec::encode(req).map_err(|e| network(format!("encode {path}: {e}")))?;
+        let request = hyper::Request::post(format!("http://{}/raft/{path}", self.addr))
+            .header(SECRET_HEADER, &self.secret)
+            .header("content-type", "application/octet-stream")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| network(e.to_string()))?;
+        let exchange = async {
+            let resp = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| RPCError::Unreachable(Unreachable::new(&TransportError(format!("{}: {e}", self.addr)))))?;
+            let status = resp.status();
+            let bytes = http_body_util::Limited::new(resp.into_body(), PEER_BODY_MAX_BYTES)
+                .collect()
+                .await
+                .map_err(|e| network(format!("{}: reading answer: {e}", self.addr)))?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(network(format!(
+                    "{} answered HTTP {status}: {}",
+                    self.addr,
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                )));
+            }
+            let result: Result<Resp, RaftError<TypeConfig>> =
+                codec::decode(&bytes).map_err(|e| network(format!("{}: bad answer: {e}", self.addr)))?;
+            result.map_err(|e| network(format!("{} failed the request: {e}", self.addr)))
+        };
+        // Dropping `exchange` on timeout drops its connection too.
+        match tokio::time::timeout(ttl, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(RPCError::Timeout(Timeout {
+                action,
+                id: self.me,
+                target: self.target,
+                timeout: ttl,
+            })),
+        }
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("append", RPCTypes::AppendEntries, &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("vote", RPCTypes::Vote, &rpc, option.hard_ttl()).await
+    }
+
+    /// DESIGN §3: the pre-vote is really asked, never granted by default.
+    async fn pre_vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("pre-vote", RPCTypes::Vote, &rpc, option.hard_ttl()).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let req = (vote, snapshot.meta, snapshot.snapshot.into_inner());
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            res = self.call("snapshot", RPCTypes::InstallSnapshot, &req, option.hard_ttl()) => Ok(res?),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("transfer-leader", RPCTypes::TransferLeader, &req, option.hard_ttl()).await
+    }
+}
