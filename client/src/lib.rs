@@ -78,14 +78,20 @@ impl Client {
     }
 
     pub async fn init(&self) -> Result<InitResult, ClientError> {
-        self.call("POST", "/v1/cluster/init", Some(&serde_json::json!({}))).await
+        self.call("POST", "/v1/cluster/init", Some(&serde_json::json!({})))
+            .await
     }
 
     pub async fn write_test_record(&self, req: &WriteTestRecord) -> Result<WriteTestRecordResult, ClientError> {
         self.call("POST", "/v1/test-records", Some(req)).await
     }
 
-    async fn call<B: Serialize, T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<&B>) -> Result<T, ClientError> {
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
         let body = match body {
             Some(b) => Bytes::from(serde_json::to_vec(b).expect("API request types serialize")),
             None => Bytes::new(),
@@ -113,12 +119,13 @@ impl Client {
                 .to_bytes();
             Ok::<_, ClientError>((status, body))
         };
-        let (status, body) = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| ClientError::Timeout {
-                addr: addr.clone(),
-                timeout: self.timeout,
-            })??;
+        let (status, body) =
+            tokio::time::timeout(self.timeout, exchange)
+                .await
+                .map_err(|_| ClientError::Timeout {
+                    addr: addr.clone(),
+                    timeout: self.timeout,
+                })??;
         if (200..300).contains(&status) {
             return serde_json::from_slice(&body).map_err(|e| ClientError::Protocol {
                 addr,

@@ -15,7 +15,13 @@ use tandem_client::ClientError;
 #[command(name = "tandemctl", version, about = "Control a Tandem cluster")]
 struct Cli {
     /// Admin addresses (host:port) to try, comma-separated; the first that answers is used.
-    #[arg(long, env = "TANDEM_NODES", value_delimiter = ',', default_value = "127.0.0.1:7101", global = true)]
+    #[arg(
+        long,
+        env = "TANDEM_NODES",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7101",
+        global = true
+    )]
     nodes: Vec<String>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
@@ -71,7 +77,10 @@ async fn first_answer(nodes: &[String], timeout: Duration) -> anyhow::Result<Nod
             Err(e) => errors.push(e.to_string()),
         }
     }
-    anyhow::bail!("no node answered ({}); is the cluster running? Pass --nodes host:port,...", errors.join("; "))
+    anyhow::bail!(
+        "no node answered ({}); is the cluster running? Pass --nodes host:port,...",
+        errors.join("; ")
+    )
 }
 
 #[derive(Serialize)]
@@ -113,12 +122,25 @@ async fn status(cli: &Cli, timeout: Duration) -> anyhow::Result<()> {
         return Ok(());
     }
     let name_of = |id: Option<u64>| {
-        id.map(|id| rows.iter().find(|r| r.id == id).map_or(id.to_string(), |r| r.name.clone()))
-            .unwrap_or_else(|| "-".into())
+        id.map(|id| {
+            rows.iter()
+                .find(|r| r.id == id)
+                .map_or(id.to_string(), |r| r.name.clone())
+        })
+        .unwrap_or_else(|| "-".into())
     };
     let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
     let mut table = vec![[
-        "NODE", "ID", "KIND", "ROLE", "TERM", "LEADER", "LAST LOG", "APPLIED", "LEASE LEFT", "REACHABLE",
+        "NODE",
+        "ID",
+        "KIND",
+        "ROLE",
+        "TERM",
+        "LEADER",
+        "LAST LOG",
+        "APPLIED",
+        "LEASE LEFT",
+        "REACHABLE",
     ]
     .map(String::from)];
     for r in &rows {
@@ -149,33 +171,50 @@ async fn status(cli: &Cli, timeout: Duration) -> anyhow::Result<()> {
             ]),
         }
     }
-    let widths: Vec<usize> = (0..table[0].len()).map(|c| table.iter().map(|row| row[c].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..table[0].len())
+        .map(|c| table.iter().map(|row| row[c].len()).max().unwrap_or(0))
+        .collect();
     for row in &table {
         let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
         println!("{}", line.join("  ").trim_end());
     }
-    let leaders: Vec<&Row> = rows.iter().filter(|r| r.status.as_ref().is_some_and(|s| s.raft_state == "leader")).collect();
+    let leaders: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.status.as_ref().is_some_and(|s| s.raft_state == "leader"))
+        .collect();
     match leaders.as_slice() {
         [] if rows.iter().all(|r| r.status.as_ref().is_some_and(|s| !s.initialized)) => {
             println!("\ncluster not initialized: run `tandem init --config <a data node's config>`")
         }
         [] => println!("\nno leader right now (election in progress or no quorum)"),
-        [l] => println!("\nleader: {} (term {})", l.name, l.status.as_ref().map_or(0, |s| s.term)),
+        [l] => println!(
+            "\nleader: {} (term {})",
+            l.name,
+            l.status.as_ref().map_or(0, |s| s.term)
+        ),
         many => {
             let names: Vec<&str> = many.iter().map(|r| r.name.as_str()).collect();
-            println!("\nnodes reporting leader: {} (an isolated old leader reports so until it hears a newer term)", names.join(", "));
+            println!(
+                "\nnodes reporting leader: {} (an isolated old leader reports so until it hears a newer term)",
+                names.join(", ")
+            );
         }
     }
     for r in rows.iter().filter(|r| !r.reachable) {
-        println!("{} ({}) unreachable: {}", r.name, r.admin_addr, r.error.as_deref().unwrap_or(""));
+        println!(
+            "{} ({}) unreachable: {}",
+            r.name,
+            r.admin_addr,
+            r.error.as_deref().unwrap_or("")
+        );
     }
     Ok(())
 }
 
 /// Join futures without pulling in a futures crate for one call.
-async fn futures_join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
@@ -211,12 +250,18 @@ async fn write(cli: &Cli, timeout: Duration, id: Option<u64>, payload: &str, cou
         let deadline = tokio::time::Instant::now() + WRITE_LEADER_WAIT;
         let mut next_candidate = 0;
         let result = loop {
-            match Client::new(target.clone()).with_timeout(timeout).write_test_record(&req).await {
+            match Client::new(target.clone())
+                .with_timeout(timeout)
+                .write_test_record(&req)
+                .await
+            {
                 Ok(r) => break r,
                 Err(ClientError::Api { error, .. }) if error.code == "not_leader" && error.leader.is_some() => {
                     target = error.leader.expect("checked").admin_addr;
                 }
-                Err(e @ ClientError::Api { .. }) if !matches!(e.code(), Some("not_leader" | "witness_leader")) => return Err(e.into()),
+                Err(e @ ClientError::Api { .. }) if !matches!(e.code(), Some("not_leader" | "witness_leader")) => {
+                    return Err(e.into())
+                }
                 Err(e) => {
                     if tokio::time::Instant::now() >= deadline {
                         anyhow::bail!("no leader accepted record {} within {WRITE_LEADER_WAIT:?}: {e}", req.id);
@@ -230,7 +275,10 @@ async fn write(cli: &Cli, timeout: Duration, id: Option<u64>, payload: &str, cou
         if cli.json {
             println!("{}", serde_json::to_string(&result)?);
         } else {
-            println!("record {} committed at index {} by node {}", result.id, result.index, result.leader);
+            println!(
+                "record {} committed at index {} by node {}",
+                result.id, result.index, result.leader
+            );
         }
     }
     Ok(())

@@ -82,7 +82,10 @@ impl From<ProposeError> for AdminError {
                     StatusCode::MISDIRECTED_REQUEST,
                     "not_leader",
                     match &leader {
-                        Some((id, m)) => format!("this node is not the leader; send the request to node {id} at {}", m.admin_addr),
+                        Some((id, m)) => format!(
+                            "this node is not the leader; send the request to node {id} at {}",
+                            m.admin_addr
+                        ),
                         None => "this node is not the leader and no leader is known yet; retry shortly".into(),
                     },
                 );
@@ -92,7 +95,9 @@ impl From<ProposeError> for AdminError {
                 });
                 err
             }
-            ProposeError::WitnessLeader => AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "witness_leader", e.to_string()),
+            ProposeError::WitnessLeader => {
+                AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "witness_leader", e.to_string())
+            }
             ProposeError::Rejected(r) => AdminError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", r.to_string()),
             ProposeError::Fatal(_) => AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "raft_stopped", e.to_string()),
         }
@@ -109,9 +114,21 @@ async fn init(State(c): State<Consensus>) -> Result<Json<InitResult>, AdminError
             tracing::info!("cluster initialized with three voters");
             Ok(Json(InitResult { members }))
         }
-        Err(e @ InitError::OnWitness) => Err(AdminError::new(StatusCode::CONFLICT, "witness_cannot_init", e.to_string())),
-        Err(e @ InitError::AlreadyInitialized) => Err(AdminError::new(StatusCode::CONFLICT, "already_initialized", e.to_string())),
-        Err(e @ InitError::Other(_)) => Err(AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "init_failed", e.to_string())),
+        Err(e @ InitError::OnWitness) => Err(AdminError::new(
+            StatusCode::CONFLICT,
+            "witness_cannot_init",
+            e.to_string(),
+        )),
+        Err(e @ InitError::AlreadyInitialized) => Err(AdminError::new(
+            StatusCode::CONFLICT,
+            "already_initialized",
+            e.to_string(),
+        )),
+        Err(e @ InitError::Other(_)) => Err(AdminError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "init_failed",
+            e.to_string(),
+        )),
     }
 }
 
@@ -124,7 +141,10 @@ async fn write_test_record(
         return Err(AdminError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
-            format!("payload is {} bytes; TEST_RECORD_MAX_BYTES is {TEST_RECORD_MAX_BYTES}", req.payload.len()),
+            format!(
+                "payload is {} bytes; TEST_RECORD_MAX_BYTES is {TEST_RECORD_MAX_BYTES}",
+                req.payload.len()
+            ),
         ));
     }
     let record = Record::Test(TestRecord {

@@ -175,14 +175,20 @@ impl ValidConfig {
 
     /// Read and validate the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let meta = std::fs::metadata(path).map_err(|e| err("", format!("cannot read config file {}: {e}", path.display())))?;
+        let meta =
+            std::fs::metadata(path).map_err(|e| err("", format!("cannot read config file {}: {e}", path.display())))?;
         if meta.len() > CONFIG_FILE_MAX_BYTES {
             return Err(err(
                 "",
-                format!("config file {} is {} bytes, more than CONFIG_FILE_MAX_BYTES ({CONFIG_FILE_MAX_BYTES})", path.display(), meta.len()),
+                format!(
+                    "config file {} is {} bytes, more than CONFIG_FILE_MAX_BYTES ({CONFIG_FILE_MAX_BYTES})",
+                    path.display(),
+                    meta.len()
+                ),
             ));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| err("", format!("cannot read config file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("", format!("cannot read config file {}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, base)
     }
@@ -209,9 +215,12 @@ fn toml_error(e: toml::de::Error) -> ConfigError {
 }
 
 fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value
-        .parse()
-        .map_err(|_| err(key, format!("{value:?} is not an IP address with a port, such as 127.0.0.1:7001")))
+    value.parse().map_err(|_| {
+        err(
+            key,
+            format!("{value:?} is not an IP address with a port, such as 127.0.0.1:7001"),
+        )
+    })
 }
 
 fn host_port(key: &str, value: &str) -> Result<(), ConfigError> {
@@ -228,7 +237,10 @@ fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
     if raw.members.len() != 3 {
         return Err(err(
             "members",
-            format!("a Tandem cluster has exactly three voters (two data nodes and a witness); found {}", raw.members.len()),
+            format!(
+                "a Tandem cluster has exactly three voters (two data nodes and a witness); found {}",
+                raw.members.len()
+            ),
         ));
     }
     let mut ids = BTreeSet::new();
@@ -237,10 +249,24 @@ fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
     for (i, m) in raw.members.iter().enumerate() {
         let key = |field: &str| format!("members[{i}].{field}");
         if !ids.insert(m.id) {
-            return Err(err(key("id"), format!("duplicate member id {}: every node needs its own id", m.id)));
+            return Err(err(
+                key("id"),
+                format!("duplicate member id {}: every node needs its own id", m.id),
+            ));
         }
-        if m.name.is_empty() || !m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(err(key("name"), format!("{:?} must be non-empty and use only letters, digits, '-' and '_'", m.name)));
+        if m.name.is_empty()
+            || !m
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(err(
+                key("name"),
+                format!(
+                    "{:?} must be non-empty and use only letters, digits, '-' and '_'",
+                    m.name
+                ),
+            ));
         }
         if !names.insert(m.name.clone()) {
             return Err(err(key("name"), format!("duplicate member name {:?}", m.name)));
@@ -257,14 +283,26 @@ fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
     if count(MemberRole::Witness) != 1 {
         return Err(err(
             "members",
-            format!("the witness must be a voter: exactly one member needs role = \"witness\" (found {})", count(MemberRole::Witness)),
+            format!(
+                "the witness must be a voter: exactly one member needs role = \"witness\" (found {})",
+                count(MemberRole::Witness)
+            ),
         ));
     }
     if count(MemberRole::Data) != 2 {
-        return Err(err("members", format!("exactly two members need role = \"data\" (found {})", count(MemberRole::Data))));
+        return Err(err(
+            "members",
+            format!(
+                "exactly two members need role = \"data\" (found {})",
+                count(MemberRole::Data)
+            ),
+        ));
     }
     if !ids.contains(&raw.node_id) {
-        return Err(err("node_id", format!("{} is not the id of any entry in [[members]]", raw.node_id)));
+        return Err(err(
+            "node_id",
+            format!("{} is not the id of any entry in [[members]]", raw.node_id),
+        ));
     }
 
     let peer_listen = socket_addr("peer_listen", &raw.peer_listen)?;
@@ -279,8 +317,18 @@ fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
     let data_dir = base.join(&raw.data_dir);
 
     let cluster_secret = match (raw.cluster_secret, raw.cluster_secret_file) {
-        (Some(_), Some(_)) => return Err(err("cluster_secret_file", "set either cluster_secret or cluster_secret_file, not both")),
-        (None, None) => return Err(err("cluster_secret", "missing: peers authenticate each other with it; set cluster_secret or cluster_secret_file")),
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "cluster_secret_file",
+                "set either cluster_secret or cluster_secret_file, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(err(
+                "cluster_secret",
+                "missing: peers authenticate each other with it; set cluster_secret or cluster_secret_file",
+            ))
+        }
         (Some(s), None) => s,
         (None, Some(file)) => {
             let file = base.join(file);
@@ -293,7 +341,10 @@ fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
     if cluster_secret.len() < CLUSTER_SECRET_MIN_BYTES {
         return Err(err(
             "cluster_secret",
-            format!("is {} bytes; CLUSTER_SECRET_MIN_BYTES is {CLUSTER_SECRET_MIN_BYTES}", cluster_secret.len()),
+            format!(
+                "is {} bytes; CLUSTER_SECRET_MIN_BYTES is {CLUSTER_SECRET_MIN_BYTES}",
+                cluster_secret.len()
+            ),
         ));
     }
     if cluster_secret.chars().any(|c| c.is_control() || c == ' ') {
@@ -350,12 +401,18 @@ fn validate_timers(t: &RawTimers) -> Result<Timers, ConfigError> {
         ));
     }
     if !(0.0..0.1).contains(&t.max_clock_drift) {
-        return Err(err("timers.max_clock_drift", format!("{} must be in [0, 0.1), e.g. 0.01 for 1%", t.max_clock_drift)));
+        return Err(err(
+            "timers.max_clock_drift",
+            format!("{} must be in [0, 0.1), e.g. 0.01 for 1%", t.max_clock_drift),
+        ));
     }
     if !(2.0..=3.0).contains(&t.witness_election_factor) {
         return Err(err(
             "timers.witness_election_factor",
-            format!("{} must be between 2 and 3: the witness waits 2–3× longer than the data nodes before standing", t.witness_election_factor),
+            format!(
+                "{} must be between 2 and 3: the witness waits 2–3× longer than the data nodes before standing",
+                t.witness_election_factor
+            ),
         ));
     }
     if t.lease_ms == 0 {
@@ -443,7 +500,8 @@ admin_addr = "127.0.0.1:7103"
 
     #[test]
     fn lease_that_outlives_an_election_is_rejected_naming_the_rule() {
-        let e = parse(&GOOD.replace("[[members]]\nid = 1", "[timers]\nlease_ms = 380\n\n[[members]]\nid = 1")).unwrap_err();
+        let e =
+            parse(&GOOD.replace("[[members]]\nid = 1", "[timers]\nlease_ms = 380\n\n[[members]]\nid = 1")).unwrap_err();
         assert_eq!(e.key, "timers.lease_ms");
         assert!(e.message.contains("election_timeout_min × (1 − 2ρ) − margin"), "{e}");
         assert!(e.message.contains("342 ms"), "{e}");
@@ -451,7 +509,10 @@ admin_addr = "127.0.0.1:7103"
 
     #[test]
     fn heartbeat_must_be_shorter_than_election_timeout() {
-        let text = GOOD.replace("[[members]]\nid = 1", "[timers]\nheartbeat_ms = 400\n\n[[members]]\nid = 1");
+        let text = GOOD.replace(
+            "[[members]]\nid = 1",
+            "[timers]\nheartbeat_ms = 400\n\n[[members]]\nid = 1",
+        );
         assert_eq!(key_of(&text), "timers.heartbeat_ms");
     }
 
@@ -460,7 +521,11 @@ admin_addr = "127.0.0.1:7103"
         let e = parse(&format!("lease = 3\n{GOOD}")).unwrap_err();
         assert_eq!(e.key, "lease");
         assert!(e.message.contains("unknown field"), "{e}");
-        let e = parse(&GOOD.replace("[[members]]\nid = 1", "[timers]\nheartbeat = 100\n\n[[members]]\nid = 1")).unwrap_err();
+        let e = parse(&GOOD.replace(
+            "[[members]]\nid = 1",
+            "[timers]\nheartbeat = 100\n\n[[members]]\nid = 1",
+        ))
+        .unwrap_err();
         assert_eq!(e.key, "heartbeat");
     }
 
@@ -479,15 +544,33 @@ admin_addr = "127.0.0.1:7103"
     #[test]
     fn other_broken_settings_name_their_key() {
         assert_eq!(key_of(&GOOD.replace("node_id = 1", "node_id = 9")), "node_id");
-        assert_eq!(key_of(&GOOD.replace("\"0123456789abcdef0123\"", "\"short\"")), "cluster_secret");
-        assert_eq!(key_of(&GOOD.replace("cluster_secret = \"0123456789abcdef0123\"\n", "")), "cluster_secret");
-        assert_eq!(key_of(&GOOD.replace("peer_listen = \"127.0.0.1:7001\"", "peer_listen = \"nowhere\"")), "peer_listen");
-        assert_eq!(key_of(&GOOD.replace("127.0.0.1:7002\"\nadmin", "127.0.0.1:7001\"\nadmin")), "members[1].peer_addr");
+        assert_eq!(
+            key_of(&GOOD.replace("\"0123456789abcdef0123\"", "\"short\"")),
+            "cluster_secret"
+        );
+        assert_eq!(
+            key_of(&GOOD.replace("cluster_secret = \"0123456789abcdef0123\"\n", "")),
+            "cluster_secret"
+        );
+        assert_eq!(
+            key_of(&GOOD.replace("peer_listen = \"127.0.0.1:7001\"", "peer_listen = \"nowhere\"")),
+            "peer_listen"
+        );
+        assert_eq!(
+            key_of(&GOOD.replace("127.0.0.1:7002\"\nadmin", "127.0.0.1:7001\"\nadmin")),
+            "members[1].peer_addr"
+        );
         assert_eq!(key_of(&GOOD.replace("name = \"b\"", "name = \"a\"")), "members[1].name");
         assert_eq!(key_of(&GOOD.replace("node_id = 1\n", "")), "node_id");
-        let factor = GOOD.replace("[[members]]\nid = 1", "[timers]\nwitness_election_factor = 1.5\n\n[[members]]\nid = 1");
+        let factor = GOOD.replace(
+            "[[members]]\nid = 1",
+            "[timers]\nwitness_election_factor = 1.5\n\n[[members]]\nid = 1",
+        );
         assert_eq!(key_of(&factor), "timers.witness_election_factor");
-        let spread = GOOD.replace("[[members]]\nid = 1", "[timers]\nelection_timeout_max_ms = 400\n\n[[members]]\nid = 1");
+        let spread = GOOD.replace(
+            "[[members]]\nid = 1",
+            "[timers]\nelection_timeout_max_ms = 400\n\n[[members]]\nid = 1",
+        );
         assert_eq!(key_of(&spread), "timers.election_timeout_max_ms");
     }
 }

@@ -37,7 +37,8 @@ pub async fn run(cfg: ValidConfig, shutdown: impl Future<Output = ()>) -> anyhow
     let span = tracing::info_span!("node", node = %me.name);
     let _enter = span.enter();
 
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
     let store_dir = cfg.data_dir.join("raft");
     let (log, sm) = sled_store::open(&store_dir).with_context(|| {
         format!(
@@ -56,7 +57,9 @@ pub async fn run(cfg: ValidConfig, shutdown: impl Future<Output = ()>) -> anyhow
 
     let local_ip: Option<IpAddr> = Some(cfg.peer_listen.ip()).filter(|ip| !ip.is_unspecified());
     let network = PeerNetwork::new(cfg.node_id, cfg.cluster_secret.clone(), local_ip);
-    let consensus = Consensus::start(cfg.clone(), log, sm, network).await.context("cannot start raft")?;
+    let consensus = Consensus::start(cfg.clone(), log, sm, network)
+        .await
+        .context("cannot start raft")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let serve = |listener: TcpListener, app: axum::Router, what: &'static str| {
@@ -72,9 +75,14 @@ pub async fn run(cfg: ValidConfig, shutdown: impl Future<Output = ()>) -> anyhow
             }
         })
     };
-    let peer_server = serve(peer_listener, consensus::peer_api::router(&consensus, &cfg.cluster_secret), "peer");
+    let peer_server = serve(
+        peer_listener,
+        consensus::peer_api::router(&consensus, &cfg.cluster_secret),
+        "peer",
+    );
     let admin_server = serve(admin_listener, admin::router(consensus.clone()), "admin");
-    let witness = (me.role == MemberRole::Witness).then(|| tokio::spawn(consensus::witness::run(consensus.clone(), stop_rx.clone())));
+    let witness = (me.role == MemberRole::Witness)
+        .then(|| tokio::spawn(consensus::witness::run(consensus.clone(), stop_rx.clone())));
 
     tracing::info!(
         id = cfg.node_id,

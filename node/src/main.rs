@@ -35,7 +35,7 @@ enum Cmd {
     },
 }
 
-fn load(path: &PathBuf) -> Result<ValidConfig, ExitCode> {
+fn load(path: &std::path::Path) -> Result<ValidConfig, ExitCode> {
     ValidConfig::load(path).map_err(|e| {
         eprintln!("error: invalid config {}: {e}", path.display());
         ExitCode::from(2)
@@ -46,15 +46,25 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+            tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match cli.command {
         Cmd::CheckConfig { config } => match load(&config) {
             Ok(c) => {
-                println!("{}: ok (node {} \"{}\", {})", config.display(), c.node_id, c.me().name, c.role());
+                println!(
+                    "{}: ok (node {} \"{}\", {})",
+                    config.display(),
+                    c.node_id,
+                    c.me().name,
+                    c.role()
+                );
                 ExitCode::SUCCESS
             }
             Err(code) => code,
@@ -84,7 +94,11 @@ fn main() -> ExitCode {
             let client = Client::new(cfg.admin_listen.to_string());
             match runtime.block_on(client.init()) {
                 Ok(r) => {
-                    let names: Vec<String> = r.members.iter().map(|m| format!("{} ({}, id {})", m.name, m.kind, m.id)).collect();
+                    let names: Vec<String> = r
+                        .members
+                        .iter()
+                        .map(|m| format!("{} ({}, id {})", m.name, m.kind, m.id))
+                        .collect();
                     println!("cluster initialized with voters: {}", names.join(", "));
                     ExitCode::SUCCESS
                 }

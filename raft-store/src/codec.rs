@@ -86,6 +86,9 @@ mod tests {
         assert!(matches!(decode::<u64>(&[]), Err(CodecError::Empty)));
         let mut bytes = encode(&1u64).unwrap();
         bytes.push(0);
-        assert!(matches!(decode::<u64>(&bytes), Err(CodecError::Trailing { trailing: 1 })));
+        assert!(matches!(
+            decode::<u64>(&bytes),
+            Err(CodecError::Trailing { trailing: 1 })
+        ));
     }
 }

@@ -51,7 +51,7 @@ impl RaftLogReader<TypeConfig> for MemLogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(self.lock().vote.clone())
+        Ok(self.lock().vote)
     }
 }
 
@@ -60,10 +60,10 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let inner = self.lock();
-        let last = inner.log.last_key_value().map(|(_, e)| e.log_id.clone());
+        let last = inner.log.last_key_value().map(|(_, e)| e.log_id);
         Ok(LogState {
-            last_purged_log_id: inner.last_purged.clone(),
-            last_log_id: last.or_else(|| inner.last_purged.clone()),
+            last_purged_log_id: inner.last_purged,
+            last_log_id: last.or_else(|| inner.last_purged),
         })
     }
 
@@ -72,7 +72,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.lock().vote = Some(vote.clone());
+        self.lock().vote = Some(*vote);
         Ok(())
     }
 
@@ -82,7 +82,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.lock().committed.clone())
+        Ok(self.lock().committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>

@@ -111,7 +111,9 @@ pub enum FileOp {
         inline: Option<Vec<u8>>,
     },
     Delete,
-    Rename { to: String },
+    Rename {
+        to: String,
+    },
 }
 
 /// What the replicated file index knows of one file.
@@ -175,7 +177,11 @@ pub enum Rejection {
     #[error("activation epoch {epoch} does not match the term {term} of its log entry")]
     EpochNotTerm { epoch: Epoch, term: u64 },
     #[error("database source {source_name}: expected seq {expected}, got {got}")]
-    OutOfOrder { source_name: String, expected: u64, got: u64 },
+    OutOfOrder {
+        source_name: String,
+        expected: u64,
+        got: u64,
+    },
     #[error("invalid record: {0}")]
     Invalid(String),
 }
@@ -193,7 +199,11 @@ pub fn validate(record: &Record) -> Result<(), Rejection> {
             check_rel_path(&f.path)?;
             match &f.op {
                 FileOp::Rename { to } => check_rel_path(to),
-                FileOp::Write { size, inline: Some(data), .. } => {
+                FileOp::Write {
+                    size,
+                    inline: Some(data),
+                    ..
+                } => {
                     if data.len() > INLINE_FILE_MAX_BYTES {
                         return invalid(format!(
                             "inline content is {} bytes, more than INLINE_FILE_MAX_BYTES ({INLINE_FILE_MAX_BYTES})",
@@ -253,7 +263,10 @@ pub fn check_rel_path(path: &str) -> Result<(), Rejection> {
     if path.contains('\0') {
         return bad("contains a NUL byte");
     }
-    if path.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+    if path
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
         return bad("has an empty, '.' or '..' component");
     }
     Ok(())
@@ -279,7 +292,10 @@ mod tests {
             id: 1,
             payload: vec![0; TEST_RECORD_MAX_BYTES + 1],
         });
-        assert!(validate(&big).unwrap_err().to_string().contains("TEST_RECORD_MAX_BYTES"));
+        assert!(validate(&big)
+            .unwrap_err()
+            .to_string()
+            .contains("TEST_RECORD_MAX_BYTES"));
 
         let inline = Record::File(FileChange {
             folder: "f".into(),
@@ -292,6 +308,9 @@ mod tests {
                 inline: Some(vec![0; INLINE_FILE_MAX_BYTES + 1]),
             },
         });
-        assert!(validate(&inline).unwrap_err().to_string().contains("INLINE_FILE_MAX_BYTES"));
+        assert!(validate(&inline)
+            .unwrap_err()
+            .to_string()
+            .contains("INLINE_FILE_MAX_BYTES"));
     }
 }

@@ -52,7 +52,11 @@ pub enum OpenError {
     #[error("cannot open the store at {path}: {source}")]
     Sled { path: String, source: sled::Error },
     #[error("the store at {path} holds data this build cannot read ({what}): {source}")]
-    Corrupt { path: String, what: String, source: io::Error },
+    Corrupt {
+        path: String,
+        what: String,
+        source: io::Error,
+    },
 }
 
 fn sled_err(e: sled::Error) -> io::Error {
@@ -74,11 +78,16 @@ fn put<T: Serialize>(tree: &sled::Tree, key: &[u8], value: &T) -> io::Result<()>
 /// Open (or create) the store in `dir`, returning the log store and the state machine.
 pub fn open(dir: &Path) -> Result<(SledLogStore, StateMachineStore), OpenError> {
     let path = dir.display().to_string();
-    let db = sled::Config::new()
-        .path(dir)
-        .open()
-        .map_err(|source| OpenError::Sled { path: path.clone(), source })?;
-    let open_tree = |name: &str| db.open_tree(name).map_err(|source| OpenError::Sled { path: path.clone(), source });
+    let db = sled::Config::new().path(dir).open().map_err(|source| OpenError::Sled {
+        path: path.clone(),
+        source,
+    })?;
+    let open_tree = |name: &str| {
+        db.open_tree(name).map_err(|source| OpenError::Sled {
+            path: path.clone(),
+            source,
+        })
+    };
     let log = open_tree("log")?;
     let raft = open_tree("raft")?;
     let sm = open_tree("sm")?;
@@ -138,11 +147,16 @@ fn load_state(sm: &sled::Tree) -> io::Result<SmState> {
                 state.files.insert((folder, path), codec::decode(&value)?);
             }
             Some(b'd') => {
-                let source = String::from_utf8(key[1..].to_vec()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                let source =
+                    String::from_utf8(key[1..].to_vec()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
                 state.db_positions.insert(source, codec::decode(&value)?);
             }
             Some(b'a') => {
-                let seq = u64::from_be_bytes(key[1..].try_into().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad audit key"))?);
+                let seq = u64::from_be_bytes(
+                    key[1..]
+                        .try_into()
+                        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad audit key"))?,
+                );
                 state.audit.insert(seq, codec::decode(&value)?);
             }
             _ => {}
@@ -286,7 +300,11 @@ impl RaftLogReader<TypeConfig> for SledLogStore {
         let mut out = Vec::new();
         for item in self.log.range(start.to_be_bytes()..) {
             let (k, v) = item.map_err(sled_err)?;
-            let index = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad log key"))?);
+            let index = u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad log key"))?,
+            );
             if !range.contains(&index) {
                 break;
             }
@@ -314,7 +332,7 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         let last_purged: Option<LogId> = get(&self.raft, KEY_LAST_PURGED)?;
         let last = self.last_entry()?.map(|e| e.log_id);
         Ok(LogState {
-            last_log_id: last.or_else(|| last_purged.clone()),
+            last_log_id: last.or(last_purged),
             last_purged_log_id: last_purged,
         })
     }

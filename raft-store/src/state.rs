@@ -97,26 +97,37 @@ impl SmState {
             self.meta.last_applied.as_ref().is_none_or(|l| l.index < index),
             "apply must move forward"
         );
-        self.meta.last_applied = Some(entry.log_id.clone());
+        self.meta.last_applied = Some(entry.log_id);
         match &entry.payload {
             EntryPayload::Blank => Response::Applied { index },
             EntryPayload::Membership(m) => {
-                self.meta.membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                self.meta.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                 Response::Applied { index }
             }
-            EntryPayload::Normal(cmd) => match self.apply_command(entry.log_id.committed_leader_id().term(), index, cmd, touched) {
-                Ok(()) => Response::Applied { index },
-                Err(r) => Response::Rejected(r),
-            },
+            EntryPayload::Normal(cmd) => {
+                match self.apply_command(entry.log_id.committed_leader_id().term(), index, cmd, touched) {
+                    Ok(()) => Response::Applied { index },
+                    Err(r) => Response::Rejected(r),
+                }
+            }
         }
     }
 
-    fn apply_command(&mut self, term: u64, index: u64, cmd: &Command, touched: &mut Vec<Touched>) -> Result<(), Rejection> {
+    fn apply_command(
+        &mut self,
+        term: u64,
+        index: u64,
+        cmd: &Command,
+        touched: &mut Vec<Touched>,
+    ) -> Result<(), Rejection> {
         validate(&cmd.record)?;
         let current = self.current_epoch();
         // DESIGN §4: records from an epoch older than the current activation are fenced off.
         if cmd.record.is_fenced() && cmd.epoch < current {
-            return Err(Rejection::StaleEpoch { current, got: cmd.epoch });
+            return Err(Rejection::StaleEpoch {
+                current,
+                got: cmd.epoch,
+            });
         }
         match &cmd.record {
             Record::Activate { node, epoch } => {
@@ -143,7 +154,11 @@ impl SmState {
                 let key = (f.folder.clone(), f.path.clone());
                 match &f.op {
                     FileOp::Write {
-                        size, mode, mtime_ns, hash, ..
+                        size,
+                        mode,
+                        mtime_ns,
+                        hash,
+                        ..
                     } => {
                         self.files.insert(
                             key.clone(),
@@ -159,13 +174,19 @@ impl SmState {
                     }
                     FileOp::Delete => {
                         if self.files.remove(&key).is_none() {
-                            return Err(Rejection::Invalid(format!("delete of unknown file {}/{}", f.folder, f.path)));
+                            return Err(Rejection::Invalid(format!(
+                                "delete of unknown file {}/{}",
+                                f.folder, f.path
+                            )));
                         }
                         touched.push(Touched::File(key));
                     }
                     FileOp::Rename { to } => {
                         let Some(mut meta) = self.files.remove(&key) else {
-                            return Err(Rejection::Invalid(format!("rename of unknown file {}/{}", f.folder, f.path)));
+                            return Err(Rejection::Invalid(format!(
+                                "rename of unknown file {}/{}",
+                                f.folder, f.path
+                            )));
                         };
                         meta.index = index;
                         let to_key = (f.folder.clone(), to.clone());
@@ -252,10 +273,19 @@ mod tests {
     #[test]
     fn a_deposed_actives_late_record_is_rejected() {
         let mut sm = SmState::default();
-        assert_eq!(apply(&mut sm, entry(2, 1, Record::Activate { node: 1, epoch: 2 }, 2)), Response::Applied { index: 1 });
-        assert_eq!(apply(&mut sm, entry(5, 2, Record::Activate { node: 2, epoch: 5 }, 5)), Response::Applied { index: 2 });
+        assert_eq!(
+            apply(&mut sm, entry(2, 1, Record::Activate { node: 1, epoch: 2 }, 2)),
+            Response::Applied { index: 1 }
+        );
+        assert_eq!(
+            apply(&mut sm, entry(5, 2, Record::Activate { node: 2, epoch: 5 }, 5)),
+            Response::Applied { index: 2 }
+        );
         // The old active (epoch 2) proposes a file change that lands after the new activation.
-        let late = Record::Test(TestRecord { id: 9, payload: vec![1] });
+        let late = Record::Test(TestRecord {
+            id: 9,
+            payload: vec![1],
+        });
         assert_eq!(
             apply(&mut sm, entry(5, 3, late.clone(), 2)),
             Response::Rejected(Rejection::StaleEpoch { current: 5, got: 2 })
@@ -298,17 +328,35 @@ mod tests {
                 events: vec![],
             })
         };
-        assert!(matches!(apply(&mut sm, entry(1, 1, db(1), 1)), Response::Applied { .. }));
-        assert!(matches!(apply(&mut sm, entry(1, 2, db(1), 1)), Response::Rejected(Rejection::OutOfOrder { .. })));
-        assert!(matches!(apply(&mut sm, entry(1, 3, db(3), 1)), Response::Rejected(Rejection::OutOfOrder { .. })));
-        assert!(matches!(apply(&mut sm, entry(1, 4, db(2), 1)), Response::Applied { .. }));
+        assert!(matches!(
+            apply(&mut sm, entry(1, 1, db(1), 1)),
+            Response::Applied { .. }
+        ));
+        assert!(matches!(
+            apply(&mut sm, entry(1, 2, db(1), 1)),
+            Response::Rejected(Rejection::OutOfOrder { .. })
+        ));
+        assert!(matches!(
+            apply(&mut sm, entry(1, 3, db(3), 1)),
+            Response::Rejected(Rejection::OutOfOrder { .. })
+        ));
+        assert!(matches!(
+            apply(&mut sm, entry(1, 4, db(2), 1)),
+            Response::Applied { .. }
+        ));
         assert_eq!(sm.db_positions["mariadb"].gtid, "0-1-2");
     }
 
     #[test]
     fn file_index_follows_writes_renames_and_deletes() {
         let mut sm = SmState::default();
-        let file = |path: &str, op| Record::File(FileChange { folder: "scenes".into(), path: path.into(), op });
+        let file = |path: &str, op| {
+            Record::File(FileChange {
+                folder: "scenes".into(),
+                path: path.into(),
+                op,
+            })
+        };
         let write = FileOp::Write {
             size: 3,
             mode: 0o644,
@@ -318,13 +366,19 @@ mod tests {
         };
         let mut touched = Vec::new();
         sm.apply(&entry(1, 1, file("a.cfg", write), 1), &mut touched);
-        sm.apply(&entry(1, 2, file("a.cfg", FileOp::Rename { to: "b.cfg".into() }), 1), &mut touched);
+        sm.apply(
+            &entry(1, 2, file("a.cfg", FileOp::Rename { to: "b.cfg".into() }), 1),
+            &mut touched,
+        );
         assert!(sm.files.contains_key(&("scenes".into(), "b.cfg".into())));
         assert!(!sm.files.contains_key(&("scenes".into(), "a.cfg".into())));
         assert_eq!(touched.len(), 3);
         let bad = apply(&mut sm, entry(1, 3, file("../etc/passwd", FileOp::Delete), 1));
         assert!(matches!(bad, Response::Rejected(Rejection::Invalid(_))));
-        assert!(matches!(apply(&mut sm, entry(1, 4, file("b.cfg", FileOp::Delete), 1)), Response::Applied { .. }));
+        assert!(matches!(
+            apply(&mut sm, entry(1, 4, file("b.cfg", FileOp::Delete), 1)),
+            Response::Applied { .. }
+        ));
         assert!(sm.files.is_empty());
     }
 
@@ -349,13 +403,27 @@ mod tests {
         let mut a = SmState::default();
         let mut b = SmState::default();
         for i in 1..=10 {
-            let r = Record::Test(TestRecord { id: i, payload: vec![i as u8; 3] });
+            let r = Record::Test(TestRecord {
+                id: i,
+                payload: vec![i as u8; 3],
+            });
             apply(&mut a, entry(1, i, r.clone(), 0));
             apply(&mut b, entry(1, i, r, 0));
         }
         assert_eq!(a.meta.test_log, b.meta.test_log);
         let mut c = SmState::default();
-        apply(&mut c, entry(1, 1, Record::Test(TestRecord { id: 2, payload: vec![2; 3] }), 0));
+        apply(
+            &mut c,
+            entry(
+                1,
+                1,
+                Record::Test(TestRecord {
+                    id: 2,
+                    payload: vec![2; 3],
+                }),
+                0,
+            ),
+        );
         assert_ne!(c.meta.test_log.digest, a.meta.test_log.digest);
     }
 }

@@ -62,7 +62,11 @@ impl StateMachineStore {
         Self::from_parts(SmState::default(), None, None)
     }
 
-    pub(crate) fn from_parts(state: SmState, snapshot: Option<StoredSnapshot>, backend: Option<Arc<dyn SmBackend>>) -> Self {
+    pub(crate) fn from_parts(
+        state: SmState,
+        snapshot: Option<StoredSnapshot>,
+        backend: Option<Arc<dyn SmBackend>>,
+    ) -> Self {
         Self {
             state: Arc::new(RwLock::new(state)),
             current_snapshot: Arc::new(RwLock::new(snapshot)),
@@ -90,12 +94,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let (data, meta) = {
             let state = self.state.read().expect("state machine lock poisoned");
             let meta = SnapshotMeta {
-                last_log_id: state.meta.last_applied.clone(),
+                last_log_id: state.meta.last_applied,
                 last_membership: state.meta.membership.clone(),
             };
             (codec::encode(&*state)?, meta)
         };
-        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
         if let Some(backend) = &self.backend {
             backend.save_snapshot(&stored)?;
         }
@@ -114,15 +121,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let state = self.state.read().expect("state machine lock poisoned");
-        Ok((state.meta.last_applied.clone(), state.meta.membership.clone()))
+        Ok((state.meta.last_applied, state.meta.membership.clone()))
     }
 
     async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
-    where S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend {
+    where
+        S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
         let mut touched = Vec::new();
         let mut replies = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
-            let response = self.state.write().expect("state machine lock poisoned").apply(&entry, &mut touched);
+            let response = self
+                .state
+                .write()
+                .expect("state machine lock poisoned")
+                .apply(&entry, &mut touched);
             replies.push((responder, response));
         }
         if let Some(backend) = &self.backend {
@@ -153,7 +166,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 ),
             ));
         }
-        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
         if let Some(backend) = &self.backend {
             backend.replace_all(&new_state)?;
             backend.save_snapshot(&stored)?;

@@ -16,6 +16,7 @@ use std::time::Duration;
 use openraft::impls::leader_id_adv::LeaderId;
 use openraft::storage::IOFlushed;
 use openraft::storage::RaftLogStorage;
+use openraft::type_config::TypeConfigExt;
 use openraft::EntryPayload;
 use openraft::RaftLogReader;
 use rand::Rng;
@@ -27,7 +28,6 @@ use tandem_raft_store::Entry;
 use tandem_raft_store::LogId;
 use tandem_raft_store::TypeConfig;
 use tandem_raft_store::Vote;
-use openraft::type_config::TypeConfigExt;
 
 const CHILD_DIR_ENV: &str = "TANDEM_CRASH_CHILD_DIR";
 
@@ -61,7 +61,12 @@ async fn crash_child_appender() {
             Err(e) => panic!("open store: {e}"),
         }
     };
-    let mut next = log.get_log_state().await.unwrap().last_log_id.map_or(1, |l| l.index + 1);
+    let mut next = log
+        .get_log_state()
+        .await
+        .unwrap()
+        .last_log_id
+        .map_or(1, |l| l.index + 1);
     let mut rng = rand::thread_rng();
     loop {
         let batch: u64 = rng.gen_range(1..=16);
@@ -87,7 +92,13 @@ async fn sigkill_never_loses_an_acknowledged_entry() {
     for round in 0..4 {
         // Start the appender and kill it at a random moment.
         let mut child = Process::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child_appender", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_child_appender",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_DIR_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -116,9 +127,18 @@ async fn sigkill_never_loses_an_acknowledged_entry() {
         // Reopen: every acknowledged entry is present and intact, the vote is not older.
         let (mut log, _sm) = sled_store::open(dir.path()).expect("reopen after SIGKILL");
         let entries = log.try_get_log_entries(1..=acked).await.unwrap();
-        assert_eq!(entries.len() as u64, acked, "round {round}: acknowledged entries missing");
+        assert_eq!(
+            entries.len() as u64,
+            acked,
+            "round {round}: acknowledged entries missing"
+        );
         for (i, entry) in entries.iter().enumerate() {
-            assert_eq!(*entry, expected_entry(i as u64 + 1), "round {round}: entry {} corrupt", i + 1);
+            assert_eq!(
+                *entry,
+                expected_entry(i as u64 + 1),
+                "round {round}: entry {} corrupt",
+                i + 1
+            );
         }
         if vote > 0 {
             let saved = log.read_vote().await.unwrap().expect("a saved vote survives");

@@ -43,7 +43,10 @@ fn entries() -> Vec<Entry> {
             action: "switchover".into(),
             detail: "to b".into(),
         }),
-        Record::Test(TestRecord { id: 1, payload: b"hello".to_vec() }),
+        Record::Test(TestRecord {
+            id: 1,
+            payload: b"hello".to_vec(),
+        }),
     ];
     records
         .into_iter()
@@ -94,7 +97,11 @@ async fn sled_state_survives_reopen_and_snapshots_round_trip() {
     let (_log2, mut sm2) = sled_store::open(dir2.path()).unwrap();
     sm2.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
     assert_eq!(*sm2.reader().read(), expected);
-    let current = sm2.get_current_snapshot().await.unwrap().expect("installed snapshot is current");
+    let current = sm2
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("installed snapshot is current");
     assert_eq!(current.meta, snap.meta);
 }
 

@@ -5,7 +5,6 @@
 //! that before `cargo test`.
 
 use std::net::TcpListener;
-use std::path::Path;
 use std::path::PathBuf;
 use std::process::Child;
 use std::process::Command;
@@ -27,7 +26,11 @@ pub const SECRET: &str = "integration-test-secret-0123456789";
 pub fn bin_dir() -> PathBuf {
     // Test executables live in target/<profile>/deps/.
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf();
     for bin in ["tandem", "tandemctl"] {
         assert!(
             dir.join(bin).exists(),
@@ -48,7 +51,11 @@ pub fn tandemctl() -> Command {
 
 /// A free TCP port on `ip` (bound, then released).
 fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0)).expect("bind a free port").local_addr().unwrap().port()
+    TcpListener::bind((ip, 0))
+        .expect("bind a free port")
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[derive(Debug, Clone)]
@@ -155,7 +162,10 @@ impl Cluster {
     /// Start, initialize through node `a`, and wait for a data node to lead.
     pub fn start_initialized(opts: ClusterOptions) -> anyhow::Result<Self> {
         let cluster = Self::start(opts)?;
-        let out = tandem().args(["init", "--config"]).arg(cluster.config_path("a")).output()?;
+        let out = tandem()
+            .args(["init", "--config"])
+            .arg(cluster.config_path("a"))
+            .output()?;
         if !out.status.success() {
             bail!("tandem init failed: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -174,7 +184,10 @@ impl Cluster {
     }
 
     pub fn spec(&self, name: &str) -> &NodeSpec {
-        self.nodes.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}"))
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
     }
 
     pub fn name_of(&self, id: u64) -> &'static str {
@@ -182,13 +195,19 @@ impl Cluster {
     }
 
     fn index(&self, name: &str) -> usize {
-        self.nodes.iter().position(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}"))
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
     }
 
     pub fn spawn(&mut self, name: &str) -> anyhow::Result<()> {
         let i = self.index(name);
         assert!(self.procs[i].is_none(), "{name} is already running");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(name))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(name))?;
         let child = tandem()
             .args(["run", "--config"])
             .arg(self.config_path(name))
@@ -252,13 +271,21 @@ impl Cluster {
         }
     }
 
+    /// Process id of a running node.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.procs[self.index(name)].as_ref().map(|c| c.id())
+    }
+
     pub fn restart(&mut self, name: &str) -> anyhow::Result<()> {
         self.spawn(name)?;
         self.wait_admin(name)
     }
 
     fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
     }
 
     pub fn client(&self, name: &str) -> Client {
@@ -298,7 +325,11 @@ impl Cluster {
         let rt = Self::runtime();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let leader = self.snapshot().leader_status().filter(|l| l.kind == "data").map(|l| l.name.clone());
+            let leader = self
+                .snapshot()
+                .leader_status()
+                .filter(|l| l.kind == "data")
+                .map(|l| l.name.clone());
             if let Some(name) = leader {
                 match rt.block_on(self.client(&name).write_test_record(&req)) {
                     Ok(r) => return Ok(r),
@@ -343,7 +374,10 @@ impl Statuses {
     /// The leader, if exactly one reachable node with the highest term says it leads.
     pub fn leader_status(&self) -> Option<&NodeStatus> {
         let max_term = self.reachable().map(|s| s.term).max()?;
-        let leaders: Vec<&NodeStatus> = self.reachable().filter(|s| s.raft_state == "leader" && s.term == max_term).collect();
+        let leaders: Vec<&NodeStatus> = self
+            .reachable()
+            .filter(|s| s.raft_state == "leader" && s.term == max_term)
+            .collect();
         match leaders.as_slice() {
             [l] => Some(l),
             _ => None,
@@ -353,7 +387,9 @@ impl Statuses {
     /// True when all listed nodes applied the same test records, `count` of them.
     pub fn agree_on_records(&self, names: &[&str], count: u64) -> bool {
         let statuses: Vec<Option<&NodeStatus>> = names.iter().map(|n| self.get(n)).collect();
-        let Some(Some(first)) = statuses.first() else { return false };
+        let Some(Some(first)) = statuses.first() else {
+            return false;
+        };
         statuses
             .iter()
             .all(|s| s.is_some_and(|s| s.test_records == count && s.test_digest == first.test_digest))

@@ -14,7 +14,10 @@ fn leader_is_elected_and_records_reach_all_three() {
     let s = cluster.snapshot();
     let leader = s.leader_status().unwrap();
     assert_eq!(leader.kind, "data", "a data node leads");
-    assert!(s.reachable().all(|n| n.leader == Some(leader.node_id)), "everyone agrees on the leader: {s:#?}");
+    assert!(
+        s.reachable().all(|n| n.leader == Some(leader.node_id)),
+        "everyone agrees on the leader: {s:#?}"
+    );
 
     // Write records through the leader.
     let mut last_index = 0;
@@ -61,7 +64,9 @@ fn killing_the_leader_moves_leadership_to_the_other_data_node_and_the_old_leader
     // The killed node restarts, catches up to every record…
     cluster.restart(old_name).unwrap();
     cluster
-        .wait_for("the restarted node caught up", SETTLE, |s| s.agree_on_records(&["a", "b", "w"], 10))
+        .wait_for("the restarted node caught up", SETTLE, |s| {
+            s.agree_on_records(&["a", "b", "w"], 10)
+        })
         .unwrap();
 
     // …and never reclaims leadership by restoring its old state: it follows in the new term.
@@ -70,7 +75,11 @@ fn killing_the_leader_moves_leadership_to_the_other_data_node_and_the_old_leader
     let restarted = s.get(old_name).unwrap();
     assert_eq!(restarted.raft_state, "follower", "{s:#?}");
     assert_eq!(s.leader_status().map(|l| l.name.as_str()), Some(other), "{s:#?}");
-    assert_eq!(s.get(other).unwrap().term, new_term, "no election after the restart: {s:#?}");
+    assert_eq!(
+        s.get(other).unwrap().term,
+        new_term,
+        "no election after the restart: {s:#?}"
+    );
 }
 
 #[test]
@@ -93,7 +102,9 @@ fn killing_the_witness_changes_no_leadership() {
     // The witness comes back and catches up without disturbing anyone.
     cluster.restart("w").unwrap();
     cluster
-        .wait_for("the witness caught up", SETTLE, |s| s.agree_on_records(&["a", "b", "w"], 5))
+        .wait_for("the witness caught up", SETTLE, |s| {
+            s.agree_on_records(&["a", "b", "w"], 5)
+        })
         .unwrap();
     let s = cluster.snapshot();
     assert_eq!(s.leader_status().unwrap().term, before.term, "{s:#?}");
@@ -105,7 +116,9 @@ fn sigterm_stops_a_node_gracefully_and_it_restarts_from_its_data() {
     for id in 1..=3 {
         cluster.write(id, "kept").unwrap();
     }
-    cluster.wait_for("b applied", SETTLE, |s| s.agree_on_records(&["a", "b", "w"], 3)).unwrap();
+    cluster
+        .wait_for("b applied", SETTLE, |s| s.agree_on_records(&["a", "b", "w"], 3))
+        .unwrap();
     let follower = {
         let s = cluster.snapshot();
         let leader = s.leader_status().unwrap().name.clone();
@@ -119,10 +132,57 @@ fn sigterm_stops_a_node_gracefully_and_it_restarts_from_its_data() {
     // SIGTERM: clean exit, well within the shutdown bound.
     let status = cluster.terminate(follower, Duration::from_secs(8)).unwrap();
     assert!(status.success(), "exit status {status}");
-    assert!(cluster.log_tail(follower).contains("stopped"), "{}", cluster.log_tail(follower));
+    assert!(
+        cluster.log_tail(follower).contains("stopped"),
+        "{}",
+        cluster.log_tail(follower)
+    );
 
     // Its state survives: after restart it reports the records before hearing anything new.
     cluster.restart(follower).unwrap();
-    let s = cluster.wait_for("restarted node has its records", SETTLE, |s| s.agree_on_records(&["a", "b", "w"], 3)).unwrap();
+    let s = cluster
+        .wait_for("restarted node has its records", SETTLE, |s| {
+            s.agree_on_records(&["a", "b", "w"], 3)
+        })
+        .unwrap();
     assert!(s.get(follower).unwrap().initialized);
+}
+
+#[test]
+fn the_witness_catches_a_lagging_data_node_up_and_hands_leadership_to_it() {
+    let mut cluster = Cluster::start_initialized(ClusterOptions::default()).unwrap();
+    let leader = cluster.snapshot().leader_status().unwrap().name.clone();
+    let standby = if leader == "a" { "b" } else { "a" };
+
+    // The standby goes down; records commit on the leader and the witness only.
+    cluster.kill(standby);
+    for id in 1..=5 {
+        cluster.write(id, "only on leader and witness").unwrap();
+    }
+    cluster
+        .wait_for("the witness holds the records", SETTLE, |s| {
+            s.agree_on_records(&[&leader, "w"], 5)
+        })
+        .unwrap();
+
+    // The leader dies and the lagging standby returns: only the witness has the records, so
+    // the standby cannot win on its own log. The witness stands, wins, catches it up, and
+    // hands leadership to it.
+    cluster.kill(&leader);
+    cluster.restart(standby).unwrap();
+    let s = cluster
+        .wait_for("the returning data node leads with every record", SETTLE, |s| {
+            s.leader_status().is_some_and(|l| l.name == standby) && s.agree_on_records(&[standby, "w"], 5)
+        })
+        .unwrap();
+    assert_eq!(s.get("w").unwrap().raft_state, "follower");
+    let log = std::fs::read_to_string(cluster.log_path("w")).unwrap();
+    assert!(
+        log.contains("handing leadership to the up-to-date data node"),
+        "the witness led and handed over"
+    );
+
+    // Writes work again through the data node.
+    let r = cluster.write(6, "after hand-off").unwrap();
+    assert_eq!(cluster.name_of(r.leader), standby);
 }

@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::ClientWriteError;
 use openraft::error::InitializeError;
 use openraft::error::RaftError;
 use openraft::storage::RaftLogStorage;
-use openraft::async_runtime::WatchReceiver;
 use openraft::Instant as _;
 use openraft::ServerState;
 use openraft::SnapshotPolicy;
@@ -133,8 +133,15 @@ impl LeaderContact {
 
 impl Consensus {
     /// Start Raft on the given stores, talking to peers through `network`.
-    pub async fn start<LS>(cfg: Arc<ValidConfig>, log: LS, sm: StateMachineStore, network: network::PeerNetwork) -> anyhow::Result<Self>
-    where LS: RaftLogStorage<TypeConfig> {
+    pub async fn start<LS>(
+        cfg: Arc<ValidConfig>,
+        log: LS,
+        sm: StateMachineStore,
+        network: network::PeerNetwork,
+    ) -> anyhow::Result<Self>
+    where
+        LS: RaftLogStorage<TypeConfig>,
+    {
         let state = sm.reader();
         let raft = Raft::new(cfg.node_id, Arc::new(raft_config(&cfg)?), network, log, sm).await?;
         Ok(Self {

@@ -22,10 +22,10 @@ use openraft::error::ReplicationClosed;
 use openraft::error::StreamingError;
 use openraft::error::Timeout;
 use openraft::error::Unreachable;
+use openraft::network::v2::RaftNetworkV2;
 use openraft::network::RPCOption;
 use openraft::network::RPCTypes;
 use openraft::network::RaftNetworkFactory;
-use openraft::network::v2::RaftNetworkV2;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
 use openraft::raft::SnapshotResponse;
@@ -98,7 +98,13 @@ pub struct PeerClient {
 struct TransportError(String);
 
 impl PeerClient {
-    async fn call<Req, Resp>(&self, path: &str, action: RPCTypes, req: &Req, ttl: Duration) -> Result<Resp, RPCError<TypeConfig>>
+    async fn call<Req, Resp>(
+        &self,
+        path: &str,
+        action: RPCTypes,
+        req: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -111,11 +117,10 @@ impl PeerClient {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| network(e.to_string()))?;
         let exchange = async {
-            let resp = self
-                .http
-                .request(request)
-                .await
-                .map_err(|e| RPCError::Unreachable(Unreachable::new(&TransportError(format!("{}: {e}", self.addr)))))?;
+            let resp =
+                self.http.request(request).await.map_err(|e| {
+                    RPCError::Unreachable(Unreachable::new(&TransportError(format!("{}: {e}", self.addr))))
+                })?;
             let status = resp.status();
             let bytes = http_body_util::Limited::new(resp.into_body(), PEER_BODY_MAX_BYTES)
                 .collect()
@@ -154,15 +159,24 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call("append", RPCTypes::AppendEntries, &rpc, option.hard_ttl()).await
+        self.call("append", RPCTypes::AppendEntries, &rpc, option.hard_ttl())
+            .await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call("vote", RPCTypes::Vote, &rpc, option.hard_ttl()).await
     }
 
     /// DESIGN §3: the pre-vote is really asked, never granted by default.
-    async fn pre_vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call("pre-vote", RPCTypes::Vote, &rpc, option.hard_ttl()).await
     }
 
@@ -185,6 +199,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call("transfer-leader", RPCTypes::TransferLeader, &req, option.hard_ttl()).await
+        self.call("transfer-leader", RPCTypes::TransferLeader, &req, option.hard_ttl())
+            .await
     }
 }

@@ -62,16 +62,28 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn authenticate(State(state): State<PeerState>, req: Request, next: Next) -> Response {
-    let given = req.headers().get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+    let given = req
+        .headers()
+        .get(SECRET_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
     if !same_secret(given, state.secret.as_bytes()) {
         tracing::warn!(path = %req.uri().path(), "peer request without the right cluster secret refused");
-        return (StatusCode::UNAUTHORIZED, "peer request refused: missing or wrong cluster secret").into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            "peer request refused: missing or wrong cluster secret",
+        )
+            .into_response();
     }
     next.run(req).await
 }
 
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    codec::decode(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("cannot decode peer request: {e}")).into_response())
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, codec::CodecError> {
+    codec::decode(body)
+}
+
+fn bad_request(e: codec::CodecError) -> Response {
+    (StatusCode::BAD_REQUEST, format!("cannot decode peer request: {e}")).into_response()
 }
 
 fn reply<T: Serialize>(result: Result<T, RaftError<TypeConfig>>) -> Response {
@@ -84,7 +96,7 @@ fn reply<T: Serialize>(result: Result<T, RaftError<TypeConfig>>) -> Response {
 async fn append(State(s): State<PeerState>, body: Bytes) -> Response {
     let req = match decode(&body) {
         Ok(req) => req,
-        Err(r) => return r,
+        Err(e) => return bad_request(e),
     };
     let result = s.raft.append_entries(req).await;
     if matches!(&result, Ok(resp) if !matches!(resp, AppendEntriesResponse::HigherVote(_))) {
@@ -96,33 +108,38 @@ async fn append(State(s): State<PeerState>, body: Bytes) -> Response {
 async fn vote(State(s): State<PeerState>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(req) => reply(s.raft.vote(req).await),
-        Err(r) => r,
+        Err(e) => bad_request(e),
     }
 }
 
 async fn pre_vote(State(s): State<PeerState>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(req) => reply(s.raft.pre_vote(req).await),
-        Err(r) => r,
+        Err(e) => bad_request(e),
     }
 }
 
 async fn snapshot(State(s): State<PeerState>, body: Bytes) -> Response {
     let (vote, meta, data): (Vote, SnapshotMeta, Vec<u8>) = match decode(&body) {
         Ok(req) => req,
-        Err(r) => return r,
+        Err(e) => return bad_request(e),
     };
     let snapshot = Snapshot {
         meta,
         snapshot: Cursor::new(data),
     };
-    reply(s.raft.install_full_snapshot(vote, snapshot).await.map_err(RaftError::Fatal))
+    reply(
+        s.raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(RaftError::Fatal),
+    )
 }
 
 async fn transfer_leader(State(s): State<PeerState>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(req) => reply(s.raft.handle_transfer_leader(req).await.map_err(RaftError::Fatal)),
-        Err(r) => r,
+        Err(e) => bad_request(e),
     }
 }
 

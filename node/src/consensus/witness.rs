@@ -11,18 +11,22 @@ use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::ServerState;
+use rand::Rng;
 use tandem_raft_store::MemberRole;
 use tandem_raft_store::NodeId;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use rand::Rng;
 
 use super::Consensus;
 
 /// Pick the data node to hand leadership to: the one with the most of the log, and only once
 /// it holds all of it (`matched == last_log_index`), so its election cannot fail on an older
 /// log. `matched` is the replication progress per node (last matching log index).
-pub fn handoff_target(last_log_index: Option<u64>, matched: &BTreeMap<NodeId, Option<u64>>, data_nodes: &[NodeId]) -> Option<NodeId> {
+pub fn handoff_target(
+    last_log_index: Option<u64>,
+    matched: &BTreeMap<NodeId, Option<u64>>,
+    data_nodes: &[NodeId],
+) -> Option<NodeId> {
     let last = last_log_index?;
     data_nodes
         .iter()
@@ -45,7 +49,12 @@ pub async fn run(consensus: Consensus, mut shutdown: watch::Receiver<bool>) {
     let raft = consensus.raft().clone();
     let cfg = consensus.config();
     let contact = consensus.leader_contact().clone();
-    let data_nodes: Vec<NodeId> = cfg.members.iter().filter(|m| m.role == MemberRole::Data).map(|m| m.id).collect();
+    let data_nodes: Vec<NodeId> = cfg
+        .members
+        .iter()
+        .filter(|m| m.role == MemberRole::Data)
+        .map(|m| m.id)
+        .collect();
     let (stand_min, stand_max) = cfg.timers.election_timeouts_for(MemberRole::Witness);
     let draw = || rand::thread_rng().gen_range(stand_min..=stand_max);
     // A transfer or an election takes up to one data-node election timeout to settle.
@@ -67,20 +76,31 @@ pub async fn run(consensus: Consensus, mut shutdown: watch::Receiver<bool>) {
                     .collect();
                 match handoff_target(m.last_log_index, &matched, &data_nodes) {
                     Some(target) if !recent => {
-                        tracing::info!(term = m.current_term, target, "witness is leader; handing leadership to the up-to-date data node");
+                        tracing::info!(
+                            term = m.current_term,
+                            target,
+                            "witness is leader; handing leadership to the up-to-date data node"
+                        );
                         if raft.trigger().transfer_leader(target).await.is_err() {
                             return;
                         }
                         last_attempt = Some(Instant::now());
                     }
                     Some(_) => {}
-                    None => tracing::debug!(term = m.current_term, "witness is leader; waiting for a data node to catch up"),
+                    None => tracing::debug!(
+                        term = m.current_term,
+                        "witness is leader; waiting for a data node to catch up"
+                    ),
                 }
             }
             ServerState::Follower | ServerState::Candidate if initialized && !recent => {
                 let silent_for = contact.last().elapsed();
                 if silent_for >= stand_after {
-                    tracing::info!(term = m.current_term, silent_ms = silent_for.as_millis() as u64, "no leader heard; witness stands for election");
+                    tracing::info!(
+                        term = m.current_term,
+                        silent_ms = silent_for.as_millis() as u64,
+                        "no leader heard; witness stands for election"
+                    );
                     if raft.trigger().elect(true).await.is_err() {
                         return;
                     }

@@ -1,0 +1,140 @@
+//! `tandem-bench`: commit latency, throughput and memory of a real three-process cluster on
+//! loopback, with fsync on (the sled store flushes before acknowledging).
+//!
+//! Build the release binaries first, then run:
+//! `cargo build --release --workspace --bins && target/release/tandem-bench`
+//! Options: `--sequential N` (default 2000), `--writers W` (64), `--seconds S` (10).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+
+use tandem_client::api::WriteTestRecord;
+use tandem_tests::Cluster;
+use tandem_tests::ClusterOptions;
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} needs a number")))
+        .unwrap_or(default)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn main() -> anyhow::Result<()> {
+    let sequential = arg("--sequential", 2000);
+    let writers = arg("--writers", 64);
+    let seconds = arg("--seconds", 10);
+    let cluster = Cluster::start_initialized(ClusterOptions::default())?;
+    let leader = cluster.snapshot().leader_status().expect("leader").name.clone();
+    println!(
+        "cluster up; leader {leader}; binaries from {}",
+        tandem_tests::bin_dir().display()
+    );
+
+    // Idle memory, after the cluster settled.
+    std::thread::sleep(Duration::from_secs(3));
+    for n in ["a", "b", "w"] {
+        let pid = cluster.pid(n).expect("running");
+        println!(
+            "idle RSS {n} ({}): {:.1} MiB",
+            cluster.spec(n).role,
+            rss_kib(pid) as f64 / 1024.0
+        );
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let client = cluster.client(&leader).with_timeout(Duration::from_secs(5));
+
+    // Sequential: one write at a time, each waits for commit and apply on the leader.
+    let mut lat = Vec::with_capacity(sequential as usize);
+    rt.block_on(async {
+        for id in 0..sequential {
+            let req = WriteTestRecord {
+                id,
+                payload: "0123456789abcdef".into(),
+            };
+            let t = Instant::now();
+            client.write_test_record(&req).await.expect("sequential write");
+            lat.push(t.elapsed());
+        }
+    });
+    lat.sort();
+    println!(
+        "sequential {sequential} writes: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        percentile(&lat, 0.50).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        lat.last().unwrap().as_secs_f64() * 1e3
+    );
+
+    // Throughput: `writers` concurrent writers for `seconds`.
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let client = client.clone();
+            let done = done.clone();
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut id = 1_000_000 * (w + 1);
+                while !stop.load(Ordering::Relaxed) {
+                    let req = WriteTestRecord {
+                        id,
+                        payload: "0123456789abcdef".into(),
+                    };
+                    client.write_test_record(&req).await.expect("concurrent write");
+                    done.fetch_add(1, Ordering::Relaxed);
+                    id += 1;
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            t.await.expect("writer");
+        }
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let total = done.load(Ordering::Relaxed);
+    println!(
+        "{writers} writers for {elapsed:.1} s: {total} records, {:.0} records/s",
+        total as f64 / elapsed
+    );
+    for n in ["a", "b", "w"] {
+        let pid = cluster.pid(n).expect("running");
+        println!("RSS after load {n}: {:.1} MiB", rss_kib(pid) as f64 / 1024.0);
+    }
+    let s = cluster.wait_for("all applied", Duration::from_secs(30), |s| {
+        let expected = sequential + total;
+        s.agree_on_records(&["a", "b", "w"], expected)
+    })?;
+    println!(
+        "all three applied {} records with equal digests",
+        s.get("a").unwrap().test_records
+    );
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! The peer port's authentication, bootstrap rules, and the admin API's answers to bad input.
+
+use std::io::Read;
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use tandem_tests::tandem;
+use tandem_tests::tandemctl;
+use tandem_tests::Cluster;
+use tandem_tests::ClusterOptions;
+use tandem_tests::SECRET;
+
+/// One raw HTTP/1.1 request; returns (status code, body).
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let text = String::from_utf8_lossy(&resp).to_string();
+    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[test]
+fn peer_requests_without_the_cluster_secret_are_refused() {
+    let cluster = Cluster::start_initialized(ClusterOptions::default()).unwrap();
+    let peer = cluster.spec("b").peer_addr();
+    let before = cluster.status("b").unwrap();
+
+    // No secret, a wrong secret, and a right-length wrong secret: all 401, nothing decoded.
+    let (code, body) = http(&peer, "POST", "/raft/vote", &[], b"\x01garbage");
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("cluster secret"), "{body}");
+    let wrong = "x".repeat(SECRET.len());
+    for secret in ["nope", wrong.as_str()] {
+        let (code, _) = http(
+            &peer,
+            "POST",
+            "/raft/append",
+            &[("x-tandem-cluster-secret", secret)],
+            b"\x01garbage",
+        );
+        assert_eq!(code, 401);
+    }
+
+    // With the secret, a malformed body is a clear 400 and changes nothing.
+    let (code, body) = http(
+        &peer,
+        "POST",
+        "/raft/vote",
+        &[("x-tandem-cluster-secret", SECRET)],
+        b"\x01garbage",
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("cannot decode peer request"), "{body}");
+    let after = cluster.status("b").unwrap();
+    assert_eq!((after.term, after.leader), (before.term, before.leader));
+}
+
+#[test]
+fn init_is_refused_on_the_witness_and_only_happens_once() {
+    let cluster = Cluster::start(ClusterOptions::default()).unwrap();
+
+    // The CLI refuses before sending anything…
+    let out = tandem()
+        .args(["init", "--config"])
+        .arg(cluster.config_path("w"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the witness never bootstraps"));
+    // …and so does the witness itself.
+    let (code, body) = http(&cluster.spec("w").admin_addr(), "POST", "/v1/cluster/init", &[], b"{}");
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("witness_cannot_init"), "{body}");
+    assert!(!cluster.status("w").unwrap().initialized);
+
+    // A data node bootstraps all three voters; a second init is refused by name.
+    let out = tandem()
+        .args(["init", "--config"])
+        .arg(cluster.config_path("b"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("w (witness, id 3)"));
+    cluster
+        .wait_for("all three know the membership", Duration::from_secs(10), |s| {
+            s.reachable().count() == 3 && s.reachable().all(|n| n.initialized) && s.leader_status().is_some()
+        })
+        .unwrap();
+    let out = tandem()
+        .args(["init", "--config"])
+        .arg(cluster.config_path("a"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already initialized"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn admin_api_answers_bad_input_with_clear_errors() {
+    let cluster = Cluster::start_initialized(ClusterOptions::default()).unwrap();
+    let s = cluster.snapshot();
+    let leader = s.leader_status().unwrap().name.clone();
+    let follower = if leader == "a" { "b" } else { "a" };
+    let json = [("content-type", "application/json")];
+    let leader_addr = cluster.spec(&leader).admin_addr();
+
+    // Malformed JSON and unknown fields: 400, nothing written.
+    let (code, body) = http(&leader_addr, "POST", "/v1/test-records", &json, b"{\"id\": ");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("bad_request"), "{body}");
+    let (code, body) = http(
+        &leader_addr,
+        "POST",
+        "/v1/test-records",
+        &json,
+        b"{\"id\": 1, \"colour\": 2}",
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("colour"), "{body}");
+
+    // Over TEST_RECORD_MAX_BYTES: 413 naming the limit; over the body limit: 413 too.
+    let big = format!("{{\"id\": 1, \"payload\": \"{}\"}}", "x".repeat(64 * 1024 + 1));
+    let (code, body) = http(&leader_addr, "POST", "/v1/test-records", &json, big.as_bytes());
+    assert_eq!(code, 413, "{body}");
+    assert!(body.contains("TEST_RECORD_MAX_BYTES"), "{body}");
+    let huge = format!("{{\"id\": 1, \"payload\": \"{}\"}}", "x".repeat(300 * 1024));
+    let (code, _) = http(&leader_addr, "POST", "/v1/test-records", &json, huge.as_bytes());
+    assert_eq!(code, 413);
+    assert_eq!(
+        cluster.status(&leader).unwrap().test_records,
+        0,
+        "rejected writes change nothing"
+    );
+
+    // A write to a follower names the leader to use.
+    let (code, body) = http(
+        &cluster.spec(follower).admin_addr(),
+        "POST",
+        "/v1/test-records",
+        &json,
+        b"{\"id\": 1}",
+    );
+    assert_eq!(code, 421, "{body}");
+    assert!(body.contains("not_leader") && body.contains(&leader_addr), "{body}");
+
+    // tandemctl follows that hint by itself.
+    let out = tandemctl()
+        .args([
+            "--nodes",
+            &cluster.spec(follower).admin_addr(),
+            "write-test-record",
+            "--id",
+            "7",
+            "--payload",
+            "via follower",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("record 7 committed at index"));
+}
+
+#[test]
+fn tandemctl_status_shows_every_member_as_a_table_and_as_json() {
+    let mut cluster = Cluster::start_initialized(ClusterOptions::default()).unwrap();
+    let nodes = ["a", "b", "w"].map(|n| cluster.spec(n).admin_addr()).join(",");
+    let leader = cluster.snapshot().leader_status().unwrap().name.clone();
+
+    let out = tandemctl().args(["--nodes", &nodes, "status"]).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(table.starts_with("NODE  ID  KIND     ROLE"), "{table}");
+    assert!(table.contains(&format!("leader: {leader} (term")), "{table}");
+    assert_eq!(table.lines().filter(|l| l.contains(" yes")).count(), 3, "{table}");
+
+    // With the witness down, status still answers and marks it unreachable.
+    cluster.kill("w");
+    let out = tandemctl()
+        .args(["--nodes", &nodes, "--json", "status"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let w = rows.iter().find(|r| r["name"] == "w").unwrap();
+    assert_eq!(w["reachable"], false);
+    let l = rows.iter().find(|r| r["name"] == leader.as_str()).unwrap();
+    assert_eq!(l["status"]["raft_state"], "leader");
+    assert!(l["status"]["lease_remaining_ms"].as_u64().is_some());
+}
