@@ -24,13 +24,12 @@ pub const SECRET: &str = "integration-test-secret-0123456789";
 
 /// Directory holding the built `tandem` and `tandemctl`.
 pub fn bin_dir() -> PathBuf {
-    // Test executables live in target/<profile>/deps/.
+    // Test executables live in target/<profile>/deps/, the bench binary in target/<profile>/.
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf();
+    let mut dir = exe.parent().expect("target/<profile>").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
     for bin in ["tandem", "tandemctl"] {
         assert!(
             dir.join(bin).exists(),
