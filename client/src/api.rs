@@ -21,6 +21,10 @@ pub struct NodeStatus {
     pub last_log_index: Option<u64>,
     pub committed_index: Option<u64>,
     pub applied_index: Option<u64>,
+    /// Last index covered by this node's current snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Entries up to this index are gone from this node's log (covered by the snapshot).
+    pub purged_index: Option<u64>,
     /// Leader only: time since a quorum last acknowledged it.
     pub millis_since_quorum_ack: Option<u64>,
     /// Leader only: `lease − millis_since_quorum_ack` (DESIGN §4), 0 once expired.

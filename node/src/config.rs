@@ -57,7 +57,34 @@ struct RawConfig {
     #[serde(default)]
     timers: RawTimers,
     #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
     members: Vec<RawMember>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    snapshot_every_entries: u64,
+    kept_after_snapshot: u64,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            snapshot_every_entries: 20_000,
+            kept_after_snapshot: 5_000,
+        }
+    }
+}
+
+/// When the state machine is snapshotted and how much log stays behind a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPolicy {
+    /// Applied entries between two snapshots.
+    pub snapshot_every_entries: u64,
+    /// Entries kept after a snapshot, so a briefly absent peer catches up by log, not snapshot.
+    pub kept_after_snapshot: u64,
 }
 
 fn default_cluster_name() -> String {
@@ -156,6 +183,7 @@ pub struct ValidConfig {
     pub cluster_secret: String,
     pub cluster_name: String,
     pub timers: Timers,
+    pub log: LogPolicy,
     /// All voters, ordered by id.
     pub members: Vec<MemberConfig>,
 }
@@ -352,6 +380,13 @@ fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
     }
 
     let timers = validate_timers(&raw.timers)?;
+    if raw.log.snapshot_every_entries == 0 {
+        return Err(err("log.snapshot_every_entries", "must be greater than 0"));
+    }
+    let log = LogPolicy {
+        snapshot_every_entries: raw.log.snapshot_every_entries,
+        kept_after_snapshot: raw.log.kept_after_snapshot,
+    };
     let mut members: Vec<MemberConfig> = raw
         .members
         .into_iter()
@@ -373,6 +408,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
         cluster_secret,
         cluster_name: raw.cluster_name,
         timers,
+        log,
         members,
     })
 }
@@ -567,6 +603,11 @@ admin_addr = "127.0.0.1:7103"
             "[timers]\nwitness_election_factor = 1.5\n\n[[members]]\nid = 1",
         );
         assert_eq!(key_of(&factor), "timers.witness_election_factor");
+        let snap = GOOD.replace(
+            "[[members]]\nid = 1",
+            "[log]\nsnapshot_every_entries = 0\n\n[[members]]\nid = 1",
+        );
+        assert_eq!(key_of(&snap), "log.snapshot_every_entries");
         let spread = GOOD.replace(
             "[[members]]\nid = 1",
             "[timers]\nelection_timeout_max_ms = 400\n\n[[members]]\nid = 1",

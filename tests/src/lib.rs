@@ -83,6 +83,8 @@ pub struct ClusterOptions {
     /// Give each node its own loopback address (127.0.<n>.1, 127.0.<n>.2, 127.0.<n>.3), so a
     /// test can cut one off with iptables.
     pub own_addresses: Option<u8>,
+    /// TOML inserted into every node's config before the members (e.g. a `[log]` table).
+    pub extra_config: String,
 }
 
 /// Clusters in one test binary run one at a time: three nodes with sub-second timers per
@@ -135,11 +137,12 @@ impl Cluster {
             .collect();
         for n in &nodes {
             let cfg = format!(
-                "node_id = {}\ndata_dir = \"{}\"\npeer_listen = \"{}\"\nadmin_listen = \"{}\"\ncluster_secret = \"{SECRET}\"\n{members}",
+                "node_id = {}\ndata_dir = \"{}\"\npeer_listen = \"{}\"\nadmin_listen = \"{}\"\ncluster_secret = \"{SECRET}\"\n{}\n{members}",
                 n.id,
                 n.name,
                 n.peer_addr(),
-                n.admin_addr()
+                n.admin_addr(),
+                opts.extra_config
             );
             std::fs::write(dir.path().join(format!("{}.toml", n.name)), cfg)?;
         }

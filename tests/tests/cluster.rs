@@ -186,3 +186,41 @@ fn the_witness_catches_a_lagging_data_node_up_and_hands_leadership_to_it() {
     let r = cluster.write(6, "after hand-off").unwrap();
     assert_eq!(cluster.name_of(r.leader), standby);
 }
+
+#[test]
+fn a_node_that_missed_purged_entries_catches_up_from_a_snapshot_sent_by_the_leader() {
+    let opts = ClusterOptions {
+        extra_config: "[log]\nsnapshot_every_entries = 50\nkept_after_snapshot = 10\n".into(),
+        ..Default::default()
+    };
+    let mut cluster = Cluster::start_initialized(opts).unwrap();
+    let leader = cluster.snapshot().leader_status().unwrap().name.clone();
+    let standby = if leader == "a" { "b" } else { "a" };
+    let standby_last = cluster.status(standby).unwrap().last_log_index.unwrap();
+
+    // The standby is down while the leader writes far past it and purges its log.
+    cluster.kill(standby);
+    for id in 1..=150 {
+        cluster.write(id, "while the standby is away").unwrap();
+    }
+    cluster
+        .wait_for("the leader purged entries the standby lacks", SETTLE, |s| {
+            s.get(&leader)
+                .is_some_and(|l| l.purged_index.is_some_and(|p| p > standby_last))
+        })
+        .unwrap();
+
+    // Back up, it can only be caught up by a snapshot over the peer port, then by log.
+    cluster.restart(standby).unwrap();
+    let s = cluster
+        .wait_for("the standby caught up", SETTLE, |s| {
+            s.agree_on_records(&["a", "b", "w"], 150)
+        })
+        .unwrap();
+    let st = s.get(standby).unwrap();
+    assert!(
+        st.snapshot_index.is_some_and(|i| i > standby_last),
+        "the standby installed a snapshot: {st:#?}"
+    );
+    assert_eq!(st.raft_state, "follower");
+}

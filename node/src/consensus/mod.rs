@@ -40,11 +40,6 @@ use crate::config::ValidConfig;
 
 pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
 
-/// Entries kept in the log after a snapshot, so a briefly absent peer catches up by log.
-const LOG_KEPT_AFTER_SNAPSHOT: u64 = 5_000;
-/// Applied entries between two snapshots.
-const SNAPSHOT_EVERY_ENTRIES: u64 = 20_000;
-
 /// Why a proposal did not commit.
 #[derive(Debug, thiserror::Error)]
 pub enum ProposeError {
@@ -86,8 +81,8 @@ fn raft_config(cfg: &ValidConfig) -> anyhow::Result<openraft::Config> {
         enable_pre_vote: Some(true),
         // DESIGN §3: a restarted ex-leader must win a real election.
         enable_leader_restore: Some(false),
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
-        max_in_snapshot_log_to_keep: LOG_KEPT_AFTER_SNAPSHOT,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.log.snapshot_every_entries),
+        max_in_snapshot_log_to_keep: cfg.log.kept_after_snapshot,
         install_snapshot_timeout: 10_000,
         ..Default::default()
     };
@@ -250,6 +245,8 @@ impl Consensus {
             last_log_index: m.last_log_index,
             committed_index: m.local_committed.as_ref().map(|l| l.index),
             applied_index: m.last_applied.as_ref().map(|l| l.index),
+            snapshot_index: m.snapshot.as_ref().map(|l| l.index),
+            purged_index: m.purged.as_ref().map(|l| l.index),
             millis_since_quorum_ack: since_ack,
             lease_remaining_ms: since_ack.map(|since| lease_ms.saturating_sub(since)),
             activation: state.meta.activation.as_ref().map(|a| ActivationInfo {
