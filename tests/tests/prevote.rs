@@ -64,6 +64,7 @@ impl Drop for Cut {
 fn a_standby_cut_off_briefly_does_not_depose_a_healthy_leader() {
     let cluster = Cluster::start_initialized(ClusterOptions {
         own_addresses: Some(77),
+        ..Default::default()
     })
     .unwrap();
     for id in 1..=3 {
