@@ -22,6 +22,7 @@ use tandem_raft_store::sled_store;
 use tandem_raft_store::MemberRole;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::config::ValidConfig;
 use crate::consensus::network::PeerNetwork;
@@ -32,10 +33,12 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Run a node until `shutdown` completes.
 pub async fn run(cfg: ValidConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let cfg = Arc::new(cfg);
+    let span = tracing::info_span!("node", node = %cfg.me().name);
+    run_node(Arc::new(cfg), shutdown).instrument(span).await
+}
+
+async fn run_node(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let me = cfg.me().clone();
-    let span = tracing::info_span!("node", node = %me.name);
-    let _enter = span.enter();
 
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;

@@ -57,6 +57,8 @@ pub enum OpenError {
         what: String,
         source: io::Error,
     },
+    #[error("cannot start the log flusher thread: {0}")]
+    Thread(io::Error),
 }
 
 fn sled_err(e: sled::Error) -> io::Error {
@@ -107,11 +109,7 @@ pub fn open(dir: &Path) -> Result<(SledLogStore, StateMachineStore), OpenError> 
     std::thread::Builder::new()
         .name("tandem-log-flush".into())
         .spawn(move || flusher(flusher_db, flush_rx))
-        .map_err(|e| OpenError::Corrupt {
-            path: path.clone(),
-            what: "flusher thread".into(),
-            source: e,
-        })?;
+        .map_err(OpenError::Thread)?;
     let log_store = SledLogStore {
         db,
         log,

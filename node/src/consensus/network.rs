@@ -203,3 +203,52 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_rpc_to_a_peer_that_never_answers_times_out_and_drops_its_connection() {
+        // A "peer" that accepts and reads, but never answers; it reports when the client hangs up.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = sock.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            closed_tx.send(()).ok();
+        });
+
+        let mut network = PeerNetwork::new(1, "a-cluster-secret-123".into(), None);
+        let peer = Member {
+            peer_addr: addr.to_string(),
+            ..Default::default()
+        };
+        let mut client = network.new_client(2, &peer).await;
+        let request = VoteRequest::new(Vote::new(1, 1), None);
+        // The outer bound only turns a missing timeout into a failure instead of a hang.
+        let err = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.vote(request, RPCOption::new(Duration::from_millis(200))),
+        )
+        .await
+        .expect("the RPC ends by its own deadline")
+        .unwrap_err();
+        assert!(matches!(err, RPCError::Timeout(_)), "{err:?}");
+
+        // The timed-out request's connection is closed, not left half-open in the pool.
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(10), closed_rx)
+            .await
+            .expect("the connection was closed")
+            .unwrap();
+    }
+}
