@@ -4,7 +4,6 @@
 //! nodes. It returns the list of keys it touched so a durable store can persist only those.
 
 use std::collections::BTreeMap;
-use std::collections::VecDeque;
 
 use openraft::vote::RaftLeaderId;
 use openraft::EntryPayload;
@@ -29,8 +28,6 @@ use crate::types::StoredMembership;
 
 /// How many operator actions the replicated audit trail keeps (oldest dropped first).
 pub const AUDIT_TRAIL_CAPACITY: usize = 1000;
-/// How many recent test records are kept for lookup.
-pub const RECENT_TEST_RECORDS: usize = 64;
 
 /// The current activation (DESIGN §4, condition 3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,8 +46,6 @@ pub struct TestLog {
     pub count: u64,
     /// FNV-1a chain over (id, payload) of every test record in apply order.
     pub digest: u64,
-    /// `(id, log index, payload length)` of the latest records.
-    pub recent: VecDeque<(u64, u64, u32)>,
 }
 
 /// Small state that is rewritten on every apply batch.
@@ -229,10 +224,6 @@ impl SmState {
                 let log = &mut self.meta.test_log;
                 log.count += 1;
                 log.digest = fnv1a(fnv1a(log.digest, &t.id.to_le_bytes()), &t.payload);
-                log.recent.push_back((t.id, index, t.payload.len() as u32));
-                if log.recent.len() > RECENT_TEST_RECORDS {
-                    log.recent.pop_front();
-                }
             }
         }
         Ok(())

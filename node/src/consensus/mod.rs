@@ -174,16 +174,17 @@ impl Consensus {
 
     /// Propose a record through the log; returns the index it was applied at.
     pub async fn propose(&self, record: Record) -> Result<u64, ProposeError> {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        if metrics.state == ServerState::Leader && self.cfg.role() == MemberRole::Witness {
+        let (state, term) = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            (m.state, m.current_term)
+        };
+        if state == ServerState::Leader && self.cfg.role() == MemberRole::Witness {
             return Err(ProposeError::WitnessLeader);
         }
         // Every record carries the proposer's epoch; a leader's term is never below the
         // activation epoch, so a deposed leader's late proposal is fenced off at apply.
-        let cmd = Command {
-            epoch: metrics.current_term,
-            record,
-        };
+        let cmd = Command { epoch: term, record };
         match self.raft.client_write(cmd).await {
             Ok(resp) => match resp.data {
                 Response::Applied { index } => Ok(index),
@@ -199,8 +200,7 @@ impl Consensus {
 
     /// The leader's admin address, if known and not this node.
     pub fn leader_hint(&self) -> Option<(NodeId, String)> {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        let leader = metrics.current_leader?;
+        let leader = self.raft.metrics().borrow_watched().current_leader?;
         let addr = self.cfg.members.iter().find(|m| m.id == leader)?.admin_addr.clone();
         Some((leader, addr))
     }
