@@ -2,8 +2,8 @@
 //!
 //! [`Consensus`] wraps the openraft instance and offers what the rest of the node needs:
 //! status, proposing records, bootstrapping, and shutdown. The peer transport (HTTP, both
-//! directions) is in [`network`] and [`peer_api`]; the witness's hand-off of leadership to a
-//! data node is in [`witness`].
+//! directions) is in [`network`] and [`peer_api`]; the witness's election timer and its
+//! hand-off of leadership to a data node are in [`witness`].
 
 pub mod network;
 pub mod peer_api;
