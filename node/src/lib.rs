@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod config;
 pub mod consensus;
+pub mod failover;
 
 use std::future::Future;
 use std::net::IpAddr;

@@ -38,6 +38,17 @@ pub struct Activation {
     pub since_index: u64,
     /// Set once the active of this epoch committed `Released`.
     pub released: bool,
+    /// The activation this one replaced, as it stood then: a new active decides from it
+    /// whether it must wait before taking over (DESIGN §4).
+    pub previous: Option<PreviousActivation>,
+}
+
+/// The activation an `Activate` replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousActivation {
+    pub node: NodeId,
+    pub epoch: Epoch,
+    pub released: bool,
 }
 
 /// Summary of the test records applied, for checking that nodes agree.
@@ -133,11 +144,17 @@ impl SmState {
                 if *epoch < current || (*epoch == current && self.meta.activation.is_some()) {
                     return Err(Rejection::StaleEpoch { current, got: *epoch });
                 }
+                let previous = self.meta.activation.as_ref().map(|a| PreviousActivation {
+                    node: a.node,
+                    epoch: a.epoch,
+                    released: a.released,
+                });
                 self.meta.activation = Some(Activation {
                     node: *node,
                     epoch: *epoch,
                     since_index: index,
                     released: false,
+                    previous,
                 });
             }
             Record::Released { node, epoch } => match &mut self.meta.activation {
@@ -272,6 +289,13 @@ mod tests {
             apply(&mut sm, entry(5, 2, Record::Activate { node: 2, epoch: 5 }, 5)),
             Response::Applied { index: 2 }
         );
+        let previous = sm.meta.activation.as_ref().unwrap().previous;
+        let replaced = PreviousActivation {
+            node: 1,
+            epoch: 2,
+            released: false,
+        };
+        assert_eq!(previous, Some(replaced), "the replaced activation is kept");
         // The old active (epoch 2) proposes a file change that lands after the new activation.
         let late = Record::Test(TestRecord {
             id: 9,
