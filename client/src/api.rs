@@ -30,6 +30,10 @@ pub struct NodeStatus {
     /// Leader only: `lease − millis_since_quorum_ack` (DESIGN §4), 0 once expired.
     pub lease_remaining_ms: Option<u64>,
     pub activation: Option<ActivationInfo>,
+    /// What this node does for the service: `active`, `standby` or `witness`.
+    pub service: String,
+    /// The epoch this node is active in, while it holds the lease (DESIGN §4).
+    pub active_epoch: Option<u64>,
     pub test_records: u64,
     /// Digest of every applied test record, in order (hex); equal on nodes that applied the same.
     pub test_digest: String,

@@ -135,6 +135,7 @@ async fn status(cli: &Cli, timeout: Duration) -> anyhow::Result<()> {
         "ID",
         "KIND",
         "ROLE",
+        "SERVICE",
         "TERM",
         "LEADER",
         "LAST LOG",
@@ -150,6 +151,10 @@ async fn status(cli: &Cli, timeout: Duration) -> anyhow::Result<()> {
                 r.id.to_string(),
                 s.kind.clone(),
                 s.raft_state.clone(),
+                match s.active_epoch {
+                    Some(epoch) => format!("{} (epoch {epoch})", s.service),
+                    None => s.service.clone(),
+                },
                 s.term.to_string(),
                 name_of(s.leader),
                 opt(s.last_log_index),
@@ -160,6 +165,7 @@ async fn status(cli: &Cli, timeout: Duration) -> anyhow::Result<()> {
             None => table.push([
                 r.name.clone(),
                 r.id.to_string(),
+                "?".into(),
                 "?".into(),
                 "?".into(),
                 "?".into(),

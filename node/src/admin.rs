@@ -24,19 +24,47 @@ use tandem_raft_store::records::TestRecord;
 use crate::consensus::Consensus;
 use crate::consensus::InitError;
 use crate::consensus::ProposeError;
+use crate::failover::driver::Failover;
 
 /// Largest admin request body.
 pub const ADMIN_BODY_MAX_BYTES: usize = 256 * 1024;
 
-pub fn router(consensus: Consensus) -> Router {
+/// What the admin handlers work with.
+#[derive(Clone)]
+pub struct AdminState {
+    pub consensus: Consensus,
+    pub failover: Failover,
+}
+
+pub fn router(consensus: Consensus, failover: Failover) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/cluster/init", post(init))
         .route("/v1/test-records", post(write_test_record))
         .route("/health/live", get(|| async { "live\n" }))
+        .route("/health/active", get(health_active))
+        .route("/health/standby", get(health_standby))
         .fallback(|| async { AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /v1/status") })
         .layer(DefaultBodyLimit::max(ADMIN_BODY_MAX_BYTES))
-        .with_state(consensus)
+        .with_state(AdminState { consensus, failover })
+}
+
+/// 200 only while this node is the lease-holding active (DESIGN §4), for load balancers.
+async fn health_active(State(app): State<AdminState>) -> (StatusCode, String) {
+    match app.failover.active_epoch().filter(|_| app.failover.serves()) {
+        Some(epoch) => (StatusCode::OK, format!("active epoch {epoch}\n")),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "not active\n".into()),
+    }
+}
+
+/// 200 only on a data node that is not active and has applied everything committed.
+async fn health_standby(State(app): State<AdminState>) -> (StatusCode, &'static str) {
+    let data = app.consensus.config().role() == tandem_raft_store::MemberRole::Data;
+    if data && app.failover.active_epoch().is_none() && app.consensus.caught_up() {
+        (StatusCode::OK, "standby, synced\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not a synced standby\n")
+    }
 }
 
 #[derive(Debug)]
@@ -104,12 +132,20 @@ impl From<ProposeError> for AdminError {
     }
 }
 
-async fn status(State(c): State<Consensus>) -> Json<NodeStatus> {
-    Json(c.status())
+async fn status(State(app): State<AdminState>) -> Json<NodeStatus> {
+    let mut status = app.consensus.status();
+    status.active_epoch = app.failover.active_epoch();
+    status.service = match (status.kind.as_str(), status.active_epoch) {
+        ("witness", _) => "witness",
+        (_, Some(_)) => "active",
+        _ => "standby",
+    }
+    .into();
+    Json(status)
 }
 
-async fn init(State(c): State<Consensus>) -> Result<Json<InitResult>, AdminError> {
-    match c.initialize().await {
+async fn init(State(app): State<AdminState>) -> Result<Json<InitResult>, AdminError> {
+    match app.consensus.initialize().await {
         Ok(members) => {
             tracing::info!("cluster initialized with three voters");
             Ok(Json(InitResult { members }))
@@ -133,7 +169,7 @@ async fn init(State(c): State<Consensus>) -> Result<Json<InitResult>, AdminError
 }
 
 async fn write_test_record(
-    State(c): State<Consensus>,
+    State(AdminState { consensus: c, .. }): State<AdminState>,
     body: Result<Json<WriteTestRecord>, JsonRejection>,
 ) -> Result<Json<WriteTestRecordResult>, AdminError> {
     let Json(req) = body?;

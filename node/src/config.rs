@@ -101,6 +101,7 @@ struct RawTimers {
     lease_margin_ms: u64,
     max_clock_drift: f64,
     witness_election_factor: f64,
+    release_budget_ms: u64,
 }
 
 impl Default for RawTimers {
@@ -114,6 +115,7 @@ impl Default for RawTimers {
             lease_margin_ms: 50,
             max_clock_drift: 0.01,
             witness_election_factor: 2.5,
+            release_budget_ms: 1000,
         }
     }
 }
@@ -150,6 +152,9 @@ pub struct Timers {
     pub max_clock_drift: f64,
     /// The witness's election timeouts are the data nodes' times this factor.
     pub witness_election_factor: f64,
+    /// Worst case from lease expiry to every resource released (DESIGN §4); a new active waits
+    /// this long after the previous active's lease before taking exclusive resources.
+    pub release_budget: Duration,
 }
 
 impl Timers {
@@ -462,6 +467,7 @@ fn validate_timers(t: &RawTimers) -> Result<Timers, ConfigError> {
         lease_margin: ms(t.lease_margin_ms),
         max_clock_drift: t.max_clock_drift,
         witness_election_factor: t.witness_election_factor,
+        release_budget: ms(t.release_budget_ms),
     };
     // DESIGN §4: the lease must run out before any follower may vote for someone else.
     let bound = timers.lease_bound();

@@ -28,6 +28,8 @@ use tracing::Instrument;
 use crate::config::ValidConfig;
 use crate::consensus::network::PeerNetwork;
 use crate::consensus::Consensus;
+use crate::failover::controller::ControllerConfig;
+use crate::failover::driver::Failover;
 
 /// How long shutdown waits for Raft and the servers to stop.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -84,7 +86,21 @@ async fn run_node(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> 
         consensus::peer_api::router(&consensus, &cfg.cluster_secret),
         "peer",
     );
-    let admin_server = serve(admin_listener, admin::router(consensus.clone()), "admin");
+    let failover = Failover::new(ControllerConfig {
+        node: cfg.node_id,
+        role: me.role,
+        lease: cfg.timers.lease,
+        release_budget: cfg.timers.release_budget,
+        drift_margin: cfg.timers.lease_margin,
+        // The identity is /health/active only (no VIP yet): gone the moment the lease ends.
+        identity_wait: Duration::ZERO,
+    });
+    let failover_driver = tokio::spawn(failover::driver::run(
+        consensus.clone(),
+        failover.clone(),
+        stop_rx.clone(),
+    ));
+    let admin_server = serve(admin_listener, admin::router(consensus.clone(), failover), "admin");
     let witness = (me.role == MemberRole::Witness)
         .then(|| tokio::spawn(consensus::witness::run(consensus.clone(), stop_rx.clone())));
 
@@ -98,8 +114,10 @@ async fn run_node(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> 
 
     shutdown.await;
     tracing::info!("shutting down");
-    consensus.shutdown(SHUTDOWN_TIMEOUT).await;
+    // Let go of the service first, then leave the cluster.
     let _ = stop_tx.send(true);
+    let _ = failover_driver.await;
+    consensus.shutdown(SHUTDOWN_TIMEOUT).await;
     let servers = async {
         let _ = peer_server.await;
         let _ = admin_server.await;

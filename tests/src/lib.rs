@@ -397,3 +397,68 @@ impl Statuses {
             .all(|s| s.is_some_and(|s| s.test_records == count && s.test_digest == first.test_digest))
     }
 }
+
+/// `GET /health/active` on `addr`: true for 200, false for anything else or no answer.
+pub fn health_active(addr: &str) -> bool {
+    use std::io::Read;
+    use std::io::Write;
+    let probe = || -> std::io::Result<bool> {
+        let sock: std::net::SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+        let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(100))?;
+        s.set_read_timeout(Some(Duration::from_millis(200)))?;
+        write!(
+            s,
+            "GET /health/active HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head)?;
+        Ok(&head[9..12] == b"200")
+    };
+    probe().unwrap_or(false)
+}
+
+/// One round of probes: when, and which nodes answered 200.
+pub type HealthSample = (Instant, Vec<(&'static str, bool)>);
+
+/// Samples every node's `/health/active` every 10 ms in a background thread.
+pub struct HealthSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<HealthSample>>>,
+}
+
+impl HealthSampler {
+    pub fn start(cluster: &Cluster) -> Self {
+        let targets: Vec<(&'static str, String)> = cluster.nodes.iter().map(|n| (n.name, n.admin_addr())).collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let at = Instant::now();
+                let sample = targets.iter().map(|(n, a)| (*n, health_active(a))).collect();
+                samples.push((at, sample));
+                std::thread::sleep(Duration::from_millis(10).saturating_sub(at.elapsed()));
+            }
+            samples
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop and return the samples: (time, [(node, answered 200)]).
+    pub fn finish(mut self) -> Vec<HealthSample> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().expect("running").join().expect("sampler thread")
+    }
+}
+
+/// Samples in which more than one node answered `/health/active` with 200.
+pub fn overlapping(samples: &[HealthSample]) -> Vec<Vec<&'static str>> {
+    samples
+        .iter()
+        .map(|(_, s)| s.iter().filter(|(_, up)| *up).map(|(n, _)| *n).collect::<Vec<_>>())
+        .filter(|up| up.len() > 1)
+        .collect()
+}

@@ -37,6 +37,8 @@ use tandem_raft_store::TypeConfig;
 use tokio::time::Instant;
 
 use crate::config::ValidConfig;
+use crate::failover::controller::RaftRole;
+use crate::failover::controller::RaftView;
 
 pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
 
@@ -105,6 +107,15 @@ pub struct Consensus {
     state: StateReader,
     cfg: Arc<ValidConfig>,
     contact: LeaderContact,
+}
+
+/// Waits for changes of Raft's metrics without exposing openraft's types.
+pub struct MetricsWatch(openraft::type_config::alias::WatchReceiverOf<TypeConfig, openraft::RaftMetrics<TypeConfig>>);
+
+impl MetricsWatch {
+    pub async fn changed(&mut self) -> bool {
+        self.0.changed().await.is_ok()
+    }
 }
 
 /// When this node last heard from a leader that it accepted (an append it did not refuse for
@@ -198,6 +209,55 @@ impl Consensus {
         }
     }
 
+    /// Raft as the failover controller sees it; times are relative to `origin`.
+    pub fn raft_view(&self, origin: Instant) -> RaftView {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        RaftView {
+            role: match m.state {
+                ServerState::Leader => RaftRole::Leader,
+                ServerState::Follower => RaftRole::Follower,
+                ServerState::Candidate => RaftRole::Candidate,
+                ServerState::Learner => RaftRole::Learner,
+                ServerState::Shutdown => RaftRole::Shutdown,
+            },
+            term: m.current_term,
+            leader: m.current_leader,
+            // openraft stamps this with the send time of the request a quorum acknowledged,
+            // which is what DESIGN §4's lease_until counts from.
+            // Reading the ack's age last makes any skew move the ack earlier: never a longer lease.
+            last_quorum_ack: m.last_quorum_acked.as_ref().map(|at| {
+                let now = origin.elapsed();
+                now.saturating_sub(at.elapsed())
+            }),
+        }
+    }
+
+    /// Resolves when Raft's metrics change; `false` once Raft stopped.
+    pub fn metrics_watch(&self) -> MetricsWatch {
+        MetricsWatch(self.raft.metrics())
+    }
+
+    /// The committed activation, from the applied state.
+    pub fn activation(&self) -> Option<tandem_raft_store::state::Activation> {
+        self.state.read().meta.activation.clone()
+    }
+
+    /// Whether this node has applied everything the leader reported as committed.
+    pub fn caught_up(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        m.current_leader.is_some()
+            && m.last_applied.as_ref().map(|l| l.index) >= m.cluster_committed.as_ref().map(|l| l.index)
+    }
+
+    /// Ask Raft to hand leadership to `to`.
+    pub async fn transfer_leadership(&self, to: NodeId) {
+        if let Err(e) = self.raft.trigger().transfer_leader(to).await {
+            tracing::error!(error = %e, "raft stopped; cannot transfer leadership");
+        }
+    }
+
     /// The leader's admin address, if known and not this node.
     pub fn leader_hint(&self) -> Option<(NodeId, String)> {
         let leader = self.raft.metrics().borrow_watched().current_leader?;
@@ -255,6 +315,9 @@ impl Consensus {
                 since_index: a.since_index,
                 released: a.released,
             }),
+            // Filled in by the admin API from the failover controller.
+            service: String::new(),
+            active_epoch: None,
             test_records: state.meta.test_log.count,
             test_digest: format!("{:016x}", state.meta.test_log.digest),
             members: self.member_infos(),

@@ -85,6 +85,8 @@ pub enum Input {
     Released { ok: bool },
     /// Operator: hand the service to `to` (planned switchover; the caller checked `to` is synced).
     Switchover { to: NodeId },
+    /// A proposal of ours did not commit (lost leadership, timeout); it may be proposed again.
+    ProposalFailed(Record),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,6 +270,15 @@ impl Controller {
                 }
             }
             Input::Switchover { to } => self.on_switchover(now, to, &mut effects),
+            Input::ProposalFailed(record) => match record {
+                Record::Activate { epoch, .. } if self.proposed_for == Some(epoch) => self.proposed_for = None,
+                Record::Released { epoch, .. } => {
+                    if let Some(s) = self.switchover.as_mut().filter(|s| s.epoch == epoch) {
+                        s.released_proposed = false;
+                    }
+                }
+                _ => {}
+            },
         }
         self.reconcile(now, &mut effects);
         effects
@@ -498,6 +509,19 @@ mod tests {
             c.step(ms(20), leader(3, Some(20))),
             vec![],
             "a fresher ack is the same leadership"
+        );
+    }
+
+    #[test]
+    fn a_failed_activation_proposal_is_made_again() {
+        let mut c = Controller::new(cfg(MemberRole::Data));
+        assert_eq!(c.step(ms(0), leader(3, Some(0))), vec![activate(3)]);
+        let retry = c.step(ms(10), Input::ProposalFailed(Record::Activate { node: ME, epoch: 3 }));
+        assert_eq!(retry, vec![activate(3)]);
+        // A failure for an older term does not cause a proposal for it.
+        assert_eq!(
+            c.step(ms(20), Input::ProposalFailed(Record::Activate { node: ME, epoch: 2 })),
+            vec![]
         );
     }
 

@@ -6,3 +6,4 @@
 //! the [`controller::Effect`]s it returns. It reads no clock and does no I/O.
 
 pub mod controller;
+pub mod driver;
