@@ -398,23 +398,29 @@ impl Statuses {
     }
 }
 
-/// `GET /health/active` on `addr`: true for 200, false for anything else or no answer.
-pub fn health_active(addr: &str) -> bool {
+/// HTTP status of `GET path` on `addr`, or `None` without an answer (100 ms to connect,
+/// 200 ms to answer).
+pub fn http_status(addr: &str, path: &str) -> Option<u16> {
     use std::io::Read;
     use std::io::Write;
-    let probe = || -> std::io::Result<bool> {
+    let probe = || -> std::io::Result<u16> {
         let sock: std::net::SocketAddr = addr.parse().map_err(std::io::Error::other)?;
         let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(100))?;
         s.set_read_timeout(Some(Duration::from_millis(200)))?;
-        write!(
-            s,
-            "GET /health/active HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
         let mut head = [0u8; 12];
         s.read_exact(&mut head)?;
-        Ok(&head[9..12] == b"200")
+        std::str::from_utf8(&head[9..12])
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| std::io::Error::other("not an HTTP status line"))
     };
-    probe().unwrap_or(false)
+    probe().ok()
+}
+
+/// Whether `addr` answers `/health/active` with 200.
+pub fn health_active(addr: &str) -> bool {
+    http_status(addr, "/health/active") == Some(200)
 }
 
 /// One round of probes: when, and which nodes answered 200.
