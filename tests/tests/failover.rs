@@ -67,6 +67,35 @@ fn exactly_one_data_node_is_active_and_the_others_say_so() {
     assert_eq!(code(active, "/health/standby"), Some(503));
 }
 
+#[test]
+fn the_standby_takes_over_after_the_active_is_killed_with_no_overlap() {
+    let mut cluster = Cluster::start_initialized(ClusterOptions::default()).unwrap();
+    let old = wait_active(&cluster, None);
+    let old_epoch = cluster.status(old).unwrap().active_epoch.unwrap();
+
+    let sampler = HealthSampler::start(&cluster);
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.kill(old);
+    let new = wait_active(&cluster, Some(old));
+    std::thread::sleep(Duration::from_millis(300));
+    let samples = sampler.finish();
+    assert!(
+        overlapping(&samples).is_empty(),
+        "two actives at once: {:?}",
+        overlapping(&samples)
+    );
+    assert!(samples.len() > 50, "the sampler ran ({} samples)", samples.len());
+
+    let new_epoch = cluster.status(new).unwrap().active_epoch.unwrap();
+    assert!(new_epoch > old_epoch, "epochs grow: {old_epoch} → {new_epoch}");
+
+    // The old active restarts as standby and stays so.
+    cluster.restart(old).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!health_active(&cluster.spec(old).admin_addr()));
+    assert_eq!(active_node(&cluster), Some(new));
+}
+
 /// Drops one node's peer traffic with iptables (needs root); removed on drop.
 struct Cut(String);
 
