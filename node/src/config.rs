@@ -60,6 +60,44 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     members: Vec<RawMember>,
+    #[serde(default)]
+    resources: Vec<RawResource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
+enum RawResource {
+    Script {
+        name: String,
+        acquire: String,
+        release: String,
+        #[serde(default = "default_script_timeout_ms")]
+        acquire_timeout_ms: u64,
+        #[serde(default = "default_script_timeout_ms")]
+        release_timeout_ms: u64,
+    },
+}
+
+fn default_script_timeout_ms() -> u64 {
+    5_000
+}
+
+/// Most resources one node may hold.
+pub const RESOURCES_MAX: usize = 32;
+/// Longest resource command accepted.
+pub const RESOURCE_COMMAND_MAX_BYTES: usize = 4096;
+/// Added to the sum of release timeouts for the kill of an overrunning release.
+pub const RELEASE_ESCALATION_MS: u64 = 1_000;
+
+/// A resource the active holds (DESIGN §7); only scripts so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceConfig {
+    pub name: String,
+    /// Shell command run with `/bin/sh -c` to acquire.
+    pub acquire: String,
+    pub release: String,
+    pub acquire_timeout: Duration,
+    pub release_timeout: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +125,12 @@ pub struct LogPolicy {
     pub kept_after_snapshot: u64,
 }
 
+impl RawConfig {
+    fn role_of(&self, id: NodeId) -> Option<MemberRole> {
+        self.members.iter().find(|m| m.id == id).map(|m| m.role)
+    }
+}
+
 fn default_cluster_name() -> String {
     "tandem".into()
 }
@@ -101,7 +145,7 @@ struct RawTimers {
     lease_margin_ms: u64,
     max_clock_drift: f64,
     witness_election_factor: f64,
-    release_budget_ms: u64,
+    release_budget_ms: Option<u64>,
 }
 
 impl Default for RawTimers {
@@ -115,7 +159,7 @@ impl Default for RawTimers {
             lease_margin_ms: 50,
             max_clock_drift: 0.01,
             witness_election_factor: 2.5,
-            release_budget_ms: 1000,
+            release_budget_ms: None,
         }
     }
 }
@@ -189,6 +233,8 @@ pub struct ValidConfig {
     pub cluster_name: String,
     pub timers: Timers,
     pub log: LogPolicy,
+    /// What the active holds, in acquisition order.
+    pub resources: Vec<ResourceConfig>,
     /// All voters, ordered by id.
     pub members: Vec<MemberConfig>,
 }
@@ -349,6 +395,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
     }
     let data_dir = base.join(&raw.data_dir);
 
+    let witness = raw.role_of(raw.node_id) == Some(MemberRole::Witness);
     let cluster_secret = match (raw.cluster_secret, raw.cluster_secret_file) {
         (Some(_), Some(_)) => {
             return Err(err(
@@ -384,7 +431,14 @@ fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
         return Err(err("cluster_secret", "must not contain spaces or control characters"));
     }
 
-    let timers = validate_timers(&raw.timers)?;
+    let resources = validate_resources(raw.resources)?;
+    if witness && !resources.is_empty() {
+        return Err(err(
+            "resources",
+            "the witness never runs the service: remove [[resources]] from its config",
+        ));
+    }
+    let timers = validate_timers(&raw.timers, &resources)?;
     if raw.log.snapshot_every_entries == 0 {
         return Err(err("log.snapshot_every_entries", "must be greater than 0"));
     }
@@ -414,11 +468,69 @@ fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
         cluster_name: raw.cluster_name,
         timers,
         log,
+        resources,
         members,
     })
 }
 
-fn validate_timers(t: &RawTimers) -> Result<Timers, ConfigError> {
+fn validate_resources(raw: Vec<RawResource>) -> Result<Vec<ResourceConfig>, ConfigError> {
+    if raw.len() > RESOURCES_MAX {
+        return Err(err(
+            "resources",
+            format!("{} resources; RESOURCES_MAX is {RESOURCES_MAX}", raw.len()),
+        ));
+    }
+    let mut names = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let key = |field: &str| format!("resources[{i}].{field}");
+        let RawResource::Script {
+            name,
+            acquire,
+            release,
+            acquire_timeout_ms,
+            release_timeout_ms,
+        } = r;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(err(
+                key("name"),
+                format!("{name:?} must be non-empty and use only letters, digits, '-' and '_'"),
+            ));
+        }
+        if !names.insert(name.clone()) {
+            return Err(err(key("name"), format!("duplicate resource name {name:?}")));
+        }
+        for (field, cmd) in [("acquire", &acquire), ("release", &release)] {
+            if cmd.trim().is_empty() {
+                return Err(err(key(field), "must be a shell command"));
+            }
+            if cmd.len() > RESOURCE_COMMAND_MAX_BYTES {
+                return Err(err(
+                    key(field),
+                    format!("is longer than RESOURCE_COMMAND_MAX_BYTES ({RESOURCE_COMMAND_MAX_BYTES})"),
+                ));
+            }
+        }
+        for (field, ms) in [
+            ("acquire_timeout_ms", acquire_timeout_ms),
+            ("release_timeout_ms", release_timeout_ms),
+        ] {
+            if ms == 0 {
+                return Err(err(key(field), "must be greater than 0"));
+            }
+        }
+        out.push(ResourceConfig {
+            name,
+            acquire,
+            release,
+            acquire_timeout: Duration::from_millis(acquire_timeout_ms),
+            release_timeout: Duration::from_millis(release_timeout_ms),
+        });
+    }
+    Ok(out)
+}
+
+fn validate_timers(t: &RawTimers, resources: &[ResourceConfig]) -> Result<Timers, ConfigError> {
     let ms = Duration::from_millis;
     if t.heartbeat_ms == 0 {
         return Err(err("timers.heartbeat_ms", "must be greater than 0"));
@@ -467,7 +579,30 @@ fn validate_timers(t: &RawTimers) -> Result<Timers, ConfigError> {
         lease_margin: ms(t.lease_margin_ms),
         max_clock_drift: t.max_clock_drift,
         witness_election_factor: t.witness_election_factor,
-        release_budget: ms(t.release_budget_ms),
+        release_budget: ms(0),
+    };
+    // DESIGN §4: the release budget covers every release running to its timeout, plus the kill.
+    let needed: u64 = resources
+        .iter()
+        .map(|r| r.release_timeout.as_millis() as u64)
+        .sum::<u64>()
+        + RELEASE_ESCALATION_MS;
+    let release_budget = match t.release_budget_ms {
+        None => needed,
+        Some(b) if b >= needed => b,
+        Some(b) => {
+            return Err(err(
+                "timers.release_budget_ms",
+                format!(
+                    "{b} ms is less than the worst-case release: the sum of release_timeout_ms ({} ms) + RELEASE_ESCALATION_MS ({RELEASE_ESCALATION_MS} ms) = {needed} ms; raise it or shorten the release timeouts",
+                    needed - RELEASE_ESCALATION_MS
+                ),
+            ))
+        }
+    };
+    let timers = Timers {
+        release_budget: ms(release_budget),
+        ..timers
     };
     // DESIGN §4: the lease must run out before any follower may vote for someone else.
     let bound = timers.lease_bound();
@@ -581,6 +716,62 @@ admin_addr = "127.0.0.1:7103"
         let e = parse(&GOOD.replace("role = \"witness\"", "role = \"data\"")).unwrap_err();
         assert_eq!(e.key, "members");
         assert!(e.message.contains("witness must be a voter"), "{e}");
+    }
+
+    const APP: &str = "\n[[resources]]\ntype = \"script\"\nname = \"app\"\nacquire = \"systemctl start app\"\nrelease = \"systemctl stop app\"\nrelease_timeout_ms = 800\n";
+
+    #[test]
+    fn resources_load_and_set_the_release_budget() {
+        let c = parse(&format!("{GOOD}{APP}")).unwrap();
+        assert_eq!(c.resources.len(), 1);
+        assert_eq!(c.resources[0].acquire_timeout, Duration::from_secs(5), "DESIGN default");
+        assert_eq!(
+            c.timers.release_budget,
+            Duration::from_millis(800 + RELEASE_ESCALATION_MS)
+        );
+        // Without resources, the budget is the escalation allowance alone.
+        assert_eq!(
+            parse(GOOD).unwrap().timers.release_budget,
+            Duration::from_millis(RELEASE_ESCALATION_MS)
+        );
+    }
+
+    #[test]
+    fn a_release_budget_shorter_than_the_releases_is_rejected_naming_the_rule() {
+        let text = GOOD.replace(
+            "[[members]]\nid = 1",
+            "[timers]\nrelease_budget_ms = 1000\n\n[[members]]\nid = 1",
+        );
+        let e = parse(&format!("{text}{APP}")).unwrap_err();
+        assert_eq!(e.key, "timers.release_budget_ms");
+        assert!(
+            e.message
+                .contains("sum of release_timeout_ms (800 ms) + RELEASE_ESCALATION_MS"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_resources_name_their_key() {
+        let witness = GOOD.replace("node_id = 1", "node_id = 3");
+        assert_eq!(key_of(&format!("{witness}{APP}")), "resources");
+        assert_eq!(key_of(&format!("{GOOD}{APP}{APP}")), "resources[1].name");
+        assert_eq!(
+            key_of(&format!("{GOOD}{}", APP.replace("systemctl stop app", " "))),
+            "resources[0].release"
+        );
+        assert_eq!(
+            key_of(&format!(
+                "{GOOD}{}",
+                APP.replace("release_timeout_ms = 800", "release_timeout_ms = 0")
+            )),
+            "resources[0].release_timeout_ms"
+        );
+        let unknown = APP.replace("type = \"script\"", "type = \"vip\"");
+        assert!(parse(&format!("{GOOD}{unknown}"))
+            .unwrap_err()
+            .message
+            .contains("unknown variant `vip`"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod config;
 pub mod consensus;
 pub mod failover;
+pub mod resources;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -30,6 +31,7 @@ use crate::consensus::network::PeerNetwork;
 use crate::consensus::Consensus;
 use crate::failover::controller::ControllerConfig;
 use crate::failover::driver::Failover;
+use crate::resources::ResourceAgent;
 
 /// How long shutdown waits for Raft and the servers to stop.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -95,9 +97,11 @@ async fn run_node(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> 
         // The identity is /health/active only (no VIP yet): gone the moment the lease ends.
         identity_wait: Duration::ZERO,
     });
+    let agent = ResourceAgent::new(me.name.clone(), cfg.resources.clone());
     let failover_driver = tokio::spawn(failover::driver::run(
         consensus.clone(),
         failover.clone(),
+        agent,
         stop_rx.clone(),
     ));
     let admin_server = serve(admin_listener, admin::router(consensus.clone(), failover), "admin");

@@ -2,9 +2,9 @@
 //! activation, leader contacts and the results of its effects, and carries the effects out.
 //!
 //! The network identity is, for now, `/health/active` (answered from [`Failover::serves`] at
-//! request time, so it flips the moment the lease ends). No resources are configured yet:
-//! acquiring and releasing "every resource" completes at once. The resource agent (scripts,
-//! virtual IP, systemd units) plugs in at [`carry_out`].
+//! request time, so it flips the moment the lease ends). Resources are run by the
+//! [`ResourceAgent`]; at start everything is released once, since a restarted ex-active may
+//! still hold what its previous process acquired.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -20,6 +20,7 @@ use super::controller::ControllerConfig;
 use super::controller::Effect;
 use super::controller::Input;
 use crate::consensus::Consensus;
+use crate::resources::ResourceAgent;
 
 /// Longest time between two steps: the committed activation and leader contacts are polled.
 pub const STEP_INTERVAL_MAX: Duration = Duration::from_millis(10);
@@ -75,7 +76,16 @@ impl Failover {
 }
 
 /// Runs until `shutdown` flips to true; then lets go of everything.
-pub async fn run(consensus: Consensus, failover: Failover, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    consensus: Consensus,
+    failover: Failover,
+    agent: Arc<ResourceAgent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // A node starts as standby: whatever a previous process held is let go first.
+    if let Err(e) = agent.release().await {
+        tracing::error!(error = %e, "releasing resources at start failed");
+    }
     let (results_tx, mut results) = mpsc::channel::<Input>(RESULT_CHANNEL_CAPACITY);
     let mut metrics = consensus.metrics_watch();
     let contact = consensus.leader_contact().clone();
@@ -85,8 +95,9 @@ pub async fn run(consensus: Consensus, failover: Failover, mut shutdown: watch::
         Input::Committed(seen_activation.clone()),
         Input::Raft(consensus.raft_view(failover.origin)),
     ];
+    let act = |effects| carry_out(&consensus, &agent, &results_tx, effects);
     for input in first {
-        carry_out(&consensus, &results_tx, failover.step(input));
+        act(failover.step(input));
     }
     loop {
         let input = tokio::select! {
@@ -98,23 +109,27 @@ pub async fn run(consensus: Consensus, failover: Failover, mut shutdown: watch::
             _ = tokio::time::sleep(failover.until_next_step()) => Input::Raft(consensus.raft_view(failover.origin)),
             _ = shutdown.changed() => break,
         };
-        carry_out(&consensus, &results_tx, failover.step(input));
+        act(failover.step(input));
 
         let activation = consensus.activation();
         if activation != seen_activation {
             seen_activation = activation.clone();
-            carry_out(&consensus, &results_tx, failover.step(Input::Committed(activation)));
+            act(failover.step(Input::Committed(activation)));
         }
         let last = contact.last();
         if last != seen_contact {
             seen_contact = last;
-            carry_out(&consensus, &results_tx, failover.step(Input::LeaderContact));
+            act(failover.step(Input::LeaderContact));
         }
     }
-    tracing::info!("failover driver stopping; holding nothing from here on");
+    // Stopping: nothing is served from here on; let go of every resource.
+    if let Err(e) = agent.release().await {
+        tracing::error!(error = %e, "releasing resources at shutdown failed");
+    }
+    tracing::info!("failover driver stopped; holding nothing");
 }
 
-fn carry_out(consensus: &Consensus, results: &mpsc::Sender<Input>, effects: Vec<Effect>) {
+fn carry_out(consensus: &Consensus, agent: &Arc<ResourceAgent>, results: &mpsc::Sender<Input>, effects: Vec<Effect>) {
     for effect in effects {
         match effect {
             Effect::Propose(record) => {
@@ -129,9 +144,26 @@ fn carry_out(consensus: &Consensus, results: &mpsc::Sender<Input>, effects: Vec<
             }
             Effect::AcquireIdentity { epoch } => tracing::info!(%epoch, "identity taken: /health/active answers 200"),
             Effect::DropIdentity => tracing::info!("identity dropped: /health/active answers 503"),
-            // No resources are configured yet: acquiring or releasing all of them is immediate.
-            Effect::AcquireResources { epoch } => report(results, Input::Acquired { epoch, ok: true }),
-            Effect::ReleaseResources => report(results, Input::Released { ok: true }),
+            Effect::AcquireResources { epoch } => {
+                let (agent, results) = (agent.clone(), results.clone());
+                tokio::spawn(async move {
+                    let ok = match agent.acquire(epoch).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::error!(%epoch, error = %e, "acquiring resources failed");
+                            false
+                        }
+                    };
+                    let _ = results.send(Input::Acquired { epoch, ok }).await;
+                });
+            }
+            Effect::ReleaseResources => {
+                let (agent, results) = (agent.clone(), results.clone());
+                tokio::spawn(async move {
+                    let ok = agent.release().await.is_ok();
+                    let _ = results.send(Input::Released { ok }).await;
+                });
+            }
             Effect::TransferLeadership { to } => {
                 let consensus = consensus.clone();
                 tokio::spawn(async move { consensus.transfer_leadership(to).await });
@@ -139,12 +171,4 @@ fn carry_out(consensus: &Consensus, results: &mpsc::Sender<Input>, effects: Vec<
             Effect::Event(event) => tracing::info!(?event, "failover"),
         }
     }
-}
-
-/// Hand a result back to the controller without blocking the driver loop.
-fn report(results: &mpsc::Sender<Input>, input: Input) {
-    let results = results.clone();
-    tokio::spawn(async move {
-        let _ = results.send(input).await;
-    });
 }
