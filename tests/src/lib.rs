@@ -85,6 +85,8 @@ pub struct ClusterOptions {
     pub own_addresses: Option<u8>,
     /// TOML inserted into every node's config before the members (e.g. a `[log]` table).
     pub extra_config: String,
+    /// TOML appended to the data nodes' configs only (e.g. `[[resources]]`).
+    pub data_config: String,
 }
 
 /// Clusters in one test binary run one at a time: three nodes with sub-second timers per
@@ -144,6 +146,11 @@ impl Cluster {
                 n.admin_addr(),
                 opts.extra_config
             );
+            let cfg = if n.role == "data" {
+                format!("{cfg}\n{}", opts.data_config)
+            } else {
+                cfg
+            };
             std::fs::write(dir.path().join(format!("{}.toml", n.name)), cfg)?;
         }
         let mut cluster = Cluster {

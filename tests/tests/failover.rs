@@ -177,3 +177,96 @@ fn a_cut_off_active_lets_go_before_the_standby_takes_over() {
     // After healing, the new active keeps the service.
     assert_eq!(active_node(&cluster), Some(new));
 }
+
+/// Hold intervals from a ledger of `acquire|release <node> <epoch> <nanos>` lines: from an
+/// acquire to the same node's next release (open-ended if none followed).
+fn hold_intervals(ledger: &str) -> Vec<(String, u128, u128)> {
+    let mut open: std::collections::BTreeMap<String, u128> = Default::default();
+    let mut held = Vec::new();
+    for line in ledger.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let [action, node, _epoch, at] = parts[..] else {
+            panic!("bad ledger line {line:?}")
+        };
+        let at: u128 = at.parse().unwrap();
+        match action {
+            "acquire" => {
+                open.entry(node.to_string()).or_insert(at);
+            }
+            "release" => {
+                if let Some(start) = open.remove(node) {
+                    held.push((node.to_string(), start, at));
+                }
+            }
+            other => panic!("bad action {other:?}"),
+        }
+    }
+    held.extend(open.into_iter().map(|(n, start)| (n, start, u128::MAX)));
+    held
+}
+
+#[test]
+fn hold_intervals_pair_each_acquire_with_the_next_release() {
+    let ledger = "release a 0 5\nacquire a 3 10\nrelease a 3 20\nacquire b 4 30\n";
+    assert_eq!(
+        hold_intervals(ledger),
+        vec![("a".into(), 10, 20), ("b".into(), 30, u128::MAX)]
+    );
+}
+
+#[test]
+fn a_cut_off_active_releases_its_resources_before_the_standby_acquires_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger");
+    let line = |action: &str| {
+        format!(
+            "echo \"{action} $TANDEM_NODE $TANDEM_EPOCH $(date +%s%N)\" >> {}",
+            ledger.display()
+        )
+    };
+    let data_config = format!(
+        "[[resources]]\ntype = \"script\"\nname = \"app\"\nacquire = '{}'\nrelease = 'sleep 2.5; {}'\nrelease_timeout_ms = 3000\n",
+        line("acquire"),
+        line("release")
+    );
+    let cluster = Cluster::start_initialized(ClusterOptions {
+        own_addresses: Some(79),
+        data_config,
+        ..Default::default()
+    })
+    .unwrap();
+    let old = wait_active(&cluster, None);
+    let held_by = |name: &str| {
+        let text = std::fs::read_to_string(&ledger).unwrap_or_default();
+        hold_intervals(&text)
+            .iter()
+            .any(|(n, _, end)| n == name && *end == u128::MAX)
+    };
+    cluster
+        .wait_for("the active ran its acquire script", SETTLE, |_| held_by(old))
+        .unwrap();
+
+    // Cut the active off: its lease runs out and it releases (the release takes 2.5 s, longer than an election); only
+    // then may the standby acquire, after the previous lease plus the release budget.
+    let others: Vec<&NodeSpec> = cluster.nodes.iter().filter(|n| n.name != old).collect();
+    let cut = Cut::isolate(cluster.spec(old), &others);
+    let new = wait_active(&cluster, Some(old));
+    cluster
+        .wait_for("the new active ran its acquire script", SETTLE, |_| held_by(new))
+        .unwrap();
+    drop(cut);
+    std::thread::sleep(Duration::from_secs(2));
+
+    // At no instant did both hold the resource.
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    let held = hold_intervals(&text);
+    for (i, a) in held.iter().enumerate() {
+        for b in &held[i + 1..] {
+            if a.0 != b.0 {
+                assert!(a.2 <= b.1 || b.2 <= a.1, "{a:?} overlaps {b:?}\nledger:\n{text}");
+            }
+        }
+    }
+    assert!(!held_by(old), "the old active released: {text}");
+    assert!(held_by(new), "the new active holds the resource: {text}");
+}
