@@ -98,3 +98,20 @@ pub struct LeaderHint {
     pub id: u64,
     pub admin_addr: String,
 }
+
+/// `POST /v1/switchover`, sent to the active.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchoverRequest {
+    /// Name of the data node to hand the service to; the other data node when omitted.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchoverResult {
+    pub from: String,
+    pub to: String,
+    /// The epoch the old active released.
+    pub released_epoch: u64,
+}

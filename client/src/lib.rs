@@ -18,6 +18,8 @@ use serde::Serialize;
 use crate::api::ApiError;
 use crate::api::InitResult;
 use crate::api::NodeStatus;
+use crate::api::SwitchoverRequest;
+use crate::api::SwitchoverResult;
 use crate::api::WriteTestRecord;
 use crate::api::WriteTestRecordResult;
 
@@ -84,6 +86,10 @@ impl Client {
 
     pub async fn write_test_record(&self, req: &WriteTestRecord) -> Result<WriteTestRecordResult, ClientError> {
         self.call("POST", "/v1/test-records", Some(req)).await
+    }
+
+    pub async fn switchover(&self, req: &SwitchoverRequest) -> Result<SwitchoverResult, ClientError> {
+        self.call("POST", "/v1/switchover", Some(req)).await
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(

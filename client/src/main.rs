@@ -7,9 +7,23 @@ use clap::Parser;
 use clap::Subcommand;
 use serde::Serialize;
 use tandem_client::api::NodeStatus;
+use tandem_client::api::SwitchoverRequest;
 use tandem_client::api::WriteTestRecord;
 use tandem_client::Client;
 use tandem_client::ClientError;
+
+/// `println!` that ends the program quietly when stdout is a closed pipe
+/// (`tandemctl status | head -3`) instead of panicking.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
 
 #[derive(Parser)]
 #[command(name = "tandemctl", version, about = "Control a Tandem cluster")]
@@ -37,6 +51,12 @@ struct Cli {
 enum Cmd {
     /// Show every member: role, term, leader, log, applied, lease, reachability.
     Status,
+    /// Planned switchover: the active releases the service and hands it to a synced standby.
+    Switchover {
+        /// Data node to hand the service to (default: the other data node).
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Write test records through the leader and wait until each is committed and applied.
     WriteTestRecord {
         /// Id of the (first) record; defaults to the current time in microseconds.
@@ -57,6 +77,7 @@ async fn main() -> ExitCode {
     let timeout = Duration::from_millis(cli.timeout_ms);
     let result = match &cli.command {
         Cmd::Status => status(&cli, timeout).await,
+        Cmd::Switchover { to } => switchover(&cli, timeout, to.clone()).await,
         Cmd::WriteTestRecord { id, payload, count } => write(&cli, timeout, *id, payload, *count).await,
     };
     match result {
@@ -286,6 +307,35 @@ async fn write(cli: &Cli, timeout: Duration, id: Option<u64>, payload: &str, cou
                 result.id, result.index, result.leader
             );
         }
+    }
+    Ok(())
+}
+
+/// How long tandemctl waits for a switchover to finish.
+const SWITCHOVER_WAIT: Duration = Duration::from_secs(20);
+
+async fn switchover(cli: &Cli, timeout: Duration, to: Option<String>) -> anyhow::Result<()> {
+    let first = first_answer(&cli.nodes, timeout).await?;
+    let mut active = None;
+    for m in &first.members {
+        if let Ok(s) = Client::new(m.admin_addr.clone()).with_timeout(timeout).status().await {
+            if s.service == "active" {
+                active = Some(m.clone());
+            }
+        }
+    }
+    let Some(active) = active else {
+        anyhow::bail!("no node is active right now, so there is nothing to switch over (see tandemctl status)");
+    };
+    let client = Client::new(active.admin_addr.clone()).with_timeout(SWITCHOVER_WAIT);
+    let r = client.switchover(&SwitchoverRequest { to }).await?;
+    if cli.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "switchover done: {} released epoch {}; {} leads now and takes the service",
+            r.from, r.released_epoch, r.to
+        );
     }
     Ok(())
 }

@@ -11,15 +11,19 @@ use axum::routing::get;
 use axum::routing::post;
 use axum::Json;
 use axum::Router;
+use std::time::Duration;
 use tandem_client::api::ApiError;
 use tandem_client::api::InitResult;
 use tandem_client::api::LeaderHint;
 use tandem_client::api::NodeStatus;
+use tandem_client::api::SwitchoverRequest;
+use tandem_client::api::SwitchoverResult;
 use tandem_client::api::WriteTestRecord;
 use tandem_client::api::WriteTestRecordResult;
 use tandem_client::api::TEST_RECORD_MAX_BYTES;
 use tandem_raft_store::records::Record;
 use tandem_raft_store::records::TestRecord;
+use tandem_raft_store::MemberRole;
 
 use crate::consensus::Consensus;
 use crate::consensus::InitError;
@@ -41,6 +45,7 @@ pub fn router(consensus: Consensus, failover: Failover) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/cluster/init", post(init))
         .route("/v1/test-records", post(write_test_record))
+        .route("/v1/switchover", post(switchover))
         .route("/health/live", get(|| async { "live\n" }))
         .route("/health/active", get(health_active))
         .route("/health/standby", get(health_standby))
@@ -59,7 +64,7 @@ async fn health_active(State(app): State<AdminState>) -> (StatusCode, String) {
 
 /// 200 only on a data node that is not active and has applied everything committed.
 async fn health_standby(State(app): State<AdminState>) -> (StatusCode, &'static str) {
-    let data = app.consensus.config().role() == tandem_raft_store::MemberRole::Data;
+    let data = app.consensus.config().role() == MemberRole::Data;
     if data && app.failover.active_epoch().is_none() && app.consensus.caught_up() {
         (StatusCode::OK, "standby, synced\n")
     } else {
@@ -192,5 +197,81 @@ async fn write_test_record(
         id: req.id,
         index,
         leader: c.config().node_id,
+    }))
+}
+
+/// How long a switchover may take from the request to leadership on the target.
+pub const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Planned switchover (DESIGN §4): the active releases everything, commits `Released`, and
+/// hands leadership to a standby that holds every committed record.
+async fn switchover(
+    State(app): State<AdminState>,
+    body: Result<Json<SwitchoverRequest>, JsonRejection>,
+) -> Result<Json<SwitchoverResult>, AdminError> {
+    let Json(req) = body?;
+    let cfg = app.consensus.config();
+    let conflict = |code: &str, message: String| AdminError::new(StatusCode::CONFLICT, code, message);
+    let Some(epoch) = app.failover.active_epoch() else {
+        return Err(conflict(
+            "not_active",
+            format!(
+                "{} is not the active; send the switchover to the active node",
+                cfg.me().name
+            ),
+        ));
+    };
+    let target = match &req.to {
+        Some(name) => cfg.members.iter().find(|m| &m.name == name).ok_or_else(|| {
+            AdminError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_node",
+                format!("no member is named {name:?}"),
+            )
+        })?,
+        None => cfg
+            .members
+            .iter()
+            .find(|m| m.role == MemberRole::Data && m.id != cfg.node_id)
+            .expect("validated: two data nodes"),
+    };
+    if target.role != MemberRole::Data || target.id == cfg.node_id {
+        return Err(conflict(
+            "bad_target",
+            format!("{} cannot take the service: pick the other data node", target.name),
+        ));
+    }
+    // A standby that holds everything but stopped answering is no target: handing it the
+    // lead would leave the service released.
+    let recent = cfg.timers.election_timeout_min;
+    if !app.consensus.in_sync(target.id, recent) {
+        return Err(conflict(
+            "standby_not_synced",
+            format!(
+                "{} has not acknowledged the leader within {recent:?} or lacks committed records; wait until it is synced (tandemctl status)",
+                target.name
+            ),
+        ));
+    }
+    app.failover
+        .start_switchover(target.id)
+        .await
+        .map_err(|reason| conflict("switchover_refused", reason))?;
+    tracing::info!(to = %target.name, %epoch, "switchover started");
+    let deadline = tokio::time::Instant::now() + SWITCHOVER_TIMEOUT;
+    while app.consensus.current_leader() != Some(target.id) {
+        if tokio::time::Instant::now() > deadline {
+            return Err(AdminError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "switchover_timeout",
+                format!("the service was released, but {} did not take the lead within {SWITCHOVER_TIMEOUT:?}; check `tandemctl status`", target.name),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(Json(SwitchoverResult {
+        from: cfg.me().name.clone(),
+        to: target.name.clone(),
+        released_epoch: epoch,
     }))
 }

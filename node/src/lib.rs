@@ -96,6 +96,8 @@ async fn run_node(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> 
         drift_margin: cfg.timers.lease_margin,
         // The identity is /health/active only (no VIP yet): gone the moment the lease ends.
         identity_wait: Duration::ZERO,
+        // Time for the target to win the election a transfer starts.
+        handoff_grace: cfg.timers.election_timeout_max * 2,
     });
     let agent = ResourceAgent::new(me.name.clone(), cfg.resources.clone());
     let failover_driver = tokio::spawn(failover::driver::run(

@@ -140,8 +140,15 @@ impl SmState {
                 if *epoch != term {
                     return Err(Rejection::EpochNotTerm { epoch: *epoch, term });
                 }
-                // Epochs never decrease: an activation from an older term loses.
-                if *epoch < current || (*epoch == current && self.meta.activation.is_some()) {
+                // Epochs never decrease: an activation from an older term loses. The one
+                // exception: the same node re-activates in its own epoch after it released
+                // (a hand-off that did not happen); no other node can lead that term.
+                let reactivation = self
+                    .meta
+                    .activation
+                    .as_ref()
+                    .is_some_and(|a| a.node == *node && a.epoch == *epoch && a.released);
+                if *epoch < current || (*epoch == current && self.meta.activation.is_some() && !reactivation) {
                     return Err(Rejection::StaleEpoch { current, got: *epoch });
                 }
                 let previous = self.meta.activation.as_ref().map(|a| PreviousActivation {
@@ -319,6 +326,29 @@ mod tests {
         let same = apply(&mut sm, entry(4, 3, Record::Activate { node: 2, epoch: 4 }, 4));
         assert!(matches!(same, Response::Rejected(Rejection::StaleEpoch { .. })));
         assert_eq!(sm.meta.activation.as_ref().unwrap().node, 1);
+    }
+
+    #[test]
+    fn a_released_active_may_activate_again_in_its_own_epoch_but_nobody_else_may() {
+        let mut sm = SmState::default();
+        apply(&mut sm, entry(3, 1, Record::Activate { node: 1, epoch: 3 }, 3));
+        // Not released yet: no second activation in the epoch.
+        let again = apply(&mut sm, entry(3, 2, Record::Activate { node: 1, epoch: 3 }, 3));
+        assert!(matches!(again, Response::Rejected(Rejection::StaleEpoch { .. })));
+        apply(&mut sm, entry(3, 3, Record::Released { node: 1, epoch: 3 }, 3));
+        let other = apply(&mut sm, entry(3, 4, Record::Activate { node: 2, epoch: 3 }, 3));
+        assert!(matches!(other, Response::Rejected(Rejection::StaleEpoch { .. })));
+        assert_eq!(
+            apply(&mut sm, entry(3, 5, Record::Activate { node: 1, epoch: 3 }, 3)),
+            Response::Applied { index: 5 }
+        );
+        let a = sm.meta.activation.as_ref().unwrap();
+        assert!(!a.released);
+        assert_eq!(
+            a.previous.map(|p| p.released),
+            Some(true),
+            "the new activation replaced a released one"
+        );
     }
 
     #[test]

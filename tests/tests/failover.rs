@@ -270,3 +270,90 @@ fn a_cut_off_active_releases_its_resources_before_the_standby_acquires_them() {
     assert!(!held_by(old), "the old active released: {text}");
     assert!(held_by(new), "the new active holds the resource: {text}");
 }
+
+#[test]
+fn a_planned_switchover_hands_the_service_over_in_order_and_refuses_what_it_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger");
+    let line = |action: &str| {
+        format!(
+            "echo \"{action} $TANDEM_NODE $TANDEM_EPOCH $(date +%s%N)\" >> {}",
+            ledger.display()
+        )
+    };
+    let data_config = format!(
+        "[[resources]]\ntype = \"script\"\nname = \"app\"\nacquire = '{}'\nrelease = '{}'\nrelease_timeout_ms = 1000\n",
+        line("acquire"),
+        line("release")
+    );
+    let mut cluster = Cluster::start_initialized(ClusterOptions {
+        data_config,
+        ..Default::default()
+    })
+    .unwrap();
+    let old = wait_active(&cluster, None);
+    let standby = if old == "a" { "b" } else { "a" };
+    let nodes = ["a", "b", "w"].map(|n| cluster.spec(n).admin_addr()).join(",");
+    let ctl = |args: &[&str]| {
+        let out = tandem_tests::tandemctl()
+            .args(["--nodes", &nodes])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    cluster
+        .wait_for("the standby is synced", SETTLE, |_| {
+            http_status(&cluster.spec(standby).admin_addr(), "/health/standby") == Some(200)
+        })
+        .unwrap();
+
+    // The witness is no target.
+    let (ok, text) = ctl(&["switchover", "--to", "w"]);
+    assert!(!ok && text.contains("bad_target"), "{text}");
+
+    // Switch over: the old active releases before the new one acquires; never two actives.
+    let sampler = HealthSampler::start(&cluster);
+    let (ok, text) = ctl(&["switchover"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!("switchover done: {old} released epoch")),
+        "{text}"
+    );
+    let new = wait_active(&cluster, Some(old));
+    assert_eq!(new, standby);
+    let ledger_text = || std::fs::read_to_string(&ledger).unwrap_or_default();
+    cluster
+        .wait_for("the new active acquired", SETTLE, |_| {
+            hold_intervals(&ledger_text())
+                .iter()
+                .any(|(n, _, end)| n == new && *end == u128::MAX)
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let samples = sampler.finish();
+    assert!(
+        overlapping(&samples).is_empty(),
+        "two actives at once: {:?}",
+        overlapping(&samples)
+    );
+    let held = hold_intervals(&ledger_text());
+    let old_hold = held
+        .iter()
+        .find(|(n, _, _)| n == old)
+        .expect("the old active held the resource");
+    let new_hold = held.iter().find(|(n, _, _)| n == new).expect("the new active holds it");
+    assert!(old_hold.2 <= new_hold.1, "released before acquired: {held:?}");
+
+    // Refusals: a standby is not the active; an unreachable standby is not synced.
+    let (code, _) = (http_status(&cluster.spec(old).admin_addr(), "/health/active"), ());
+    assert_eq!(code, Some(503));
+    cluster.kill(old);
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, text) = ctl(&["switchover"]);
+    assert!(!ok && text.contains("standby_not_synced"), "{text}");
+    assert_eq!(active_node(&cluster), Some(new), "a refused switchover changes nothing");
+}

@@ -251,6 +251,27 @@ impl Consensus {
             && m.last_applied.as_ref().map(|l| l.index) >= m.cluster_committed.as_ref().map(|l| l.index)
     }
 
+    /// On the leader: whether `node` is reachable (acknowledged a heartbeat or replication
+    /// within `within`) and holds every entry committed so far.
+    pub fn in_sync(&self, node: NodeId, within: Duration) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let committed = m.local_committed.as_ref().map(|l| l.index);
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&node))
+            .and_then(|l| l.as_ref())
+            .map(|l| l.index);
+        let heard = m.heartbeat.as_ref().and_then(|h| h.get(&node)).and_then(|t| t.as_ref());
+        m.state == ServerState::Leader && matched >= committed && heard.is_some_and(|t| t.elapsed() < within)
+    }
+
+    /// The leader this node knows of.
+    pub fn current_leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
     /// Ask Raft to hand leadership to `to`.
     pub async fn transfer_leadership(&self, to: NodeId) {
         if let Err(e) = self.raft.trigger().transfer_leader(to).await {

@@ -46,6 +46,9 @@ pub struct ControllerConfig {
     /// After the previous active's lease ended, how long until its identity is surely gone:
     /// the VIP's kernel lifetime plus a margin (zero without a VIP).
     pub identity_wait: Duration,
+    /// How long a leader whose own activation was released (a hand-off) waits for the target to
+    /// take the lead before it activates again, so the service is never left without an active.
+    pub handoff_grace: Duration,
 }
 
 /// Raft's state as the controller needs it.
@@ -131,6 +134,10 @@ pub enum ControllerEvent {
     SwitchoverRefused {
         reason: &'static str,
     },
+    /// Still leader `handoff_grace` after releasing: the hand-off did not happen.
+    HandOffFailed {
+        epoch: Epoch,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +186,8 @@ pub struct Controller {
     identity_held: Option<Epoch>,
     resources: Resources,
     switchover: Option<Switchover>,
+    /// When this node, still leader, first saw its own activation of the current term released.
+    released_seen: Option<(Epoch, Duration)>,
 }
 
 impl Controller {
@@ -197,6 +206,7 @@ impl Controller {
             identity_held: None,
             resources: Resources::None,
             switchover: None,
+            released_seen: None,
         }
     }
 
@@ -229,6 +239,9 @@ impl Controller {
         }
         if let Some(w) = self.waits.filter(|w| self.active_epoch(now) == Some(w.epoch)) {
             times.extend([w.identity_at, w.takeover_at]);
+        }
+        if let Some((_, seen)) = self.released_seen {
+            times.push(seen + self.cfg.handoff_grace);
         }
         times.into_iter().filter(|t| *t > now).min()
     }
@@ -272,6 +285,10 @@ impl Controller {
             Input::Switchover { to } => self.on_switchover(now, to, &mut effects),
             Input::ProposalFailed(record) => match record {
                 Record::Activate { epoch, .. } if self.proposed_for == Some(epoch) => self.proposed_for = None,
+                // A failed re-activation is tried again after another grace period.
+                Record::Activate { epoch, .. } if self.released_seen.is_none() => {
+                    self.released_seen = Some((epoch, now));
+                }
                 Record::Released { epoch, .. } => {
                     if let Some(s) = self.switchover.as_mut().filter(|s| s.epoch == epoch) {
                         s.released_proposed = false;
@@ -386,8 +403,29 @@ impl Controller {
             }
         }
 
-        // A data-node leader with a quorum acknowledgement proposes its activation, once a term.
         let Some(raft) = self.raft else { return };
+        // A hand-off that did not happen: still leader of the released epoch after the grace.
+        let released_here = raft.role == RaftRole::Leader
+            && self
+                .activation
+                .as_ref()
+                .is_some_and(|a| a.node == self.cfg.node && a.epoch == raft.term && a.released);
+        if !released_here || self.switchover.is_some() {
+            self.released_seen = None;
+        } else if let Some((epoch, seen)) = self.released_seen {
+            if now >= seen + self.cfg.handoff_grace {
+                effects.push(Effect::Event(ControllerEvent::HandOffFailed { epoch }));
+                effects.push(Effect::Propose(Record::Activate {
+                    node: self.cfg.node,
+                    epoch,
+                }));
+                self.released_seen = None;
+            }
+        } else {
+            self.released_seen = Some((raft.term, now));
+        }
+
+        // A data-node leader with a quorum acknowledgement proposes its activation, once a term.
         if raft.role == RaftRole::Leader
             && self.cfg.role == MemberRole::Data
             && raft.last_quorum_ack.is_some()
@@ -450,6 +488,7 @@ mod tests {
             release_budget: ms(1000),
             drift_margin: ms(20),
             identity_wait: ms(1100),
+            handoff_grace: ms(1600),
         }
     }
 
@@ -749,6 +788,41 @@ mod tests {
             c.step(ms(40), Input::Tick),
             vec![],
             "a released active takes nothing back"
+        );
+    }
+
+    #[test]
+    fn a_leader_still_leading_after_a_hand_off_activates_again() {
+        let mut c = active_at_epoch_5();
+        c.step(ms(10), Input::Switchover { to: OTHER });
+        c.step(ms(20), Input::Released { ok: true });
+        let released = Input::Committed(Some(Activation {
+            node: ME,
+            epoch: 5,
+            since_index: 1,
+            released: true,
+            previous: None,
+        }));
+        assert_eq!(c.step(ms(30), released), vec![Effect::TransferLeadership { to: OTHER }]);
+        // The target never took over; this node still leads term 5 with fresh acks.
+        c.step(ms(1000), leader(5, Some(1000)));
+        assert_eq!(c.step(ms(1629), leader(5, Some(1600))), vec![], "within the grace");
+        assert_eq!(c.next_deadline(ms(1629)), Some(ms(1630)));
+        assert_eq!(
+            c.step(ms(1630), Input::Tick),
+            vec![
+                Effect::Event(ControllerEvent::HandOffFailed { epoch: 5 }),
+                Effect::Propose(Record::Activate { node: ME, epoch: 5 }),
+            ]
+        );
+        // The re-activation replaced a released one: the service comes back at once.
+        let effects = c.step(ms(1640), activation(ME, 5, Some((ME, 5, true))));
+        assert_eq!(
+            without_events(effects),
+            vec![
+                Effect::AcquireIdentity { epoch: 5 },
+                Effect::AcquireResources { epoch: 5 },
+            ]
         );
     }
 

@@ -11,12 +11,15 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tandem_raft_store::Epoch;
+use tandem_raft_store::NodeId;
 use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::controller::Controller;
 use super::controller::ControllerConfig;
+use super::controller::ControllerEvent;
 use super::controller::Effect;
 use super::controller::Input;
 use crate::consensus::Consensus;
@@ -32,14 +35,43 @@ pub const RESULT_CHANNEL_CAPACITY: usize = 64;
 pub struct Failover {
     controller: Arc<Mutex<Controller>>,
     origin: Instant,
+    commands: mpsc::Sender<Command>,
+    /// Taken by the driver when it starts.
+    command_rx: Arc<Mutex<Option<mpsc::Receiver<Command>>>>,
 }
+
+/// Operator requests, carried out by the driver between two steps.
+enum Command {
+    /// Start a planned switchover to `to`; the answer says whether it started.
+    Switchover {
+        to: NodeId,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// Capacity of the operator command channel.
+pub const COMMAND_CHANNEL_CAPACITY: usize = 8;
 
 impl Failover {
     pub fn new(cfg: ControllerConfig) -> Self {
+        let (commands, command_rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
         Self {
             controller: Arc::new(Mutex::new(Controller::new(cfg))),
             origin: Instant::now(),
+            commands,
+            command_rx: Arc::new(Mutex::new(Some(command_rx))),
         }
+    }
+
+    /// Ask the controller to start a planned switchover to `to` (DESIGN §4: release, commit
+    /// `Released`, transfer leadership). `Err` carries the controller's reason for refusing.
+    pub async fn start_switchover(&self, to: NodeId) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Switchover { to, reply })
+            .await
+            .map_err(|_| "the failover driver is not running".to_string())?;
+        answer.await.map_err(|_| "the failover driver stopped".to_string())?
     }
 
     fn now(&self) -> Duration {
@@ -87,6 +119,12 @@ pub async fn run(
         tracing::error!(error = %e, "releasing resources at start failed");
     }
     let (results_tx, mut results) = mpsc::channel::<Input>(RESULT_CHANNEL_CAPACITY);
+    let mut commands = failover
+        .command_rx
+        .lock()
+        .expect("command channel lock")
+        .take()
+        .expect("one driver per node");
     let mut metrics = consensus.metrics_watch();
     let contact = consensus.leader_contact().clone();
     let mut seen_contact = contact.last();
@@ -106,6 +144,16 @@ pub async fn run(
                 Input::Raft(consensus.raft_view(failover.origin))
             }
             Some(result) = results.recv() => result,
+            Some(Command::Switchover { to, reply }) = commands.recv() => {
+                let effects = failover.step(Input::Switchover { to });
+                let refused = effects.iter().find_map(|e| match e {
+                    Effect::Event(ControllerEvent::SwitchoverRefused { reason }) => Some(reason.to_string()),
+                    _ => None,
+                });
+                let _ = reply.send(refused.map_or(Ok(()), Err));
+                act(effects);
+                continue;
+            }
             _ = tokio::time::sleep(failover.until_next_step()) => Input::Raft(consensus.raft_view(failover.origin)),
             _ = shutdown.changed() => break,
         };
