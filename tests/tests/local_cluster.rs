@@ -74,18 +74,18 @@ fn the_local_cluster_script_runs_a_cluster_that_survives_a_kill() {
         "{written}"
     );
 
-    // Kill the leader: the other data node leads.
+    // Kill the leader: the other data node leads (the witness may lead for a moment first, and
+    // hands over).
     let old = script.leader().expect("a leader");
     script.ok(&["kill", &old]);
     let deadline = Instant::now() + Duration::from_secs(10);
-    let new = loop {
+    loop {
         match script.leader() {
-            Some(l) if l != old => break l,
-            _ if Instant::now() > deadline => panic!("no new leader after killing {old}"),
+            Some(l) if l != old && l != "w" => break,
+            _ if Instant::now() > deadline => panic!("no data node leads after killing {old}"),
             _ => std::thread::sleep(Duration::from_millis(100)),
         }
-    };
-    assert!(new == "a" || new == "b", "a data node leads, not {new}");
+    }
 
     // Restart and stop.
     script.ok(&["restart", &old]);
