@@ -4,6 +4,7 @@
 #   deploy/local/cluster.sh up              build, start all three, bootstrap, show status
 #   deploy/local/cluster.sh status          who is leader, terms, logs, lease
 #   deploy/local/cluster.sh write [N]       write N test records through the leader
+#   deploy/local/cluster.sh switchover [n]  planned switchover of the service (to node n)
 #   deploy/local/cluster.sh kill <node>     SIGKILL one node (a, b or w)
 #   deploy/local/cluster.sh restart <node>  start a stopped or killed node again
 #   deploy/local/cluster.sh logs <node>     follow a node's log
@@ -128,6 +129,8 @@ case "$cmd" in
 The cluster is up. Things to try:
   deploy/local/cluster.sh status            # or: watch -n 0.5 deploy/local/cluster.sh status
   deploy/local/cluster.sh write 10          # replicate 10 test records through the leader
+  deploy/local/cluster.sh switchover        # hand the service to the standby, planned
+  curl -i $(admin 1)/health/active          # 200 on the active only (also /health/standby)
   deploy/local/cluster.sh kill a            # SIGKILL a node; the other data node leads
   deploy/local/cluster.sh restart a         # it comes back as a follower and catches up
   deploy/local/cluster.sh logs b            # follow a node's log
@@ -136,6 +139,8 @@ NEXT
     ;;
   status) "$bin/tandemctl" status ;;
   write) "$bin/tandemctl" write-test-record --count "${2:-1}" --payload "hello from $(uname -n)" ;;
+  switchover)
+    if [ -n "${2:-}" ]; then "$bin/tandemctl" switchover --to "$2"; else "$bin/tandemctl" switchover; fi ;;
   kill)
     n=${2:?usage: kill <node>}; node_index "$n" >/dev/null
     running "$n" || die "$n is not running"
@@ -157,6 +162,6 @@ NEXT
     "$0" down
     rm -rf "$dir"; echo "removed $dir" ;;
   *)
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
     [ "$cmd" = help ] || exit 2 ;;
 esac
