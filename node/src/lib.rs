@@ -5,8 +5,12 @@
 //! - [`config`]: the node's TOML file, validated once into a [`config::ValidConfig`];
 //! - [`consensus`]: the Raft driver — the only module that touches openraft — with the peer
 //!   transport (HTTP on the peer port) and the witness's leadership hand-off;
+//! - [`failover`]: who may hold the service (DESIGN §4): a pure controller and the driver that
+//!   runs it against the node;
+//! - [`resources`]: what the active holds (script resources so far);
 //! - [`admin`]: the admin HTTP API and health routes;
-//! - [`run`]: wiring: open the store, bind the listeners, start Raft, serve, stop on signal.
+//! - [`run`]: wiring: open the store, bind the listeners, start Raft and the failover driver,
+//!   serve, and on SIGTERM let go of the service before leaving the cluster.
 
 pub mod admin;
 pub mod config;

@@ -357,3 +357,52 @@ fn a_planned_switchover_hands_the_service_over_in_order_and_refuses_what_it_cann
     assert!(!ok && text.contains("standby_not_synced"), "{text}");
     assert_eq!(active_node(&cluster), Some(new), "a refused switchover changes nothing");
 }
+
+#[test]
+fn a_killed_active_releases_at_restart_and_stays_standby() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger");
+    let line = |action: &str| {
+        format!(
+            "echo \"{action} $TANDEM_NODE $TANDEM_EPOCH $(date +%s%N)\" >> {}",
+            ledger.display()
+        )
+    };
+    let data_config = format!(
+        "[[resources]]\ntype = \"script\"\nname = \"app\"\nacquire = '{}'\nrelease = '{}'\nrelease_timeout_ms = 500\n",
+        line("acquire"),
+        line("release")
+    );
+    let mut cluster = Cluster::start_initialized(ClusterOptions {
+        data_config,
+        ..Default::default()
+    })
+    .unwrap();
+    let ledger_text = || std::fs::read_to_string(&ledger).unwrap_or_default();
+    let holds = |name: &str| {
+        hold_intervals(&ledger_text())
+            .iter()
+            .any(|(n, _, end)| n == name && *end == u128::MAX)
+    };
+    let old = wait_active(&cluster, None);
+    cluster.wait_for("the active acquired", SETTLE, |_| holds(old)).unwrap();
+
+    // SIGKILL: no release script runs; the process died holding the resource.
+    cluster.kill(old);
+    let new = wait_active(&cluster, Some(old));
+    cluster
+        .wait_for("the new active acquired", SETTLE, |_| holds(new))
+        .unwrap();
+    assert!(holds(old), "a killed process releases nothing: {}", ledger_text());
+
+    // Restarted, the ex-active lets go of what its previous process held, and stays standby.
+    cluster.restart(old).unwrap();
+    cluster
+        .wait_for("the restarted node released", SETTLE, |_| !holds(old))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!holds(old), "{}", ledger_text());
+    assert!(holds(new));
+    assert_eq!(active_node(&cluster), Some(new));
+    assert_eq!(cluster.status(old).unwrap().service, "standby");
+}
