@@ -34,6 +34,7 @@ pub struct NodeStatus {
     pub service: String,
     /// The epoch this node is active in, while it holds the lease (DESIGN §4).
     pub active_epoch: Option<u64>,
+    pub policies: PoliciesInfo,
     pub test_records: u64,
     /// Digest of every applied test record, in order (hex); equal on nodes that applied the same.
     pub test_digest: String,
@@ -114,4 +115,40 @@ pub struct SwitchoverResult {
     pub to: String,
     /// The epoch the old active released.
     pub released_epoch: u64,
+}
+
+/// The replicated switch policies (`GET /v1/policies`, and in every status).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoliciesInfo {
+    pub auto_switch: bool,
+    pub only_switch_when_synced: bool,
+    pub maintenance: bool,
+    pub auto_failback: bool,
+    pub min_active_secs: u64,
+    pub max_auto_switches: u32,
+    pub switch_window_secs: u64,
+}
+
+/// `PUT /v1/policies`: the fields to change; the others keep their value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyUpdate {
+    pub auto_switch: Option<bool>,
+    pub only_switch_when_synced: Option<bool>,
+    pub maintenance: Option<bool>,
+    pub auto_failback: Option<bool>,
+    pub min_active_secs: Option<u64>,
+    pub max_auto_switches: Option<u32>,
+    pub switch_window_secs: Option<u64>,
+}
+
+/// One operator action from the replicated audit trail (`GET /v1/audit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditInfo {
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch, at the node that recorded it.
+    pub at_ms: u64,
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
 }

@@ -16,8 +16,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::ApiError;
+use crate::api::AuditInfo;
 use crate::api::InitResult;
 use crate::api::NodeStatus;
+use crate::api::PoliciesInfo;
+use crate::api::PolicyUpdate;
 use crate::api::SwitchoverRequest;
 use crate::api::SwitchoverResult;
 use crate::api::WriteTestRecord;
@@ -86,6 +89,18 @@ impl Client {
 
     pub async fn write_test_record(&self, req: &WriteTestRecord) -> Result<WriteTestRecordResult, ClientError> {
         self.call("POST", "/v1/test-records", Some(req)).await
+    }
+
+    pub async fn policies(&self) -> Result<PoliciesInfo, ClientError> {
+        self.call::<(), _>("GET", "/v1/policies", None).await
+    }
+
+    pub async fn set_policies(&self, update: &PolicyUpdate) -> Result<PoliciesInfo, ClientError> {
+        self.call("PUT", "/v1/policies", Some(update)).await
+    }
+
+    pub async fn audit(&self) -> Result<Vec<AuditInfo>, ClientError> {
+        self.call::<(), _>("GET", "/v1/audit", None).await
     }
 
     pub async fn switchover(&self, req: &SwitchoverRequest) -> Result<SwitchoverResult, ClientError> {

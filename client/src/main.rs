@@ -7,6 +7,7 @@ use clap::Parser;
 use clap::Subcommand;
 use serde::Serialize;
 use tandem_client::api::NodeStatus;
+use tandem_client::api::PolicyUpdate;
 use tandem_client::api::SwitchoverRequest;
 use tandem_client::api::WriteTestRecord;
 use tandem_client::Client;
@@ -57,6 +58,28 @@ enum Cmd {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Turn maintenance mode on or off (pauses automatic actions; checks keep reporting).
+    Maintenance {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// Show the replicated switch policies, or change those given.
+    Policy {
+        #[arg(long, value_parser = ["on", "off"])]
+        auto_switch: Option<String>,
+        #[arg(long, value_parser = ["on", "off"])]
+        only_switch_when_synced: Option<String>,
+        #[arg(long, value_parser = ["on", "off"])]
+        auto_failback: Option<String>,
+        #[arg(long)]
+        min_active_secs: Option<u64>,
+        #[arg(long)]
+        max_auto_switches: Option<u32>,
+        #[arg(long)]
+        switch_window_secs: Option<u64>,
+    },
+    /// Show the replicated audit trail of operator actions.
+    Audit,
     /// Write test records through the leader and wait until each is committed and applied.
     WriteTestRecord {
         /// Id of the (first) record; defaults to the current time in microseconds.
@@ -78,6 +101,34 @@ async fn main() -> ExitCode {
     let result = match &cli.command {
         Cmd::Status => status(&cli, timeout).await,
         Cmd::Switchover { to } => switchover(&cli, timeout, to.clone()).await,
+        Cmd::Maintenance { state } => {
+            let update = PolicyUpdate {
+                maintenance: Some(state == "on"),
+                ..Default::default()
+            };
+            set_policies(&cli, timeout, update).await
+        }
+        Cmd::Policy {
+            auto_switch,
+            only_switch_when_synced,
+            auto_failback,
+            min_active_secs,
+            max_auto_switches,
+            switch_window_secs,
+        } => {
+            let on = |v: &Option<String>| v.as_deref().map(|v| v == "on");
+            let update = PolicyUpdate {
+                auto_switch: on(auto_switch),
+                only_switch_when_synced: on(only_switch_when_synced),
+                maintenance: None,
+                auto_failback: on(auto_failback),
+                min_active_secs: *min_active_secs,
+                max_auto_switches: *max_auto_switches,
+                switch_window_secs: *switch_window_secs,
+            };
+            set_policies(&cli, timeout, update).await
+        }
+        Cmd::Audit => audit(&cli, timeout).await,
         Cmd::WriteTestRecord { id, payload, count } => write(&cli, timeout, *id, payload, *count).await,
     };
     match result {
@@ -338,4 +389,108 @@ async fn switchover(cli: &Cli, timeout: Duration, to: Option<String>) -> anyhow:
         );
     }
     Ok(())
+}
+
+/// Change policies through the leader (an empty update just shows them).
+async fn set_policies(cli: &Cli, timeout: Duration, update: PolicyUpdate) -> anyhow::Result<()> {
+    let first = first_answer(&cli.nodes, timeout).await?;
+    let policies = if update == PolicyUpdate::default() {
+        first.policies
+    } else {
+        let mut target = first
+            .leader
+            .and_then(|id| first.members.iter().find(|m| m.id == id))
+            .map_or_else(|| cli.nodes[0].clone(), |m| m.admin_addr.clone());
+        let mut hops = 0;
+        loop {
+            match Client::new(target.clone())
+                .with_timeout(timeout)
+                .set_policies(&update)
+                .await
+            {
+                Ok(p) => break p,
+                Err(ClientError::Api { error, .. })
+                    if error.code == "not_leader" && error.leader.is_some() && hops < 3 =>
+                {
+                    target = error.leader.expect("checked").admin_addr;
+                    hops += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&policies)?);
+        return Ok(());
+    }
+    let onoff = |b: bool| if b { "on" } else { "off" };
+    println!("maintenance              {}", onoff(policies.maintenance));
+    println!("auto-switch              {}", onoff(policies.auto_switch));
+    println!("only-switch-when-synced  {}", onoff(policies.only_switch_when_synced));
+    println!("auto-failback            {}", onoff(policies.auto_failback));
+    println!("min-active-secs          {}", policies.min_active_secs);
+    println!(
+        "max-auto-switches        {} per {} s",
+        policies.max_auto_switches, policies.switch_window_secs
+    );
+    Ok(())
+}
+
+async fn audit(cli: &Cli, timeout: Duration) -> anyhow::Result<()> {
+    let first = first_answer(&cli.nodes, timeout).await?;
+    let addr = first
+        .members
+        .iter()
+        .find(|m| m.id == first.node_id)
+        .map_or_else(|| cli.nodes[0].clone(), |m| m.admin_addr.clone());
+    let entries = Client::new(addr).with_timeout(timeout).audit().await?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(());
+    }
+    for e in entries {
+        println!(
+            "{:>6}  {}  {:<22}  {:<14}  {}",
+            e.seq,
+            utc(e.at_ms),
+            e.actor,
+            e.action,
+            e.detail
+        );
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` from milliseconds since the Unix epoch (proleptic Gregorian).
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days to civil date (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_795_248_382_418), "2026-11-21 08:06:22 UTC"); // `date -u -d @1795248382`
+    }
 }

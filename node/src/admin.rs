@@ -13,18 +13,25 @@ use axum::Json;
 use axum::Router;
 use std::time::Duration;
 use tandem_client::api::ApiError;
+use tandem_client::api::AuditInfo;
 use tandem_client::api::InitResult;
 use tandem_client::api::LeaderHint;
 use tandem_client::api::NodeStatus;
+use tandem_client::api::PoliciesInfo;
+use tandem_client::api::PolicyUpdate;
 use tandem_client::api::SwitchoverRequest;
 use tandem_client::api::SwitchoverResult;
 use tandem_client::api::WriteTestRecord;
 use tandem_client::api::WriteTestRecordResult;
 use tandem_client::api::TEST_RECORD_MAX_BYTES;
+use tandem_raft_store::records::validate;
+use tandem_raft_store::records::AuditEntry;
 use tandem_raft_store::records::Record;
 use tandem_raft_store::records::TestRecord;
+use tandem_raft_store::state::AUDIT_TRAIL_CAPACITY;
 use tandem_raft_store::MemberRole;
 
+use crate::consensus::policies_info;
 use crate::consensus::Consensus;
 use crate::consensus::InitError;
 use crate::consensus::ProposeError;
@@ -46,6 +53,8 @@ pub fn router(consensus: Consensus, failover: Failover) -> Router {
         .route("/v1/cluster/init", post(init))
         .route("/v1/test-records", post(write_test_record))
         .route("/v1/switchover", post(switchover))
+        .route("/v1/policies", get(get_policies).put(put_policies))
+        .route("/v1/audit", get(audit))
         .route("/health/live", get(|| async { "live\n" }))
         .route("/health/active", get(health_active))
         .route("/health/standby", get(health_standby))
@@ -253,6 +262,9 @@ async fn switchover(
             ),
         ));
     }
+    // Recorded before the hand-off: afterwards this node no longer leads and cannot propose.
+    let detail = format!("{} -> {} requested (epoch {epoch})", cfg.me().name, target.name);
+    audit_action(&app, "switchover", detail).await;
     app.failover
         .start_switchover(target.id)
         .await
@@ -274,4 +286,70 @@ async fn switchover(
         to: target.name.clone(),
         released_epoch: epoch,
     }))
+}
+
+async fn get_policies(State(app): State<AdminState>) -> Json<PoliciesInfo> {
+    Json(policies_info(&app.consensus.policies()))
+}
+
+/// Change the replicated policies (on the leader) and record who did what in the audit trail.
+async fn put_policies(
+    State(app): State<AdminState>,
+    body: Result<Json<PolicyUpdate>, JsonRejection>,
+) -> Result<Json<PoliciesInfo>, AdminError> {
+    let Json(update) = body?;
+    let mut p = app.consensus.policies();
+    let mut changes = Vec::new();
+    macro_rules! apply {
+        ($($field:ident),*) => {$(
+            if let Some(v) = update.$field {
+                if p.$field != v {
+                    changes.push(format!("{} {} -> {}", stringify!($field), p.$field, v));
+                    p.$field = v;
+                }
+            }
+        )*};
+    }
+    apply!(
+        auto_switch,
+        only_switch_when_synced,
+        maintenance,
+        auto_failback,
+        min_active_secs,
+        max_auto_switches,
+        switch_window_secs
+    );
+    let record = Record::SetPolicies(p.clone());
+    validate(&record)
+        .map_err(|e| AdminError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_policy", e.to_string()))?;
+    if changes.is_empty() {
+        return Ok(Json(policies_info(&p)));
+    }
+    app.consensus.propose(record).await?;
+    let detail = changes.join(", ");
+    tracing::info!(%detail, "policies changed");
+    audit_action(&app, "set-policies", detail).await;
+    Ok(Json(policies_info(&p)))
+}
+
+/// Record an operator action in the replicated audit trail; a failure is logged, since the
+/// action itself already happened.
+async fn audit_action(app: &AdminState, action: &str, detail: String) {
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let entry = AuditEntry {
+        at_ms,
+        actor: format!("admin-api@{}", app.consensus.config().me().name),
+        action: action.into(),
+        detail,
+    };
+    if let Err(e) = app.consensus.propose(Record::Audit(entry)).await {
+        tracing::error!(error = %e, action, "could not record the action in the audit trail");
+    }
+}
+
+/// Newest entries of the replicated audit trail (up to `AUDIT_TRAIL_CAPACITY`).
+async fn audit(State(app): State<AdminState>) -> Json<Vec<AuditInfo>> {
+    Json(app.consensus.audit(AUDIT_TRAIL_CAPACITY))
 }

@@ -77,10 +77,23 @@ impl Record {
 /// Switch policies (DESIGN §6), replicated so every node acts on the same ones.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policies {
+    /// A failing active with a synced standby hands over by itself.
     pub auto_switch: bool,
+    /// Automatic switches need a synced standby.
     pub only_switch_when_synced: bool,
+    /// Pause automatic actions; checks keep reporting.
     pub maintenance: bool,
+    /// Switch back to the former active automatically once it is healthy again.
+    pub auto_failback: bool,
+    /// Anti-flap: least time a node stays active before another automatic switch.
+    pub min_active_secs: u64,
+    /// Anti-flap: at most this many automatic switches per `switch_window_secs`.
+    pub max_auto_switches: u32,
+    pub switch_window_secs: u64,
 }
+
+/// Longest anti-flap time accepted in a policy (one week).
+pub const POLICY_SECS_MAX: u64 = 7 * 24 * 3600;
 
 impl Default for Policies {
     fn default() -> Self {
@@ -88,6 +101,10 @@ impl Default for Policies {
             auto_switch: true,
             only_switch_when_synced: true,
             maintenance: false,
+            auto_failback: false,
+            min_active_secs: 60,
+            max_auto_switches: 3,
+            switch_window_secs: 3600,
         }
     }
 }
@@ -226,6 +243,22 @@ pub fn validate(record: &Record) -> Result<(), Rejection> {
                     "database change is {} bytes, more than DB_CHANGE_MAX_BYTES ({DB_CHANGE_MAX_BYTES})",
                     d.events.len()
                 ));
+            }
+            Ok(())
+        }
+        Record::SetPolicies(p) => {
+            for (name, secs) in [
+                ("min_active_secs", p.min_active_secs),
+                ("switch_window_secs", p.switch_window_secs),
+            ] {
+                if secs > POLICY_SECS_MAX {
+                    return invalid(format!(
+                        "{name} is {secs}, more than POLICY_SECS_MAX ({POLICY_SECS_MAX})"
+                    ));
+                }
+            }
+            if p.max_auto_switches == 0 && p.auto_switch {
+                return invalid("max_auto_switches is 0 while auto_switch is on; turn auto_switch off instead".into());
             }
             Ok(())
         }

@@ -210,3 +210,56 @@ fn tandemctl_status_shows_every_member_as_a_table_and_as_json() {
     assert_eq!(l["status"]["raft_state"], "leader");
     assert!(l["status"]["lease_remaining_ms"].as_u64().is_some());
 }
+
+#[test]
+fn policies_and_maintenance_are_replicated_and_every_change_is_audited() {
+    let cluster = Cluster::start_initialized(ClusterOptions::default()).unwrap();
+    let s = cluster.snapshot();
+    let leader = s.leader_status().unwrap().name.clone();
+    let follower = if leader == "a" { "b" } else { "a" };
+    assert!(!s.get("w").unwrap().policies.maintenance, "off by default");
+
+    // Through a follower: tandemctl follows the not-leader answer to the leader.
+    let out = tandemctl()
+        .args(["--nodes", &cluster.spec(follower).admin_addr(), "maintenance", "on"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("maintenance              on"));
+    cluster
+        .wait_for("every node applied the policy", Duration::from_secs(10), |s| {
+            s.reachable().count() == 3 && s.reachable().all(|n| n.policies.maintenance)
+        })
+        .unwrap();
+
+    // Bad input changes nothing: over a named limit, unknown fields, malformed JSON.
+    let json = [("content-type", "application/json")];
+    let leader_addr = cluster.spec(&leader).admin_addr();
+    let (code, body) = http(
+        &leader_addr,
+        "PUT",
+        "/v1/policies",
+        &json,
+        b"{\"min_active_secs\": 99999999}",
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("POLICY_SECS_MAX"), "{body}");
+    let (code, body) = http(&leader_addr, "PUT", "/v1/policies", &json, b"{\"maintenence\": true}");
+    assert_eq!(code, 400, "{body}");
+    let (code, _) = http(&leader_addr, "PUT", "/v1/policies", &json, b"{\"maintenance\": ");
+    assert_eq!(code, 400);
+    assert_eq!(cluster.status(&leader).unwrap().policies.min_active_secs, 60);
+
+    // The change, and only it, is in the audit trail — on every node, the witness included.
+    let out = tandemctl()
+        .args(["--nodes", &cluster.spec("w").admin_addr(), "--json", "audit"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let entries: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entries = entries.as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["action"], "set-policies");
+    assert_eq!(entries[0]["detail"], "maintenance false -> true");
+    assert_eq!(entries[0]["actor"], format!("admin-api@{leader}"));
+}

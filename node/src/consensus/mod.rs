@@ -22,9 +22,12 @@ use openraft::Instant as _;
 use openraft::ServerState;
 use openraft::SnapshotPolicy;
 use tandem_client::api::ActivationInfo;
+use tandem_client::api::AuditInfo;
 use tandem_client::api::MemberInfo;
 use tandem_client::api::NodeStatus;
+use tandem_client::api::PoliciesInfo;
 use tandem_raft_store::records::Command;
+use tandem_raft_store::records::Policies;
 use tandem_raft_store::records::Record;
 use tandem_raft_store::records::Rejection;
 use tandem_raft_store::records::Response;
@@ -243,6 +246,29 @@ impl Consensus {
         self.state.read().meta.activation.clone()
     }
 
+    /// The replicated policies, as applied here.
+    pub fn policies(&self) -> Policies {
+        self.state.read().meta.policies.clone()
+    }
+
+    /// The newest `limit` entries of the replicated audit trail, oldest first.
+    pub fn audit(&self, limit: usize) -> Vec<AuditInfo> {
+        let state = self.state.read();
+        let skip = state.audit.len().saturating_sub(limit);
+        state
+            .audit
+            .iter()
+            .skip(skip)
+            .map(|(seq, a)| AuditInfo {
+                seq: *seq,
+                at_ms: a.at_ms,
+                actor: a.actor.clone(),
+                action: a.action.clone(),
+                detail: a.detail.clone(),
+            })
+            .collect()
+    }
+
     /// Whether this node has applied everything the leader reported as committed.
     pub fn caught_up(&self) -> bool {
         let m = self.raft.metrics();
@@ -339,6 +365,7 @@ impl Consensus {
             // Filled in by the admin API from the failover controller.
             service: String::new(),
             active_epoch: None,
+            policies: policies_info(&state.meta.policies),
             test_records: state.meta.test_log.count,
             test_digest: format!("{:016x}", state.meta.test_log.digest),
             members: self.member_infos(),
@@ -352,5 +379,17 @@ impl Consensus {
             Ok(Err(e)) => tracing::warn!(error = %e, "raft shutdown reported an error"),
             Err(_) => tracing::warn!(?timeout, "raft did not stop in time"),
         }
+    }
+}
+
+pub fn policies_info(p: &Policies) -> PoliciesInfo {
+    PoliciesInfo {
+        auto_switch: p.auto_switch,
+        only_switch_when_synced: p.only_switch_when_synced,
+        maintenance: p.maintenance,
+        auto_failback: p.auto_failback,
+        min_active_secs: p.min_active_secs,
+        max_auto_switches: p.max_auto_switches,
+        switch_window_secs: p.switch_window_secs,
     }
 }
