@@ -475,3 +475,59 @@ pub fn overlapping(samples: &[HealthSample]) -> Vec<Vec<&'static str>> {
         .filter(|up| up.len() > 1)
         .collect()
 }
+
+/// Drops one node's peer traffic, both ways, with an iptables chain of its own (needs root and
+/// iptables; tests/run.sh installs it). The node's admin port stays reachable. Removed on drop.
+pub struct PeerCut {
+    chain: String,
+}
+
+fn iptables(args: &[&str]) -> std::process::Output {
+    Command::new("iptables")
+        .args(args)
+        .output()
+        .expect("iptables must be installed and the tests run as root (tests/run.sh installs it)")
+}
+
+impl PeerCut {
+    /// Cut `name` off from the other two nodes' peer ports. The cluster must have been started
+    /// with `own_addresses`, so the node's traffic can be told apart by address.
+    pub fn isolate(cluster: &Cluster, name: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let chain = format!("TANDEM_CUT_{}_{n}", std::process::id());
+        let ok = |args: &[&str]| {
+            let out = iptables(args);
+            assert!(
+                out.status.success(),
+                "iptables {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let node = cluster.spec(name);
+        ok(&["-w", "-N", &chain]);
+        let cut = PeerCut { chain: chain.clone() };
+        // Peers → the node's peer port.
+        let port = node.peer_port.to_string();
+        ok(&[
+            "-w", "-A", &chain, "-p", "tcp", "-d", &node.ip, "--dport", &port, "-j", "DROP",
+        ]);
+        // The node → the peers' peer ports.
+        for o in cluster.nodes.iter().filter(|o| o.name != name) {
+            let port = o.peer_port.to_string();
+            ok(&[
+                "-w", "-A", &chain, "-p", "tcp", "-s", &node.ip, "-d", &o.ip, "--dport", &port, "-j", "DROP",
+            ]);
+        }
+        ok(&["-w", "-I", "INPUT", "-j", &chain]);
+        cut
+    }
+}
+
+impl Drop for PeerCut {
+    fn drop(&mut self) {
+        iptables(&["-w", "-D", "INPUT", "-j", &self.chain]);
+        iptables(&["-w", "-F", &self.chain]);
+        iptables(&["-w", "-X", &self.chain]);
+    }
+}

@@ -2,7 +2,6 @@
 //! `/health/active` with 200, the standby takes over after the active dies or is cut off, and no
 //! sample ever finds two nodes answering 200.
 
-use std::process::Command;
 use std::time::Duration;
 
 use tandem_tests::health_active;
@@ -11,7 +10,7 @@ use tandem_tests::overlapping;
 use tandem_tests::Cluster;
 use tandem_tests::ClusterOptions;
 use tandem_tests::HealthSampler;
-use tandem_tests::NodeSpec;
+use tandem_tests::PeerCut;
 
 const SETTLE: Duration = Duration::from_secs(10);
 
@@ -96,49 +95,6 @@ fn the_standby_takes_over_after_the_active_is_killed_with_no_overlap() {
     assert_eq!(active_node(&cluster), Some(new));
 }
 
-/// Drops one node's peer traffic with iptables (needs root); removed on drop.
-struct Cut(String);
-
-impl Cut {
-    fn isolate(node: &NodeSpec, others: &[&NodeSpec]) -> Self {
-        let chain = format!("TANDEM_FO_{}", std::process::id());
-        let run = |args: &[&str]| {
-            let out = Command::new("iptables")
-                .args(args)
-                .output()
-                .expect("iptables (run tests/run.sh as root)");
-            assert!(
-                out.status.success(),
-                "iptables {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        run(&["-w", "-N", &chain]);
-        let cut = Cut(chain.clone());
-        let port = node.peer_port.to_string();
-        run(&[
-            "-w", "-A", &chain, "-p", "tcp", "-d", &node.ip, "--dport", &port, "-j", "DROP",
-        ]);
-        for o in others {
-            let port = o.peer_port.to_string();
-            run(&[
-                "-w", "-A", &chain, "-p", "tcp", "-s", &node.ip, "-d", &o.ip, "--dport", &port, "-j", "DROP",
-            ]);
-        }
-        run(&["-w", "-I", "INPUT", "-j", &chain]);
-        cut
-    }
-}
-
-impl Drop for Cut {
-    fn drop(&mut self) {
-        for args in [["-w", "-D", "INPUT", "-j"], ["-w", "-F", "", ""], ["-w", "-X", "", ""]] {
-            let args: Vec<&str> = args.iter().copied().filter(|a| !a.is_empty()).collect();
-            let _ = Command::new("iptables").args(&args).arg(&self.0).output();
-        }
-    }
-}
-
 #[test]
 fn a_cut_off_active_lets_go_before_the_standby_takes_over() {
     let cluster = Cluster::start_initialized(ClusterOptions {
@@ -152,8 +108,7 @@ fn a_cut_off_active_lets_go_before_the_standby_takes_over() {
     // its Raft state), but its lease runs out and it must stop answering 200 on its own.
     let sampler = HealthSampler::start(&cluster);
     std::thread::sleep(Duration::from_millis(300));
-    let others: Vec<&NodeSpec> = cluster.nodes.iter().filter(|n| n.name != old).collect();
-    let cut = Cut::isolate(cluster.spec(old), &others);
+    let cut = PeerCut::isolate(&cluster, old);
     let new = wait_active(&cluster, Some(old));
     let isolated = cluster.status(old).unwrap();
     std::thread::sleep(Duration::from_millis(500));
@@ -176,6 +131,22 @@ fn a_cut_off_active_lets_go_before_the_standby_takes_over() {
     );
     // After healing, the new active keeps the service.
     assert_eq!(active_node(&cluster), Some(new));
+}
+
+/// A script resource that appends `acquire|release <node> <epoch> <nanos>` to `ledger`; the
+/// release first runs `release_prefix` (e.g. a sleep), within `release_timeout_ms`.
+fn ledger_resource(ledger: &std::path::Path, release_prefix: &str, release_timeout_ms: u64) -> String {
+    let line = |action: &str| {
+        format!(
+            "echo \"{action} $TANDEM_NODE $TANDEM_EPOCH $(date +%s%N)\" >> {}",
+            ledger.display()
+        )
+    };
+    format!(
+        "[[resources]]\ntype = \"script\"\nname = \"app\"\nacquire = '{}'\nrelease = '{release_prefix}{}'\nrelease_timeout_ms = {release_timeout_ms}\n",
+        line("acquire"),
+        line("release")
+    )
 }
 
 /// Hold intervals from a ledger of `acquire|release <node> <epoch> <nanos>` lines: from an
@@ -218,17 +189,7 @@ fn hold_intervals_pair_each_acquire_with_the_next_release() {
 fn a_cut_off_active_releases_its_resources_before_the_standby_acquires_them() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger");
-    let line = |action: &str| {
-        format!(
-            "echo \"{action} $TANDEM_NODE $TANDEM_EPOCH $(date +%s%N)\" >> {}",
-            ledger.display()
-        )
-    };
-    let data_config = format!(
-        "[[resources]]\ntype = \"script\"\nname = \"app\"\nacquire = '{}'\nrelease = 'sleep 2.5; {}'\nrelease_timeout_ms = 3000\n",
-        line("acquire"),
-        line("release")
-    );
+    let data_config = ledger_resource(&ledger, "sleep 2.5; ", 3000);
     let cluster = Cluster::start_initialized(ClusterOptions {
         own_addresses: Some(79),
         data_config,
@@ -248,8 +209,7 @@ fn a_cut_off_active_releases_its_resources_before_the_standby_acquires_them() {
 
     // Cut the active off: its lease runs out and it releases (the release takes 2.5 s, longer than an election); only
     // then may the standby acquire, after the previous lease plus the release budget.
-    let others: Vec<&NodeSpec> = cluster.nodes.iter().filter(|n| n.name != old).collect();
-    let cut = Cut::isolate(cluster.spec(old), &others);
+    let cut = PeerCut::isolate(&cluster, old);
     let new = wait_active(&cluster, Some(old));
     cluster
         .wait_for("the new active ran its acquire script", SETTLE, |_| held_by(new))
@@ -275,17 +235,7 @@ fn a_cut_off_active_releases_its_resources_before_the_standby_acquires_them() {
 fn a_planned_switchover_hands_the_service_over_in_order_and_refuses_what_it_cannot_do() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger");
-    let line = |action: &str| {
-        format!(
-            "echo \"{action} $TANDEM_NODE $TANDEM_EPOCH $(date +%s%N)\" >> {}",
-            ledger.display()
-        )
-    };
-    let data_config = format!(
-        "[[resources]]\ntype = \"script\"\nname = \"app\"\nacquire = '{}'\nrelease = '{}'\nrelease_timeout_ms = 1000\n",
-        line("acquire"),
-        line("release")
-    );
+    let data_config = ledger_resource(&ledger, "", 1000);
     let mut cluster = Cluster::start_initialized(ClusterOptions {
         data_config,
         ..Default::default()
@@ -362,17 +312,7 @@ fn a_planned_switchover_hands_the_service_over_in_order_and_refuses_what_it_cann
 fn a_killed_active_releases_at_restart_and_stays_standby() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger");
-    let line = |action: &str| {
-        format!(
-            "echo \"{action} $TANDEM_NODE $TANDEM_EPOCH $(date +%s%N)\" >> {}",
-            ledger.display()
-        )
-    };
-    let data_config = format!(
-        "[[resources]]\ntype = \"script\"\nname = \"app\"\nacquire = '{}'\nrelease = '{}'\nrelease_timeout_ms = 500\n",
-        line("acquire"),
-        line("release")
-    );
+    let data_config = ledger_resource(&ledger, "", 500);
     let mut cluster = Cluster::start_initialized(ClusterOptions {
         data_config,
         ..Default::default()

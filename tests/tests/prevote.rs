@@ -3,62 +3,11 @@
 //! standby's peer traffic on its own loopback address. Needs root and iptables (tests/run.sh
 //! installs it).
 
-use std::process::Command;
 use std::time::Duration;
 
 use tandem_tests::Cluster;
 use tandem_tests::ClusterOptions;
-use tandem_tests::NodeSpec;
-
-/// An iptables chain that drops one node's peer traffic; removed on drop.
-struct Cut {
-    chain: String,
-}
-
-fn iptables(args: &[&str]) -> std::process::Output {
-    Command::new("iptables")
-        .args(args)
-        .output()
-        .expect("iptables must be installed and the tests run as root (tests/run.sh installs it)")
-}
-
-impl Cut {
-    fn isolate(node: &NodeSpec, others: &[&NodeSpec]) -> Self {
-        let chain = format!("TANDEM_TEST_{}", std::process::id());
-        let ok = |args: &[&str]| {
-            let out = iptables(args);
-            assert!(
-                out.status.success(),
-                "iptables {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        ok(&["-w", "-N", &chain]);
-        let cut = Cut { chain: chain.clone() };
-        // Peers → the node's peer port.
-        let port = node.peer_port.to_string();
-        ok(&[
-            "-w", "-A", &chain, "-p", "tcp", "-d", &node.ip, "--dport", &port, "-j", "DROP",
-        ]);
-        // The node → the peers' peer ports.
-        for o in others {
-            let port = o.peer_port.to_string();
-            ok(&[
-                "-w", "-A", &chain, "-p", "tcp", "-s", &node.ip, "-d", &o.ip, "--dport", &port, "-j", "DROP",
-            ]);
-        }
-        ok(&["-w", "-I", "INPUT", "-j", &chain]);
-        cut
-    }
-}
-
-impl Drop for Cut {
-    fn drop(&mut self) {
-        iptables(&["-w", "-D", "INPUT", "-j", &self.chain]);
-        iptables(&["-w", "-F", &self.chain]);
-        iptables(&["-w", "-X", &self.chain]);
-    }
-}
+use tandem_tests::PeerCut;
 
 #[test]
 fn a_standby_cut_off_briefly_does_not_depose_a_healthy_leader() {
@@ -77,8 +26,7 @@ fn a_standby_cut_off_briefly_does_not_depose_a_healthy_leader() {
     assert_eq!(standby_term, leader.term);
 
     // Cut the standby off for several election timeouts (400–800 ms).
-    let others: Vec<&NodeSpec> = cluster.nodes.iter().filter(|n| n.name != standby).collect();
-    let cut = Cut::isolate(cluster.spec(standby), &others);
+    let cut = PeerCut::isolate(&cluster, standby);
     std::thread::sleep(Duration::from_secs(3));
 
     // Its pre-votes found no quorum, so it never raised its term.

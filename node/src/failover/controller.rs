@@ -520,6 +520,17 @@ mod tests {
         }))
     }
 
+    /// This node's activation at `epoch`, committed as released.
+    fn released_activation(epoch: Epoch) -> Input {
+        Input::Committed(Some(Activation {
+            node: ME,
+            epoch,
+            since_index: 1,
+            released: true,
+            previous: None,
+        }))
+    }
+
     fn activate(epoch: Epoch) -> Effect {
         Effect::Propose(Record::Activate { node: ME, epoch })
     }
@@ -776,13 +787,7 @@ mod tests {
             c.step(ms(20), Input::Released { ok: true }),
             vec![Effect::Propose(Record::Released { node: ME, epoch: 5 })]
         );
-        let released = Input::Committed(Some(Activation {
-            node: ME,
-            epoch: 5,
-            since_index: 1,
-            released: true,
-            previous: None,
-        }));
+        let released = released_activation(5);
         assert_eq!(c.step(ms(30), released), vec![Effect::TransferLeadership { to: OTHER }]);
         assert_eq!(
             c.step(ms(40), Input::Tick),
@@ -796,13 +801,7 @@ mod tests {
         let mut c = active_at_epoch_5();
         c.step(ms(10), Input::Switchover { to: OTHER });
         c.step(ms(20), Input::Released { ok: true });
-        let released = Input::Committed(Some(Activation {
-            node: ME,
-            epoch: 5,
-            since_index: 1,
-            released: true,
-            previous: None,
-        }));
+        let released = released_activation(5);
         assert_eq!(c.step(ms(30), released), vec![Effect::TransferLeadership { to: OTHER }]);
         // The target never took over; this node still leads term 5 with fresh acks.
         c.step(ms(1000), leader(5, Some(1000)));
