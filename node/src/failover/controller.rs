@@ -531,6 +531,11 @@ mod tests {
         }))
     }
 
+    /// What an active that may take everything at once does.
+    fn takes_everything(epoch: Epoch) -> Vec<Effect> {
+        vec![Effect::AcquireIdentity { epoch }, Effect::AcquireResources { epoch }]
+    }
+
     fn activate(epoch: Epoch) -> Effect {
         Effect::Propose(Record::Activate { node: ME, epoch })
     }
@@ -581,13 +586,7 @@ mod tests {
         assert_eq!(c.step(ms(0), leader(3, None)), vec![]);
         c.step(ms(1), activation(ME, 3, None));
         assert_eq!(c.active_epoch(ms(1)), None, "condition 1: a quorum ack since start");
-        assert_eq!(
-            without_events(c.step(ms(5), leader(3, Some(5)))),
-            vec![
-                Effect::AcquireIdentity { epoch: 3 },
-                Effect::AcquireResources { epoch: 3 },
-            ]
-        );
+        assert_eq!(without_events(c.step(ms(5), leader(3, Some(5)))), takes_everything(3));
     }
 
     #[test]
@@ -599,13 +598,7 @@ mod tests {
         // Someone else's activation at another epoch does not count either.
         assert_eq!(c.step(ms(60), activation(OTHER, 2, None)), vec![]);
         let effects = c.step(ms(70), activation(ME, 3, Some((OTHER, 2, true))));
-        assert_eq!(
-            without_events(effects),
-            vec![
-                Effect::AcquireIdentity { epoch: 3 },
-                Effect::AcquireResources { epoch: 3 },
-            ]
-        );
+        assert_eq!(without_events(effects), takes_everything(3));
     }
 
     #[test]
@@ -707,13 +700,7 @@ mod tests {
         c.step(ms(1000), Input::LeaderContact);
         c.step(ms(1100), leader(5, Some(1100)));
         let effects = c.step(ms(1110), activation(ME, 5, Some((OTHER, 4, true))));
-        assert_eq!(
-            without_events(effects),
-            vec![
-                Effect::AcquireIdentity { epoch: 5 },
-                Effect::AcquireResources { epoch: 5 },
-            ]
-        );
+        assert_eq!(without_events(effects), takes_everything(5));
     }
 
     #[test]
@@ -816,13 +803,7 @@ mod tests {
         );
         // The re-activation replaced a released one: the service comes back at once.
         let effects = c.step(ms(1640), activation(ME, 5, Some((ME, 5, true))));
-        assert_eq!(
-            without_events(effects),
-            vec![
-                Effect::AcquireIdentity { epoch: 5 },
-                Effect::AcquireResources { epoch: 5 },
-            ]
-        );
+        assert_eq!(without_events(effects), takes_everything(5));
     }
 
     #[test]
