@@ -3,9 +3,6 @@
 use serde::Deserialize;
 use serde::Serialize;
 
-/// Largest test record payload the API accepts (mirrors the replicated limit).
-pub const TEST_RECORD_MAX_BYTES: usize = 64 * 1024;
-
 /// `GET /v1/status`: one node's own view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
@@ -63,7 +60,7 @@ pub struct MemberInfo {
 #[serde(deny_unknown_fields)]
 pub struct WriteTestRecord {
     pub id: u64,
-    /// UTF-8 payload, at most [`TEST_RECORD_MAX_BYTES`].
+    /// UTF-8 payload, at most 64 KiB (`TEST_RECORD_MAX_BYTES` of the replicated records).
     #[serde(default)]
     pub payload: String,
 }

@@ -23,7 +23,6 @@ use tandem_client::api::SwitchoverRequest;
 use tandem_client::api::SwitchoverResult;
 use tandem_client::api::WriteTestRecord;
 use tandem_client::api::WriteTestRecordResult;
-use tandem_client::api::TEST_RECORD_MAX_BYTES;
 use tandem_raft_store::records::validate;
 use tandem_raft_store::records::AuditEntry;
 use tandem_raft_store::records::Record;
@@ -65,7 +64,7 @@ pub fn router(consensus: Consensus, failover: Failover) -> Router {
 
 /// 200 only while this node is the lease-holding active (DESIGN §4), for load balancers.
 async fn health_active(State(app): State<AdminState>) -> (StatusCode, String) {
-    match app.failover.active_epoch().filter(|_| app.failover.serves()) {
+    match app.failover.serving_epoch() {
         Some(epoch) => (StatusCode::OK, format!("active epoch {epoch}\n")),
         None => (StatusCode::SERVICE_UNAVAILABLE, "not active\n".into()),
     }
@@ -187,20 +186,12 @@ async fn write_test_record(
     body: Result<Json<WriteTestRecord>, JsonRejection>,
 ) -> Result<Json<WriteTestRecordResult>, AdminError> {
     let Json(req) = body?;
-    if req.payload.len() > TEST_RECORD_MAX_BYTES {
-        return Err(AdminError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!(
-                "payload is {} bytes; TEST_RECORD_MAX_BYTES is {TEST_RECORD_MAX_BYTES}",
-                req.payload.len()
-            ),
-        ));
-    }
     let record = Record::Test(TestRecord {
         id: req.id,
         payload: req.payload.into_bytes(),
     });
+    // The replicated rule, checked before anything enters the log.
+    validate(&record).map_err(|e| AdminError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()))?;
     let index = c.propose(record).await?;
     Ok(Json(WriteTestRecordResult {
         id: req.id,

@@ -97,6 +97,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<NodeSpec>,
     procs: Vec<Option<Child>>,
+    /// One runtime for every admin API call the test makes.
+    rt: tokio::runtime::Runtime,
     _turn: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -157,6 +159,7 @@ impl Cluster {
             dir,
             procs: nodes.iter().map(|_| None).collect(),
             nodes,
+            rt: tokio::runtime::Builder::new_current_thread().enable_all().build()?,
             _turn: turn,
         };
         for name in ["a", "b", "w"] {
@@ -290,19 +293,12 @@ impl Cluster {
         self.wait_admin(name)
     }
 
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-    }
-
     pub fn client(&self, name: &str) -> Client {
         Client::new(self.spec(name).admin_addr()).with_timeout(Duration::from_millis(1000))
     }
 
     pub fn status(&self, name: &str) -> Result<NodeStatus, ClientError> {
-        Self::runtime().block_on(self.client(name).status())
+        self.rt.block_on(self.client(name).status())
     }
 
     /// Every node's status (None where unreachable).
@@ -331,7 +327,6 @@ impl Cluster {
             id,
             payload: payload.into(),
         };
-        let rt = Self::runtime();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let leader = self
@@ -340,7 +335,7 @@ impl Cluster {
                 .filter(|l| l.kind == "data")
                 .map(|l| l.name.clone());
             if let Some(name) = leader {
-                match rt.block_on(self.client(&name).write_test_record(&req)) {
+                match self.rt.block_on(self.client(&name).write_test_record(&req)) {
                     Ok(r) => return Ok(r),
                     Err(e) if Instant::now() > deadline => return Err(e.into()),
                     Err(_) => {}

@@ -149,6 +149,14 @@ fn ledger_resource(ledger: &std::path::Path, release_prefix: &str, release_timeo
     )
 }
 
+/// Whether the ledger at `path` shows `node` holding the resource now (acquired, not released).
+fn holding(path: &std::path::Path, node: &str) -> bool {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    hold_intervals(&text)
+        .iter()
+        .any(|(n, _, end)| n == node && *end == u128::MAX)
+}
+
 /// Hold intervals from a ledger of `acquire|release <node> <epoch> <nanos>` lines: from an
 /// acquire to the same node's next release (open-ended if none followed).
 fn hold_intervals(ledger: &str) -> Vec<(String, u128, u128)> {
@@ -197,12 +205,7 @@ fn a_cut_off_active_releases_its_resources_before_the_standby_acquires_them() {
     })
     .unwrap();
     let old = wait_active(&cluster, None);
-    let held_by = |name: &str| {
-        let text = std::fs::read_to_string(&ledger).unwrap_or_default();
-        hold_intervals(&text)
-            .iter()
-            .any(|(n, _, end)| n == name && *end == u128::MAX)
-    };
+    let held_by = |name: &str| holding(&ledger, name);
     cluster
         .wait_for("the active ran its acquire script", SETTLE, |_| held_by(old))
         .unwrap();
@@ -277,11 +280,7 @@ fn a_planned_switchover_hands_the_service_over_in_order_and_refuses_what_it_cann
     assert_eq!(new, standby);
     let ledger_text = || std::fs::read_to_string(&ledger).unwrap_or_default();
     cluster
-        .wait_for("the new active acquired", SETTLE, |_| {
-            hold_intervals(&ledger_text())
-                .iter()
-                .any(|(n, _, end)| n == new && *end == u128::MAX)
-        })
+        .wait_for("the new active acquired", SETTLE, |_| holding(&ledger, new))
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let samples = sampler.finish();
@@ -319,11 +318,7 @@ fn a_killed_active_releases_at_restart_and_stays_standby() {
     })
     .unwrap();
     let ledger_text = || std::fs::read_to_string(&ledger).unwrap_or_default();
-    let holds = |name: &str| {
-        hold_intervals(&ledger_text())
-            .iter()
-            .any(|(n, _, end)| n == name && *end == u128::MAX)
-    };
+    let holds = |name: &str| holding(&ledger, name);
     let old = wait_active(&cluster, None);
     cluster.wait_for("the active acquired", SETTLE, |_| holds(old)).unwrap();
 

@@ -82,10 +82,11 @@ impl Failover {
         self.controller.lock().expect("failover controller lock")
     }
 
-    /// Whether this node is the lease-holding active holding its identity, right now.
-    pub fn serves(&self) -> bool {
+    /// The epoch this node serves in right now: the lease-holding active, holding its identity.
+    pub fn serving_epoch(&self) -> Option<Epoch> {
         let now = self.now();
-        self.lock().serves(now)
+        let c = self.lock();
+        c.active_epoch(now).filter(|_| c.serves(now))
     }
 
     /// The epoch this node is active in right now, if it is.
