@@ -4,16 +4,24 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# The pre-vote test cuts a node off with iptables (root needed).
-if ! command -v iptables >/dev/null 2>&1; then
+# The partition tests cut nodes off with iptables; the VIP tests and the lab build network
+# namespaces with iproute2. Both need root.
+missing=()
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
-    echo "installing iptables (needed by the partition tests)..."
+    echo "installing ${missing[*]} (needed by the partition, VIP and lab tests)..."
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "error: iptables is not installed; run this script as root, or install it: sudo apt-get install iptables" >&2
+    echo "error: ${missing[*]} not installed; run this script as root, or: sudo apt-get install ${missing[*]}" >&2
     exit 1
   fi
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "error: the partition, VIP and lab tests need root (network namespaces, iptables); run as root" >&2
+  exit 1
 fi
 
 cargo build --workspace --bins --locked

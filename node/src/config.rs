@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::path::PathBuf;
@@ -76,6 +77,12 @@ enum RawResource {
         #[serde(default = "default_script_timeout_ms")]
         release_timeout_ms: u64,
     },
+    Vip {
+        name: String,
+        /// `ADDRESS/PREFIX`, e.g. `10.0.0.100/24` or `fd00::100/64`.
+        address: String,
+        interface: String,
+    },
 }
 
 fn default_script_timeout_ms() -> u64 {
@@ -89,7 +96,22 @@ pub const RESOURCE_COMMAND_MAX_BYTES: usize = 4096;
 /// Added to the sum of release timeouts for the kill of an overrunning release.
 pub const RELEASE_ESCALATION_MS: u64 = 1_000;
 
-/// A resource the active holds (DESIGN §7); only scripts so far.
+/// Longest interface name the kernel accepts (IFNAMSIZ − 1).
+pub const INTERFACE_NAME_MAX_BYTES: usize = 15;
+/// Most virtual IPs one node may hold.
+pub const VIPS_MAX: usize = 8;
+
+/// A virtual IP: the address clients reach the active at (DESIGN §7). VIPs are the node's
+/// network identity: taken before the other resources and dropped the moment the lease fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipConfig {
+    pub name: String,
+    pub address: IpAddr,
+    pub prefix: u8,
+    pub interface: String,
+}
+
+/// A resource the active holds (DESIGN §7): a script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceConfig {
     pub name: String,
@@ -233,7 +255,9 @@ pub struct ValidConfig {
     pub cluster_name: String,
     pub timers: Timers,
     pub log: LogPolicy,
-    /// What the active holds, in acquisition order.
+    /// The virtual IPs, taken first and dropped first.
+    pub vips: Vec<VipConfig>,
+    /// What the active holds after its VIPs, in acquisition order.
     pub resources: Vec<ResourceConfig>,
     /// All voters, ordered by id.
     pub members: Vec<MemberConfig>,
@@ -431,8 +455,8 @@ fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
         return Err(err("cluster_secret", "must not contain spaces or control characters"));
     }
 
-    let resources = validate_resources(raw.resources)?;
-    if witness && !resources.is_empty() {
+    let (vips, resources) = validate_resources(raw.resources)?;
+    if witness && !(resources.is_empty() && vips.is_empty()) {
         return Err(err(
             "resources",
             "the witness never runs the service: remove [[resources]] from its config",
@@ -468,12 +492,13 @@ fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
         cluster_name: raw.cluster_name,
         timers,
         log,
+        vips,
         resources,
         members,
     })
 }
 
-fn validate_resources(raw: Vec<RawResource>) -> Result<Vec<ResourceConfig>, ConfigError> {
+fn validate_resources(raw: Vec<RawResource>) -> Result<(Vec<VipConfig>, Vec<ResourceConfig>), ConfigError> {
     if raw.len() > RESOURCES_MAX {
         return Err(err(
             "resources",
@@ -481,16 +506,13 @@ fn validate_resources(raw: Vec<RawResource>) -> Result<Vec<ResourceConfig>, Conf
         ));
     }
     let mut names = BTreeSet::new();
+    let mut vips: Vec<VipConfig> = Vec::new();
     let mut out = Vec::new();
     for (i, r) in raw.into_iter().enumerate() {
         let key = |field: &str| format!("resources[{i}].{field}");
-        let RawResource::Script {
-            name,
-            acquire,
-            release,
-            acquire_timeout_ms,
-            release_timeout_ms,
-        } = r;
+        let name = match &r {
+            RawResource::Script { name, .. } | RawResource::Vip { name, .. } => name.clone(),
+        };
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(err(
                 key("name"),
@@ -500,6 +522,35 @@ fn validate_resources(raw: Vec<RawResource>) -> Result<Vec<ResourceConfig>, Conf
         if !names.insert(name.clone()) {
             return Err(err(key("name"), format!("duplicate resource name {name:?}")));
         }
+        let (acquire, release, acquire_timeout_ms, release_timeout_ms) = match r {
+            RawResource::Vip { address, interface, .. } => {
+                if !out.is_empty() {
+                    return Err(err(
+                        key("type"),
+                        "a vip must come before every other resource: the address is the node's identity, taken first and dropped first",
+                    ));
+                }
+                let vip = validate_vip(name, &address, interface, &key)?;
+                if let Some(same) = vips.iter().find(|v| v.address == vip.address) {
+                    return Err(err(
+                        key("address"),
+                        format!("{} is already the address of vip {:?}", vip.address, same.name),
+                    ));
+                }
+                if vips.len() == VIPS_MAX {
+                    return Err(err(key("type"), format!("more than VIPS_MAX ({VIPS_MAX}) vips")));
+                }
+                vips.push(vip);
+                continue;
+            }
+            RawResource::Script {
+                acquire,
+                release,
+                acquire_timeout_ms,
+                release_timeout_ms,
+                ..
+            } => (acquire, release, acquire_timeout_ms, release_timeout_ms),
+        };
         for (field, cmd) in [("acquire", &acquire), ("release", &release)] {
             if cmd.trim().is_empty() {
                 return Err(err(key(field), "must be a shell command"));
@@ -527,7 +578,56 @@ fn validate_resources(raw: Vec<RawResource>) -> Result<Vec<ResourceConfig>, Conf
             release_timeout: Duration::from_millis(release_timeout_ms),
         });
     }
-    Ok(out)
+    Ok((vips, out))
+}
+
+fn validate_vip(
+    name: String,
+    address: &str,
+    interface: String,
+    key: &dyn Fn(&str) -> String,
+) -> Result<VipConfig, ConfigError> {
+    let bad_address = || {
+        err(
+            key("address"),
+            format!("{address:?} is not ADDRESS/PREFIX, e.g. \"10.0.0.100/24\" or \"fd00::100/64\""),
+        )
+    };
+    let (ip, prefix) = address.split_once('/').ok_or_else(bad_address)?;
+    let ip: IpAddr = ip.trim().parse().map_err(|_| bad_address())?;
+    let prefix: u8 = prefix.trim().parse().map_err(|_| bad_address())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if prefix == 0 || prefix > max {
+        return Err(err(
+            key("address"),
+            format!("prefix /{prefix} must be between 1 and {max} for {ip}"),
+        ));
+    }
+    if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
+        return Err(err(
+            key("address"),
+            format!("{ip} cannot be a virtual IP: it must be a unicast address clients can reach"),
+        ));
+    }
+    if interface.is_empty()
+        || interface.len() > INTERFACE_NAME_MAX_BYTES
+        || interface
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+    {
+        return Err(err(
+            key("interface"),
+            format!(
+                "{interface:?} is not an interface name (1–{INTERFACE_NAME_MAX_BYTES} bytes, no '/' or spaces), e.g. \"eth0\""
+            ),
+        ));
+    }
+    Ok(VipConfig {
+        name,
+        address: ip,
+        prefix,
+        interface,
+    })
 }
 
 fn validate_timers(t: &RawTimers, resources: &[ResourceConfig]) -> Result<Timers, ConfigError> {
@@ -767,11 +867,76 @@ admin_addr = "127.0.0.1:7103"
             )),
             "resources[0].release_timeout_ms"
         );
-        let unknown = APP.replace("type = \"script\"", "type = \"vip\"");
+        let unknown = APP.replace("type = \"script\"", "type = \"floppy\"");
         assert!(parse(&format!("{GOOD}{unknown}"))
             .unwrap_err()
             .message
-            .contains("unknown variant `vip`"));
+            .contains("unknown variant `floppy`"));
+    }
+
+    const VIP: &str =
+        "\n[[resources]]\ntype = \"vip\"\nname = \"front\"\naddress = \"10.77.0.100/24\"\ninterface = \"eth0\"\n";
+
+    #[test]
+    fn vips_load_apart_from_the_other_resources() {
+        let c = parse(&format!("{GOOD}{VIP}{APP}")).unwrap();
+        assert_eq!(
+            c.vips,
+            vec![VipConfig {
+                name: "front".into(),
+                address: "10.77.0.100".parse().unwrap(),
+                prefix: 24,
+                interface: "eth0".into(),
+            }]
+        );
+        assert_eq!(c.resources.len(), 1);
+        let v6 = VIP.replace("10.77.0.100/24", "fd77::100/64");
+        assert_eq!(parse(&format!("{GOOD}{v6}")).unwrap().vips[0].prefix, 64);
+    }
+
+    #[test]
+    fn bad_vips_name_their_key_and_the_fix() {
+        let with = |from: &str, to: &str| format!("{GOOD}{}", VIP.replace(from, to));
+        for bad in [
+            "10.77.0.100",
+            "10.77.0.100/33",
+            "10.77.0.100/0",
+            "fast/24",
+            "127.0.0.2/8",
+            "224.0.0.5/24",
+        ] {
+            let e = parse(&with("10.77.0.100/24", bad)).unwrap_err();
+            assert_eq!(e.key, "resources[0].address", "{bad}: {e}");
+        }
+        assert!(parse(&with("10.77.0.100/24", "10.77.0.100"))
+            .unwrap_err()
+            .message
+            .contains("ADDRESS/PREFIX"));
+        let long = "a".repeat(INTERFACE_NAME_MAX_BYTES + 1);
+        for bad in ["", "eth 0", "../eth0", long.as_str()] {
+            assert_eq!(
+                key_of(&with("interface = \"eth0\"", &format!("interface = {bad:?}"))),
+                "resources[0].interface",
+                "{bad:?}"
+            );
+        }
+        // The VIP is the identity: it may not follow a script.
+        let e = parse(&format!("{GOOD}{APP}{VIP}")).unwrap_err();
+        assert_eq!(e.key, "resources[1].type");
+        assert!(e.message.contains("must come before every other resource"), "{e}");
+        let twice = VIP.replace("front", "again");
+        assert_eq!(key_of(&format!("{GOOD}{VIP}{twice}")), "resources[1].address");
+        let witness = GOOD.replace("node_id = 1", "node_id = 3");
+        assert_eq!(key_of(&format!("{witness}{VIP}")), "resources");
+        let many: String = (0..=VIPS_MAX)
+            .map(|i| {
+                VIP.replace("front", &format!("v{i}"))
+                    .replace(".100/", &format!(".{}/", 100 + i))
+            })
+            .collect();
+        let e = parse(&format!("{GOOD}{many}")).unwrap_err();
+        assert_eq!(e.key, format!("resources[{VIPS_MAX}].type"));
+        assert!(e.message.contains("VIPS_MAX"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!   transport (HTTP on the peer port) and the witness's leadership hand-off;
 //! - [`failover`]: who may hold the service (DESIGN §4): a pure controller and the driver that
 //!   runs it against the node;
-//! - [`resources`]: what the active holds (script resources so far);
+//! - [`resources`]: what the active holds: its VIPs, then script resources;
 //! - [`admin`]: the admin HTTP API and health routes;
 //! - [`run`]: wiring: open the store, bind the listeners, start Raft and the failover driver,
 //!   serve, and on SIGTERM let go of the service before leaving the cluster.
@@ -35,6 +35,7 @@ use crate::consensus::network::PeerNetwork;
 use crate::consensus::Consensus;
 use crate::failover::controller::ControllerConfig;
 use crate::failover::driver::Failover;
+use crate::resources::vip::Identity;
 use crate::resources::ResourceAgent;
 
 /// How long shutdown waits for Raft and the servers to stop.
@@ -92,14 +93,15 @@ async fn run_node(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> 
         consensus::peer_api::router(&consensus, &cfg.cluster_secret),
         "peer",
     );
+    let identity = Identity::new(cfg.vips.clone());
     let failover = Failover::new(ControllerConfig {
         node: cfg.node_id,
         role: me.role,
         lease: cfg.timers.lease,
         release_budget: cfg.timers.release_budget,
         drift_margin: cfg.timers.lease_margin,
-        // The identity is /health/active only (no VIP yet): gone the moment the lease ends.
-        identity_wait: Duration::ZERO,
+        // The VIP's kernel lifetime and margin (zero without a VIP).
+        identity_wait: identity.identity_wait(),
         // Time for the target to win the election a transfer starts.
         handoff_grace: cfg.timers.election_timeout_max * 2,
     });
@@ -107,6 +109,7 @@ async fn run_node(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> 
     let failover_driver = tokio::spawn(failover::driver::run(
         consensus.clone(),
         failover.clone(),
+        identity,
         agent,
         stop_rx.clone(),
     ));

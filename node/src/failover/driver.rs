@@ -1,10 +1,13 @@
 //! Runs the [`Controller`] against the live node: feeds it Raft views, the committed
 //! activation, leader contacts and the results of its effects, and carries the effects out.
 //!
-//! The network identity is, for now, `/health/active` (answered from [`Failover::serves`] at
-//! request time, so it flips the moment the lease ends). Resources are run by the
-//! [`ResourceAgent`]; at start everything is released once, since a restarted ex-active may
-//! still hold what its previous process acquired.
+//! The network identity is the node's VIPs ([`Identity`]) and `/health/active` (answered from
+//! [`Failover::serving_epoch`] at request time, so it flips the moment the lease ends). The VIPs
+//! are added and removed inline, and their kernel lifetime is renewed every
+//! [`VIP_RENEW_INTERVAL`] while the lease holds, checked just before each renewal. The other
+//! resources are run by the [`ResourceAgent`]. At start a stale VIP is removed and everything
+//! is released once, since a restarted ex-active may still hold what its previous process
+//! acquired.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -23,6 +26,8 @@ use super::controller::ControllerEvent;
 use super::controller::Effect;
 use super::controller::Input;
 use crate::consensus::Consensus;
+use crate::resources::vip::Identity;
+use crate::resources::vip::VIP_RENEW_INTERVAL;
 use crate::resources::ResourceAgent;
 
 /// Longest time between two steps: the committed activation and leader contacts are polled.
@@ -112,10 +117,12 @@ impl Failover {
 pub async fn run(
     consensus: Consensus,
     failover: Failover,
+    identity: Arc<Identity>,
     agent: Arc<ResourceAgent>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // A node starts as standby: whatever a previous process held is let go first.
+    identity.clear_stale();
     if let Err(e) = agent.release().await {
         tracing::error!(error = %e, "releasing resources at start failed");
     }
@@ -134,7 +141,8 @@ pub async fn run(
         Input::Committed(seen_activation.clone()),
         Input::Raft(consensus.raft_view(failover.origin)),
     ];
-    let act = |effects| carry_out(&consensus, &agent, &results_tx, effects);
+    let act = |effects| carry_out(&consensus, &identity, &agent, &results_tx, effects);
+    let mut renewed_at = Instant::now();
     for input in first {
         act(failover.step(input));
     }
@@ -170,15 +178,28 @@ pub async fn run(
             seen_contact = last;
             act(failover.step(Input::LeaderContact));
         }
+        // Level-triggered: while the lease holds, the VIP's lifetime is renewed (and a VIP
+        // removed by someone else is added back). A frozen process renews nothing.
+        if identity.is_held() && renewed_at.elapsed() >= VIP_RENEW_INTERVAL && failover.serving_epoch().is_some() {
+            identity.renew();
+            renewed_at = Instant::now();
+        }
     }
     // Stopping: nothing is served from here on; let go of every resource.
+    identity.drop_now();
     if let Err(e) = agent.release().await {
         tracing::error!(error = %e, "releasing resources at shutdown failed");
     }
     tracing::info!("failover driver stopped; holding nothing");
 }
 
-fn carry_out(consensus: &Consensus, agent: &Arc<ResourceAgent>, results: &mpsc::Sender<Input>, effects: Vec<Effect>) {
+fn carry_out(
+    consensus: &Consensus,
+    identity: &Arc<Identity>,
+    agent: &Arc<ResourceAgent>,
+    results: &mpsc::Sender<Input>,
+    effects: Vec<Effect>,
+) {
     for effect in effects {
         match effect {
             Effect::Propose(record) => {
@@ -191,8 +212,14 @@ fn carry_out(consensus: &Consensus, agent: &Arc<ResourceAgent>, results: &mpsc::
                     }
                 });
             }
-            Effect::AcquireIdentity { epoch } => tracing::info!(%epoch, "identity taken: /health/active answers 200"),
-            Effect::DropIdentity => tracing::info!("identity dropped: /health/active answers 503"),
+            Effect::AcquireIdentity { epoch } => {
+                identity.take(epoch);
+                tracing::info!(%epoch, "identity taken: /health/active answers 200");
+            }
+            Effect::DropIdentity => {
+                identity.drop_now();
+                tracing::info!("identity dropped: VIP removed, /health/active answers 503");
+            }
             Effect::AcquireResources { epoch } => {
                 let (agent, results) = (agent.clone(), results.clone());
                 tokio::spawn(async move {
