@@ -41,6 +41,17 @@ use crate::resources::ResourceAgent;
 /// How long shutdown waits for Raft and the servers to stop.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long before a new leader's election the previous active's lease surely ended (see
+/// [`failover::controller`]): openraft refuses votes for `election_timeout_max` after a
+/// voter's last acknowledgement of a leader, and the lease is shorter; both are measured on
+/// other clocks, so each is stretched by the clock-rate bound the unfavourable way.
+pub fn vote_lease_margin(t: &config::Timers) -> Duration {
+    let rho = t.max_clock_drift;
+    t.election_timeout_max
+        .mul_f64(1.0 - rho)
+        .saturating_sub(t.lease.mul_f64(1.0 + rho))
+}
+
 /// Run a node until `shutdown` completes.
 pub async fn run(cfg: ValidConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let span = tracing::info_span!("node", node = %cfg.me().name);
@@ -100,8 +111,9 @@ async fn run_node(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> 
         lease: cfg.timers.lease,
         release_budget: cfg.timers.release_budget,
         drift_margin: cfg.timers.lease_margin,
-        // The VIP's kernel lifetime and margin (zero without a VIP).
-        identity_wait: identity.identity_wait(),
+        // What is left of the VIP's kernel lifetime when the lease ends (zero without a VIP).
+        identity_wait: identity.identity_wait(cfg.timers.lease),
+        vote_lease_margin: vote_lease_margin(&cfg.timers),
         // Time for the target to win the election a transfer starts.
         handoff_grace: cfg.timers.election_timeout_max * 2,
     });
@@ -143,4 +155,29 @@ async fn run_node(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> 
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vote_lease_margin_with_the_default_timers() {
+        let ms = Duration::from_millis;
+        let mut t = config::Timers {
+            heartbeat: ms(100),
+            election_timeout_min: ms(400),
+            election_timeout_max: ms(800),
+            lease: ms(340),
+            lease_margin: ms(50),
+            max_clock_drift: 0.01,
+            witness_election_factor: 2.5,
+            release_budget: ms(1000),
+        };
+        // 800 ms × 0.99 − 340 ms × 1.01 = 448.6 ms.
+        assert_eq!(vote_lease_margin(&t).as_micros(), 448_600);
+        // A lease longer than the vote lease gives no margin rather than a negative one.
+        t.lease = ms(900);
+        assert_eq!(vote_lease_margin(&t), Duration::ZERO);
+    }
 }

@@ -40,9 +40,11 @@ pub fn handoff_target(
 ///
 /// Two duties:
 /// - **standing**: openraft's automatic elections are off on the witness; it asks for an
-///   election (with pre-vote) only after hearing from no leader for a random time in
-///   `[factor × election_timeout_min, factor × election_timeout_max]`, so a data node, which
-///   stands after 1×, wins whenever it can;
+///   election (with pre-vote) only after hearing from no leader for openraft's vote lease
+///   (`election_timeout_max`) plus a random time in
+///   `[factor × election_timeout_min, factor × election_timeout_max]`. A data node stands after
+///   the same vote lease plus 1× (openraft refuses to stand while its vote lease runs), so it
+///   wins whenever it can;
 /// - **hand-off**: as leader, it transfers leadership to the first data node holding its
 ///   whole log.
 pub async fn run(consensus: Consensus, mut shutdown: watch::Receiver<bool>) {
@@ -56,15 +58,18 @@ pub async fn run(consensus: Consensus, mut shutdown: watch::Receiver<bool>) {
         .map(|m| m.id)
         .collect();
     let (stand_min, stand_max) = cfg.timers.election_timeouts_for(MemberRole::Witness);
-    let draw = || rand::thread_rng().gen_range(stand_min..=stand_max);
+    let vote_lease = cfg.timers.election_timeout_max;
+    let draw = || vote_lease + rand::thread_rng().gen_range(stand_min..=stand_max);
     // A transfer or an election takes up to one data-node election timeout to settle.
     let retry_after = cfg.timers.election_timeout_max;
     let mut stand_after = draw();
-    let mut last_attempt: Option<Instant> = None;
+    // Elections and transfers are paced apart: winning an election must not delay the hand-off.
+    let mut last_election: Option<Instant> = None;
+    let mut last_transfer: Option<Instant> = None;
     let mut metrics = raft.metrics();
     loop {
         let m = metrics.borrow_and_update().clone();
-        let recent = last_attempt.is_some_and(|at| at.elapsed() < retry_after);
+        let recent = |at: Option<Instant>| at.is_some_and(|at| at.elapsed() < retry_after);
         let initialized = m.membership_config.membership().voter_ids().next().is_some();
         match m.state {
             ServerState::Leader => {
@@ -75,7 +80,7 @@ pub async fn run(consensus: Consensus, mut shutdown: watch::Receiver<bool>) {
                     .map(|(id, l)| (*id, l.as_ref().map(|l| l.index)))
                     .collect();
                 match handoff_target(m.last_log_index, &matched, &data_nodes) {
-                    Some(target) if !recent => {
+                    Some(target) if !recent(last_transfer) => {
                         tracing::info!(
                             term = m.current_term,
                             target,
@@ -84,7 +89,7 @@ pub async fn run(consensus: Consensus, mut shutdown: watch::Receiver<bool>) {
                         if raft.trigger().transfer_leader(target).await.is_err() {
                             return;
                         }
-                        last_attempt = Some(Instant::now());
+                        last_transfer = Some(Instant::now());
                     }
                     Some(_) => {}
                     None => tracing::debug!(
@@ -93,7 +98,7 @@ pub async fn run(consensus: Consensus, mut shutdown: watch::Receiver<bool>) {
                     ),
                 }
             }
-            ServerState::Follower | ServerState::Candidate if initialized && !recent => {
+            ServerState::Follower | ServerState::Candidate if initialized && !recent(last_election) => {
                 let silent_for = contact.last().elapsed();
                 if silent_for >= stand_after {
                     tracing::info!(
@@ -104,7 +109,7 @@ pub async fn run(consensus: Consensus, mut shutdown: watch::Receiver<bool>) {
                     if raft.trigger().elect(true).await.is_err() {
                         return;
                     }
-                    last_attempt = Some(Instant::now());
+                    last_election = Some(Instant::now());
                     stand_after = draw();
                 }
             }

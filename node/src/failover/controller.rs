@@ -13,15 +13,18 @@
 //! **Taking over.** Once its own activation is committed, a new active decides how long to wait
 //! from the activation it replaced (recorded by the state machine, so a lagging apply at the
 //! moment of election cannot mislead it). No wait if there was none or it committed `Released`.
-//! Otherwise it bounds when the previous active's lease ended:
-//! - by the moment this node became leader: the quorum that elected it shares a voter with any
-//!   quorum that acknowledged the previous active, and that voter refused votes for
-//!   `election_timeout_max ≥ lease` after its last acknowledgement (openraft's vote lease);
-//! - by `last contact + lease`, when this node's last contact was with that active, in its
-//!   epoch or later (the case DESIGN §4 describes).
+//! Otherwise it bounds when the previous active's lease ended by the moment this node became
+//! leader, less the [`ControllerConfig::vote_lease_margin`]: the quorum that elected this node
+//! shares a voter with the quorum that last acknowledged the previous active, that voter (or
+//! the previous active itself, as leader) refused every vote for openraft's vote lease
+//! (`election_timeout_max`) after that acknowledgement, and the previous active's lease ran
+//! for only `lease` from it. Both intervals are measured on other clocks, hence the drift terms.
 //!
-//! The earlier bound wins: the identity is taken at `lease_end + identity_wait + drift_margin`
-//! (`identity_wait` covers the VIP's kernel lifetime), exclusive resources at
+//! The last time this node itself heard from the previous active is **not** a bound: while this
+//! node was cut off, the previous active may have kept its lease through the witness.
+//!
+//! The identity is taken at `lease_end + identity_wait + drift_margin` (`identity_wait` covers
+//! the VIP's kernel lifetime), exclusive resources at
 //! `lease_end + release_budget + drift_margin`.
 
 use std::time::Duration;
@@ -46,6 +49,9 @@ pub struct ControllerConfig {
     /// After the previous active's lease ended, how long until its identity is surely gone:
     /// the VIP's kernel lifetime plus a margin (zero without a VIP).
     pub identity_wait: Duration,
+    /// How long before this node became leader the previous active's lease surely ended:
+    /// `vote_lease × (1 − ρ) − lease × (1 + ρ)` (zero if negative), see the module docs.
+    pub vote_lease_margin: Duration,
     /// How long a leader whose own activation was released (a hand-off) waits for the target to
     /// take the lead before it activates again, so the service is never left without an active.
     pub handoff_grace: Duration,
@@ -80,8 +86,6 @@ pub enum Input {
     Raft(RaftView),
     /// The committed activation changed (or was read at start).
     Committed(Option<Activation>),
-    /// This node, as follower, just accepted an append from the leader of the current view.
-    LeaderContact,
     /// The resource agent finished acquiring for `epoch`: all resources (`ok`) or not.
     Acquired { epoch: Epoch, ok: bool },
     /// The resource agent finished releasing every resource.
@@ -150,13 +154,6 @@ enum Resources {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Contact {
-    at: Duration,
-    leader: NodeId,
-    term: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Waits {
     epoch: Epoch,
     identity_at: Duration,
@@ -180,7 +177,6 @@ pub struct Controller {
     /// When this node became leader of the current term.
     leader_since: Option<(u64, Duration)>,
     activation: Option<Activation>,
-    contact: Option<Contact>,
     proposed_for: Option<u64>,
     waits: Option<Waits>,
     identity_held: Option<Epoch>,
@@ -200,7 +196,6 @@ impl Controller {
             leadership_key: None,
             leader_since: None,
             activation: None,
-            contact: None,
             proposed_for: None,
             waits: None,
             identity_held: None,
@@ -231,6 +226,18 @@ impl Controller {
         self.active_epoch(now).is_some_and(|e| self.identity_held == Some(e))
     }
 
+    /// Whether the identity's lifetime may be renewed now: this node serves, and the quorum
+    /// acknowledgement its lease counts from was sent at most `window` ago. Renewing only then
+    /// bounds the last renewal by `lease_end − (lease − window)`, which the standby's
+    /// `identity_wait` counts on.
+    pub fn may_renew_identity(&self, now: Duration, window: Duration) -> bool {
+        self.serves(now)
+            && self
+                .raft
+                .and_then(|r| r.last_quorum_ack)
+                .is_some_and(|ack| now <= ack + window)
+    }
+
     /// The next time the controller must be stepped even if no input arrives.
     pub fn next_deadline(&self, now: Duration) -> Option<Duration> {
         let mut times = Vec::with_capacity(3);
@@ -252,16 +259,6 @@ impl Controller {
             Input::Tick => {}
             Input::Raft(view) => self.on_raft(now, view),
             Input::Committed(a) => self.activation = a,
-            Input::LeaderContact => {
-                if let Some(RaftView {
-                    leader: Some(leader),
-                    term,
-                    ..
-                }) = self.raft.filter(|r| r.leader != Some(self.cfg.node))
-                {
-                    self.contact = Some(Contact { at: now, leader, term });
-                }
-            }
             Input::Acquired { epoch, ok } => {
                 if self.resources == Resources::Acquiring(epoch) {
                     if ok {
@@ -337,16 +334,13 @@ impl Controller {
             identity_at: now,
             takeover_at: now,
         };
-        let Some(prev) = previous.filter(|p| !p.released) else {
+        if previous.is_none_or(|p| p.released) {
             return immediate;
-        };
+        }
         let Some((_, since)) = self.leader_since.filter(|(term, _)| *term == epoch) else {
             return immediate; // not leader of this epoch: never acquires anyway
         };
-        let mut lease_end = since;
-        if let Some(c) = self.contact.filter(|c| c.leader == prev.node && c.term >= prev.epoch) {
-            lease_end = lease_end.min(c.at + self.cfg.lease);
-        }
+        let lease_end = since.saturating_sub(self.cfg.vote_lease_margin);
         Waits {
             epoch,
             identity_at: lease_end + self.cfg.identity_wait + self.cfg.drift_margin,
@@ -488,6 +482,7 @@ mod tests {
             release_budget: ms(1000),
             drift_margin: ms(20),
             identity_wait: ms(1100),
+            vote_lease_margin: ms(440),
             handoff_grace: ms(1600),
         }
     }
@@ -553,6 +548,24 @@ mod tests {
         assert_eq!(c.active_epoch(ms(2)), Some(5));
         assert!(c.serves(ms(2)));
         c
+    }
+
+    #[test]
+    fn the_identity_is_renewed_only_just_after_a_quorum_ack() {
+        let mut c = active_at_epoch_5();
+        let window = ms(60);
+        assert!(c.may_renew_identity(ms(60), window), "ack at 0, within the window");
+        assert!(
+            !c.may_renew_identity(ms(61), window),
+            "still active, but the ack is too old"
+        );
+        c.step(ms(300), leader(5, Some(290)));
+        assert!(c.may_renew_identity(ms(300), window));
+        // Lease over (290 + 340): no renewal, whatever the window.
+        assert!(!c.may_renew_identity(ms(630), ms(1000)));
+        // A standby never renews.
+        let standby = Controller::new(cfg(MemberRole::Data));
+        assert!(!standby.may_renew_identity(ms(0), window));
     }
 
     #[test]
@@ -645,51 +658,32 @@ mod tests {
     #[test]
     fn takeover_waits_for_the_previous_actives_lease_and_release_budget() {
         let mut c = Controller::new(cfg(MemberRole::Data));
-        // Standby under active OTHER (epoch 4); last contact at 1000 ms.
+        // Standby under active OTHER (epoch 4); elected at 1700 ms; the activation replaced
+        // OTHER's unreleased epoch 4.
         c.step(ms(900), follower(4, Some(OTHER)));
-        c.step(ms(1000), Input::LeaderContact);
-        // Elected at 1700 ms; the activation replaced OTHER's unreleased epoch 4.
         c.step(ms(1700), leader(5, Some(1700)));
         let effects = c.step(ms(1710), activation(ME, 5, Some((OTHER, 4, false))));
-        // lease_end = min(1700, 1000 + 340) = 1340; identity at 1340+1100+20, resources at 1340+1000+20.
+        // lease_end = 1700 − 440 = 1260; identity at 1260+1100+20, resources at 1260+1000+20.
         assert_eq!(
             effects,
             vec![Effect::Event(ControllerEvent::TakeoverWait {
                 epoch: 5,
-                identity_at: ms(2460),
-                takeover_at: ms(2360),
+                identity_at: ms(2380),
+                takeover_at: ms(2280),
             })]
         );
         assert_eq!(c.next_deadline(ms(1710)), Some(ms(2040)), "the lease comes first");
-        c.step(ms(2300), leader(5, Some(2300)));
-        assert_eq!(c.step(ms(2359), Input::Tick), vec![]);
+        c.step(ms(2000), leader(5, Some(2000)));
+        assert_eq!(c.step(ms(2279), Input::Tick), vec![]);
         assert_eq!(
-            c.step(ms(2360), Input::Tick),
+            c.step(ms(2280), Input::Tick),
             vec![Effect::AcquireResources { epoch: 5 }]
         );
-        c.step(ms(2400), leader(5, Some(2400)));
+        c.step(ms(2300), leader(5, Some(2300)));
+        assert_eq!(c.step(ms(2379), Input::Tick), vec![]);
         assert_eq!(
-            without_events(c.step(ms(2460), Input::Tick)),
+            without_events(c.step(ms(2380), Input::Tick)),
             vec![Effect::AcquireIdentity { epoch: 5 }]
-        );
-    }
-
-    #[test]
-    fn contact_with_some_other_leader_does_not_shorten_the_wait() {
-        let mut c = Controller::new(cfg(MemberRole::Data));
-        // Last heard from node 3 in term 4, but the activation replaced is node 2's epoch 4:
-        // the contact says nothing about node 2's lease, so the bound is the election time.
-        c.step(ms(900), follower(4, Some(3)));
-        c.step(ms(1000), Input::LeaderContact);
-        c.step(ms(1700), leader(5, Some(1700)));
-        let effects = c.step(ms(1710), activation(ME, 5, Some((OTHER, 4, false))));
-        assert_eq!(
-            effects,
-            vec![Effect::Event(ControllerEvent::TakeoverWait {
-                epoch: 5,
-                identity_at: ms(1700 + 1100 + 20),
-                takeover_at: ms(1700 + 1000 + 20),
-            })]
         );
     }
 
@@ -697,7 +691,6 @@ mod tests {
     fn a_released_previous_activation_skips_the_wait() {
         let mut c = Controller::new(cfg(MemberRole::Data));
         c.step(ms(900), follower(4, Some(OTHER)));
-        c.step(ms(1000), Input::LeaderContact);
         c.step(ms(1100), leader(5, Some(1100)));
         let effects = c.step(ms(1110), activation(ME, 5, Some((OTHER, 4, true))));
         assert_eq!(without_events(effects), takes_everything(5));

@@ -1,10 +1,11 @@
 //! Runs the [`Controller`] against the live node: feeds it Raft views, the committed
-//! activation, leader contacts and the results of its effects, and carries the effects out.
+//! activation and the results of its effects, and carries the effects out.
 //!
 //! The network identity is the node's VIPs ([`Identity`]) and `/health/active` (answered from
 //! [`Failover::serving_epoch`] at request time, so it flips the moment the lease ends). The VIPs
-//! are added and removed inline, and their kernel lifetime is renewed every
-//! [`VIP_RENEW_INTERVAL`] while the lease holds, checked just before each renewal. The other
+//! are added and removed inline, and their kernel lifetime is renewed at most every
+//! [`VIP_RENEW_INTERVAL`], only within [`VIP_RENEW_WINDOW`] of the quorum ack the lease counts
+//! from, checked just before each renewal. The other
 //! resources are run by the [`ResourceAgent`]. At start a stale VIP is removed and everything
 //! is released once, since a restarted ex-active may still hold what its previous process
 //! acquired.
@@ -28,9 +29,10 @@ use super::controller::Input;
 use crate::consensus::Consensus;
 use crate::resources::vip::Identity;
 use crate::resources::vip::VIP_RENEW_INTERVAL;
+use crate::resources::vip::VIP_RENEW_WINDOW;
 use crate::resources::ResourceAgent;
 
-/// Longest time between two steps: the committed activation and leader contacts are polled.
+/// Longest time between two steps: the committed activation is polled.
 pub const STEP_INTERVAL_MAX: Duration = Duration::from_millis(10);
 /// Capacity of the channel that brings effect results back to the controller.
 pub const RESULT_CHANNEL_CAPACITY: usize = 64;
@@ -94,6 +96,13 @@ impl Failover {
         c.active_epoch(now).filter(|_| c.serves(now))
     }
 
+    /// Whether the VIP's lifetime may be renewed right now (see
+    /// [`Controller::may_renew_identity`]).
+    pub fn may_renew_identity(&self) -> bool {
+        let now = self.now();
+        self.lock().may_renew_identity(now, VIP_RENEW_WINDOW)
+    }
+
     /// The epoch this node is active in right now, if it is.
     pub fn active_epoch(&self) -> Option<Epoch> {
         let now = self.now();
@@ -134,8 +143,6 @@ pub async fn run(
         .take()
         .expect("one driver per node");
     let mut metrics = consensus.metrics_watch();
-    let contact = consensus.leader_contact().clone();
-    let mut seen_contact = contact.last();
     let mut seen_activation = consensus.activation();
     let first = [
         Input::Committed(seen_activation.clone()),
@@ -173,14 +180,10 @@ pub async fn run(
             seen_activation = activation.clone();
             act(failover.step(Input::Committed(activation)));
         }
-        let last = contact.last();
-        if last != seen_contact {
-            seen_contact = last;
-            act(failover.step(Input::LeaderContact));
-        }
-        // Level-triggered: while the lease holds, the VIP's lifetime is renewed (and a VIP
-        // removed by someone else is added back). A frozen process renews nothing.
-        if identity.is_held() && renewed_at.elapsed() >= VIP_RENEW_INTERVAL && failover.serving_epoch().is_some() {
+        // Level-triggered: while the lease holds, the VIP's lifetime is renewed just after a
+        // quorum ack (and a VIP removed by someone else is added back). A frozen process renews
+        // nothing.
+        if identity.is_held() && renewed_at.elapsed() >= VIP_RENEW_INTERVAL && failover.may_renew_identity() {
             identity.renew();
             renewed_at = Instant::now();
         }

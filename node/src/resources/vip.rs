@@ -1,9 +1,11 @@
 //! The node's network identity: its virtual IPs (DESIGN §4, §7).
 //!
-//! A VIP is added with a kernel lifetime of [`VIP_LIFETIME_SECS`] and renewed every
-//! [`VIP_RENEW_INTERVAL`] while the lease holds, so a holder that is frozen or wedged loses it
-//! by itself; a new active therefore waits [`Identity::identity_wait`] after the previous
-//! active's lease before it adds the VIP. Taking the identity announces it on the link
+//! A VIP is added with a kernel lifetime of [`VIP_LIFETIME_SECS`] and renewed while the lease
+//! holds, so a holder that is frozen or wedged loses it by itself; a new active therefore waits
+//! [`Identity::identity_wait`] after the previous active's lease before it adds the VIP.
+//! Renewals happen only within [`VIP_RENEW_WINDOW`] of the quorum ack the lease counts from, so
+//! the last one precedes the lease's end by `lease − VIP_RENEW_WINDOW`, and that much of the
+//! lifetime has already run when the lease ends. Taking the identity announces it on the link
 //! (gratuitous ARP / unsolicited neighbour advertisement) on the [`ANNOUNCE_AT`] schedule.
 //!
 //! Every operation resolves the interface by name again, so a link that was re-created is
@@ -27,9 +29,12 @@ pub const VIP_LIFETIME_SECS: u32 = 1;
 /// How late after its lifetime the kernel may still hold an unrenewed VIP (measured 10–20 ms;
 /// the lab test checks the bound on this machine's kernel).
 pub const VIP_EXPIRY_MARGIN: Duration = Duration::from_millis(150);
-/// How often a held VIP's lifetime is renewed; well inside the lifetime, so a live holder
-/// never lets it lapse.
+/// Least time between two renewals of a held VIP's lifetime.
 pub const VIP_RENEW_INTERVAL: Duration = Duration::from_millis(200);
+/// A renewal happens only this soon after the sending of the heartbeat whose quorum ack keeps
+/// the lease; with heartbeats every 100 ms a live holder renews every 200–300 ms, far inside
+/// the lifetime.
+pub const VIP_RENEW_WINDOW: Duration = Duration::from_millis(60);
 /// When, after taking the identity, the VIP is announced on the link.
 pub const ANNOUNCE_AT: [Duration; 5] = [
     Duration::ZERO,
@@ -60,13 +65,14 @@ impl Identity {
     }
 
     /// How long after the previous active's lease ended its VIPs are surely gone: the kernel
-    /// lifetime plus [`VIP_EXPIRY_MARGIN`]. Zero without VIPs.
-    pub fn identity_wait(&self) -> Duration {
+    /// lifetime plus [`VIP_EXPIRY_MARGIN`], less the part of it that had run by the lease's
+    /// end (`lease − VIP_RENEW_WINDOW`, see the module docs). Zero without VIPs.
+    pub fn identity_wait(&self, lease: Duration) -> Duration {
         if self.vips.is_empty() {
-            Duration::ZERO
-        } else {
-            Duration::from_secs(VIP_LIFETIME_SECS.into()) + VIP_EXPIRY_MARGIN
+            return Duration::ZERO;
         }
+        (Duration::from_secs(VIP_LIFETIME_SECS.into()) + VIP_EXPIRY_MARGIN)
+            .saturating_sub(lease.saturating_sub(VIP_RENEW_WINDOW))
     }
 
     pub fn is_held(&self) -> bool {
@@ -189,5 +195,27 @@ fn fix_hint(e: &std::io::Error) -> &'static str {
         Some(libc::ENODEV) => "check the vip's interface name in the config",
         _ if e.kind() == std::io::ErrorKind::NotFound => "check the vip's interface name in the config",
         _ => "see the error above",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_identity_wait_is_what_is_left_of_the_lifetime_at_the_leases_end() {
+        let none = Identity::new(vec![]);
+        assert_eq!(none.identity_wait(Duration::from_millis(340)), Duration::ZERO);
+        let one = Identity::new(vec![VipConfig {
+            name: "front".into(),
+            address: "10.0.0.100".parse().unwrap(),
+            prefix: 24,
+            interface: "eth0".into(),
+        }]);
+        // 1 s + 150 ms − (340 ms − 60 ms) = 870 ms.
+        assert_eq!(
+            one.identity_wait(Duration::from_millis(340)),
+            Duration::from_millis(870)
+        );
     }
 }
