@@ -53,6 +53,9 @@ pub struct MemberInfo {
     pub kind: String,
     pub peer_addr: String,
     pub admin_addr: String,
+    /// A voter of the effective membership, as this node sees it (all three normally; after a
+    /// forced single-node recovery only the recovered node until the others rejoin).
+    pub voter: bool,
 }
 
 /// `POST /v1/test-records`.
@@ -104,6 +107,80 @@ pub struct SwitchoverRequest {
     /// Name of the data node to hand the service to; the other data node when omitted.
     #[serde(default)]
     pub to: Option<String>,
+}
+
+/// `POST /v1/failover`, sent to the active: a switchover without the check that the target is
+/// synced. Without `accept_data_loss` it only reports what the target lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverRequest {
+    /// Name of the data node to hand the service to; the other data node when omitted.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Must be true: a forced failover is never the default.
+    #[serde(default)]
+    pub force: bool,
+    /// Go ahead although the target lacks what the report lists.
+    #[serde(default)]
+    pub accept_data_loss: bool,
+}
+
+/// What a forced failover found, and what it did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverReport {
+    pub from: String,
+    pub to: String,
+    /// Last log index committed on the active.
+    pub committed_index: Option<u64>,
+    /// Last log index the target is known to hold; `None` if it never acknowledged one.
+    pub target_matched_index: Option<u64>,
+    /// Committed records the target does not hold yet.
+    pub missing_records: u64,
+    /// Their size in the log, in bytes (records already folded into a snapshot not counted).
+    pub missing_bytes: u64,
+    /// The target is so far behind that it needs a snapshot (its records were purged here).
+    pub needs_snapshot: bool,
+    /// Time since the target last acknowledged the active; `None` if never.
+    pub target_last_ack_ms: Option<u64>,
+    /// What the target lacks in replicated files.
+    pub files: String,
+    /// Whether the failover was carried out.
+    pub executed: bool,
+    /// The epoch released, when executed.
+    pub released_epoch: Option<u64>,
+    /// What happened, in words.
+    pub outcome: String,
+}
+
+/// `POST /v1/recover`, sent to the data node to recover: make it the only voter, when both
+/// other members are gone for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverRequest {
+    /// Must be true.
+    #[serde(default)]
+    pub force_single_node: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoverResult {
+    pub node: String,
+    /// The node restarts in place and comes back as a one-voter cluster.
+    pub restarting: bool,
+}
+
+/// `POST /v1/cluster/rejoin`, sent to the leader: bring a member back after a forced recovery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejoinRequest {
+    pub node: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejoinResult {
+    pub node: String,
+    /// Voter names after the change.
+    pub voters: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,10 +17,16 @@ use serde::Serialize;
 
 use crate::api::ApiError;
 use crate::api::AuditInfo;
+use crate::api::FailoverReport;
+use crate::api::FailoverRequest;
 use crate::api::InitResult;
 use crate::api::NodeStatus;
 use crate::api::PoliciesInfo;
 use crate::api::PolicyUpdate;
+use crate::api::RecoverRequest;
+use crate::api::RecoverResult;
+use crate::api::RejoinRequest;
+use crate::api::RejoinResult;
 use crate::api::SwitchoverRequest;
 use crate::api::SwitchoverResult;
 use crate::api::WriteTestRecord;
@@ -105,6 +111,18 @@ impl Client {
 
     pub async fn switchover(&self, req: &SwitchoverRequest) -> Result<SwitchoverResult, ClientError> {
         self.call("POST", "/v1/switchover", Some(req)).await
+    }
+
+    pub async fn failover(&self, req: &FailoverRequest) -> Result<FailoverReport, ClientError> {
+        self.call("POST", "/v1/failover", Some(req)).await
+    }
+
+    pub async fn recover(&self, req: &RecoverRequest) -> Result<RecoverResult, ClientError> {
+        self.call("POST", "/v1/recover", Some(req)).await
+    }
+
+    pub async fn rejoin(&self, req: &RejoinRequest) -> Result<RejoinResult, ClientError> {
+        self.call("POST", "/v1/cluster/rejoin", Some(req)).await
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(

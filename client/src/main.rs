@@ -6,8 +6,12 @@ use std::time::Duration;
 use clap::Parser;
 use clap::Subcommand;
 use serde::Serialize;
+use tandem_client::api::FailoverRequest;
+use tandem_client::api::MemberInfo;
 use tandem_client::api::NodeStatus;
 use tandem_client::api::PolicyUpdate;
+use tandem_client::api::RecoverRequest;
+use tandem_client::api::RejoinRequest;
 use tandem_client::api::SwitchoverRequest;
 use tandem_client::api::WriteTestRecord;
 use tandem_client::Client;
@@ -58,6 +62,32 @@ enum Cmd {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Forced failover: hand the service to NODE although it may not be synced. First shows
+    /// exactly what NODE lacks and changes nothing; add --accept-data-loss to go ahead.
+    /// Exits with 3 when it only reported.
+    Failover {
+        /// Data node to hand the service to.
+        #[arg(long)]
+        to: String,
+        /// Required: say that this is meant to skip the sync check.
+        #[arg(long)]
+        force: bool,
+        /// Go ahead although NODE lacks what the report lists.
+        #[arg(long)]
+        accept_data_loss: bool,
+    },
+    /// When both other members are gone for good: make NODE the only voter so that it can run
+    /// the service alone. NODE restarts in place. Bring the others back with `rejoin`.
+    Recover {
+        /// Required: this overrides the quorum rule that prevents split brain.
+        #[arg(long)]
+        force_single_node: bool,
+        /// The data node to recover (it must be among --nodes).
+        #[arg(long)]
+        node: String,
+    },
+    /// After a forced recovery: make NODE, started with an empty data dir, a voter again.
+    Rejoin { node: String },
     /// Turn maintenance mode on or off (pauses automatic actions; checks keep reporting).
     Maintenance {
         #[arg(value_parser = ["on", "off"])]
@@ -101,6 +131,19 @@ async fn main() -> ExitCode {
     let result = match &cli.command {
         Cmd::Status => status(&cli, timeout).await,
         Cmd::Switchover { to } => switchover(&cli, timeout, to.clone()).await,
+        Cmd::Recover {
+            force_single_node,
+            node,
+        } => recover(&cli, timeout, node, *force_single_node).await,
+        Cmd::Rejoin { node } => rejoin(&cli, timeout, node).await,
+        Cmd::Failover {
+            to,
+            force,
+            accept_data_loss,
+        } => match failover(&cli, timeout, to, *force, *accept_data_loss).await {
+            Ok(false) => return ExitCode::from(REPORT_ONLY_EXIT),
+            other => other.map(drop),
+        },
         Cmd::Maintenance { state } => {
             let update = PolicyUpdate {
                 maintenance: Some(state == "on"),
@@ -365,19 +408,137 @@ async fn write(cli: &Cli, timeout: Duration, id: Option<u64>, payload: &str, cou
 /// How long tandemctl waits for a switchover to finish.
 const SWITCHOVER_WAIT: Duration = Duration::from_secs(20);
 
-async fn switchover(cli: &Cli, timeout: Duration, to: Option<String>) -> anyhow::Result<()> {
+/// The member that is active right now, asking every member.
+async fn find_active(cli: &Cli, timeout: Duration, what: &str) -> anyhow::Result<MemberInfo> {
     let first = first_answer(&cli.nodes, timeout).await?;
-    let mut active = None;
     for m in &first.members {
         if let Ok(s) = Client::new(m.admin_addr.clone()).with_timeout(timeout).status().await {
             if s.service == "active" {
-                active = Some(m.clone());
+                return Ok(m.clone());
             }
         }
     }
-    let Some(active) = active else {
-        anyhow::bail!("no node is active right now, so there is nothing to switch over (see tandemctl status)");
+    anyhow::bail!("no node is active right now, so there is nothing to {what} (see tandemctl status)")
+}
+
+async fn recover(cli: &Cli, timeout: Duration, node: &str, force_single_node: bool) -> anyhow::Result<()> {
+    if !force_single_node {
+        anyhow::bail!(
+            "recovery makes {node} the only voter and overrides the rule that prevents split brain; if the other two members are gone for good, run: tandemctl recover --force-single-node --node {node}"
+        );
+    }
+    let mut found = None;
+    for addr in &cli.nodes {
+        if let Ok(s) = Client::new(addr.clone()).with_timeout(timeout).status().await {
+            if s.name == node {
+                found = Some(addr.clone());
+                break;
+            }
+        }
+    }
+    let Some(addr) = found else {
+        anyhow::bail!("{node} does not answer at any of --nodes ({})", cli.nodes.join(","));
     };
+    eprintln!("WARNING: forcing {node} to be the only voter of the cluster.");
+    eprintln!("  If the other data node and the witness are still running somewhere, they can elect");
+    eprintln!("  their own leader and run the service too (split brain). Records they committed that");
+    eprintln!("  {node} never received are lost. Before starting either again, move its data_dir aside;");
+    eprintln!("  then bring it back with: tandemctl rejoin <name>");
+    let r = Client::new(addr)
+        .with_timeout(timeout)
+        .recover(&RecoverRequest { force_single_node })
+        .await?;
+    if cli.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} is restarting as a one-voter cluster; it activates once it leads (tandemctl status)",
+            r.node
+        );
+    }
+    Ok(())
+}
+
+async fn rejoin(cli: &Cli, timeout: Duration, node: &str) -> anyhow::Result<()> {
+    let first = first_answer(&cli.nodes, timeout).await?;
+    let leader = first
+        .leader
+        .and_then(|id| first.members.iter().find(|m| m.id == id))
+        .ok_or_else(|| anyhow::anyhow!("no leader known to {}; is the recovered node up?", first.name))?;
+    let r = Client::new(leader.admin_addr.clone())
+        .with_timeout(SWITCHOVER_WAIT)
+        .rejoin(&RejoinRequest { node: node.to_string() })
+        .await?;
+    if cli.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!("{} is a voter again; voters: {}", r.node, r.voters.join(", "));
+    }
+    Ok(())
+}
+
+/// Exit code of `failover` when it only reported and changed nothing.
+const REPORT_ONLY_EXIT: u8 = 3;
+
+/// Returns whether the failover was carried out.
+async fn failover(cli: &Cli, timeout: Duration, to: &str, force: bool, accept_data_loss: bool) -> anyhow::Result<bool> {
+    if !force {
+        anyhow::bail!(
+            "a forced failover skips the check that {to} is synced and needs --force; for a planned handover use `tandemctl switchover --to {to}`"
+        );
+    }
+    let active = find_active(cli, timeout, "fail over").await?;
+    let client = Client::new(active.admin_addr.clone()).with_timeout(SWITCHOVER_WAIT);
+    let r = client
+        .failover(&FailoverRequest {
+            to: Some(to.to_string()),
+            force,
+            accept_data_loss,
+        })
+        .await?;
+    if cli.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(r.executed);
+    }
+    let index = |i: Option<u64>| i.map_or("none".to_string(), |i| i.to_string());
+    println!("forced failover {} -> {}", r.from, r.to);
+    println!(
+        "  {} lacks {} committed records ({} bytes): it holds up to index {}, committed is {}{}",
+        r.to,
+        r.missing_records,
+        r.missing_bytes,
+        index(r.target_matched_index),
+        index(r.committed_index),
+        if r.needs_snapshot { "; it needs a snapshot" } else { "" }
+    );
+    println!(
+        "  last acknowledged the active: {}",
+        r.target_last_ack_ms
+            .map_or("never".to_string(), |ms| format!("{ms} ms ago"))
+    );
+    println!("  files it lacks: {}", r.files);
+    if r.executed {
+        println!(
+            "done: {} released epoch {}; {}",
+            r.from,
+            r.released_epoch.unwrap_or(0),
+            r.outcome
+        );
+    } else {
+        println!(
+            "nothing changed. The records above must reach {} before it can lead; if they cannot, the hand-off fails and {} takes the service back.",
+            r.to, r.from
+        );
+        println!(
+            "To go ahead: tandemctl failover --to {} --force --accept-data-loss",
+            r.to
+        );
+    }
+    Ok(r.executed)
+}
+
+async fn switchover(cli: &Cli, timeout: Duration, to: Option<String>) -> anyhow::Result<()> {
+    let active = find_active(cli, timeout, "switch over").await?;
     let client = Client::new(active.admin_addr.clone()).with_timeout(SWITCHOVER_WAIT);
     let r = client.switchover(&SwitchoverRequest { to }).await?;
     if cli.json {

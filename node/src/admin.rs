@@ -1,6 +1,9 @@
 //! The admin HTTP API (JSON under `/v1`) and the load-balancer health routes.
 //! Errors map to HTTP in one place: [`AdminError::into_response`].
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::extract::rejection::JsonRejection;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
@@ -11,14 +14,19 @@ use axum::routing::get;
 use axum::routing::post;
 use axum::Json;
 use axum::Router;
-use std::time::Duration;
 use tandem_client::api::ApiError;
 use tandem_client::api::AuditInfo;
+use tandem_client::api::FailoverReport;
+use tandem_client::api::FailoverRequest;
 use tandem_client::api::InitResult;
 use tandem_client::api::LeaderHint;
 use tandem_client::api::NodeStatus;
 use tandem_client::api::PoliciesInfo;
 use tandem_client::api::PolicyUpdate;
+use tandem_client::api::RecoverRequest;
+use tandem_client::api::RecoverResult;
+use tandem_client::api::RejoinRequest;
+use tandem_client::api::RejoinResult;
 use tandem_client::api::SwitchoverRequest;
 use tandem_client::api::SwitchoverResult;
 use tandem_client::api::WriteTestRecord;
@@ -29,12 +37,16 @@ use tandem_raft_store::records::Record;
 use tandem_raft_store::records::TestRecord;
 use tandem_raft_store::state::AUDIT_TRAIL_CAPACITY;
 use tandem_raft_store::MemberRole;
+use tokio::sync::Notify;
 
+use crate::config::MemberConfig;
 use crate::consensus::policies_info;
 use crate::consensus::Consensus;
 use crate::consensus::InitError;
 use crate::consensus::ProposeError;
 use crate::failover::driver::Failover;
+use crate::recovery;
+use crate::recovery::RECOVER_SILENCE_MIN;
 
 /// Largest admin request body.
 pub const ADMIN_BODY_MAX_BYTES: usize = 256 * 1024;
@@ -44,14 +56,19 @@ pub const ADMIN_BODY_MAX_BYTES: usize = 256 * 1024;
 pub struct AdminState {
     pub consensus: Consensus,
     pub failover: Failover,
+    /// Ends the node's run so that the process starts again in place.
+    pub restart: Arc<Notify>,
 }
 
-pub fn router(consensus: Consensus, failover: Failover) -> Router {
+pub fn router(consensus: Consensus, failover: Failover, restart: Arc<Notify>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/cluster/init", post(init))
         .route("/v1/test-records", post(write_test_record))
         .route("/v1/switchover", post(switchover))
+        .route("/v1/failover", post(forced_failover))
+        .route("/v1/recover", post(recover))
+        .route("/v1/cluster/rejoin", post(rejoin))
         .route("/v1/policies", get(get_policies).put(put_policies))
         .route("/v1/audit", get(audit))
         .route("/health/live", get(|| async { "live\n" }))
@@ -59,7 +76,11 @@ pub fn router(consensus: Consensus, failover: Failover) -> Router {
         .route("/health/standby", get(health_standby))
         .fallback(|| async { AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /v1/status") })
         .layer(DefaultBodyLimit::max(ADMIN_BODY_MAX_BYTES))
-        .with_state(AdminState { consensus, failover })
+        .with_state(AdminState {
+            consensus,
+            failover,
+            restart,
+        })
 }
 
 /// 200 only while this node is the lease-holding active (DESIGN §4), for load balancers.
@@ -212,35 +233,7 @@ async fn switchover(
     let Json(req) = body?;
     let cfg = app.consensus.config();
     let conflict = |code: &str, message: String| AdminError::new(StatusCode::CONFLICT, code, message);
-    let Some(epoch) = app.failover.active_epoch() else {
-        return Err(conflict(
-            "not_active",
-            format!(
-                "{} is not the active; send the switchover to the active node",
-                cfg.me().name
-            ),
-        ));
-    };
-    let target = match &req.to {
-        Some(name) => cfg.members.iter().find(|m| &m.name == name).ok_or_else(|| {
-            AdminError::new(
-                StatusCode::BAD_REQUEST,
-                "unknown_node",
-                format!("no member is named {name:?}"),
-            )
-        })?,
-        None => cfg
-            .members
-            .iter()
-            .find(|m| m.role == MemberRole::Data && m.id != cfg.node_id)
-            .expect("validated: two data nodes"),
-    };
-    if target.role != MemberRole::Data || target.id == cfg.node_id {
-        return Err(conflict(
-            "bad_target",
-            format!("{} cannot take the service: pick the other data node", target.name),
-        ));
-    }
+    let (epoch, target) = active_and_target(&app, req.to.as_deref(), "switchover")?;
     // A standby that holds everything but stopped answering is no target: handing it the
     // lead would leave the service released.
     let recent = cfg.timers.election_timeout_min;
@@ -261,6 +254,56 @@ async fn switchover(
         .await
         .map_err(|reason| conflict("switchover_refused", reason))?;
     tracing::info!(to = %target.name, %epoch, "switchover started");
+    wait_for_leader(&app, target).await?;
+    Ok(Json(SwitchoverResult {
+        from: cfg.me().name.clone(),
+        to: target.name.clone(),
+        released_epoch: epoch,
+    }))
+}
+
+/// This node's active epoch and the data node a hand-off goes to (`to`, or the other one).
+fn active_and_target<'a>(
+    app: &'a AdminState,
+    to: Option<&str>,
+    what: &str,
+) -> Result<(u64, &'a MemberConfig), AdminError> {
+    let cfg = app.consensus.config();
+    let conflict = |code: &str, message: String| AdminError::new(StatusCode::CONFLICT, code, message);
+    let Some(epoch) = app.failover.active_epoch() else {
+        return Err(conflict(
+            "not_active",
+            format!(
+                "{} is not the active; send the {what} to the active node",
+                cfg.me().name
+            ),
+        ));
+    };
+    let target = match to {
+        Some(name) => cfg.members.iter().find(|m| m.name == name).ok_or_else(|| {
+            AdminError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_node",
+                format!("no member is named {name:?}"),
+            )
+        })?,
+        None => cfg
+            .members
+            .iter()
+            .find(|m| m.role == MemberRole::Data && m.id != cfg.node_id)
+            .expect("validated: two data nodes"),
+    };
+    if target.role != MemberRole::Data || target.id == cfg.node_id {
+        return Err(conflict(
+            "bad_target",
+            format!("{} cannot take the service: pick the other data node", target.name),
+        ));
+    }
+    Ok((epoch, target))
+}
+
+/// After a hand-off started: wait until `target` leads.
+async fn wait_for_leader(app: &AdminState, target: &MemberConfig) -> Result<(), AdminError> {
     let deadline = tokio::time::Instant::now() + SWITCHOVER_TIMEOUT;
     while app.consensus.current_leader() != Some(target.id) {
         if tokio::time::Instant::now() > deadline {
@@ -272,11 +315,244 @@ async fn switchover(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(Json(SwitchoverResult {
+    Ok(())
+}
+
+/// Make this data node the only voter, when both other members are gone for good
+/// (see [`crate::recovery`]). Answers, then restarts the process in place.
+async fn recover(
+    State(app): State<AdminState>,
+    body: Result<Json<RecoverRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<RecoverResult>), AdminError> {
+    let Json(req) = body?;
+    let cfg = app.consensus.config();
+    let conflict = |code: &str, message: String| AdminError::new(StatusCode::CONFLICT, code, message);
+    if !req.force_single_node {
+        return Err(AdminError::new(
+            StatusCode::BAD_REQUEST,
+            "force_single_node_required",
+            "recovery makes this node the only voter; say so with \"force_single_node\": true".to_string(),
+        ));
+    }
+    if cfg.role() == MemberRole::Witness {
+        return Err(conflict(
+            "witness",
+            "the witness never runs the service; recover a data node".to_string(),
+        ));
+    }
+    if app.consensus.voter_ids() == vec![cfg.node_id] {
+        return Err(conflict(
+            "already_single",
+            format!(
+                "{} is already the only voter; bring the others back with rejoin",
+                cfg.me().name
+            ),
+        ));
+    }
+    let silence = app.consensus.quorum_silence();
+    if silence < RECOVER_SILENCE_MIN {
+        return Err(conflict(
+            "quorum_present",
+            format!(
+                "{} was in touch with a quorum {} ms ago; forced recovery is only for a cluster whose other two members are gone for good (wait {} s without a leader)",
+                cfg.me().name,
+                silence.as_millis(),
+                RECOVER_SILENCE_MIN.as_secs()
+            ),
+        ));
+    }
+    let request = recovery::Request {
+        requested_at_ms: unix_ms(),
+        actor: format!("admin-api@{}", cfg.me().name),
+    };
+    recovery::write_request(&cfg.data_dir, &request).map_err(|e| {
+        AdminError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "io",
+            format!("cannot write the recovery request into {}: {e}", cfg.data_dir.display()),
+        )
+    })?;
+    tracing::warn!("FORCED SINGLE-NODE RECOVERY requested; restarting in place to carry it out");
+    app.restart.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RecoverResult {
+            node: cfg.me().name.clone(),
+            restarting: true,
+        }),
+    ))
+}
+
+/// On the leader: bring a member back as a voter after a forced recovery. It must have been
+/// started with an empty data dir, so nothing of its old log can mix with the recovered one.
+async fn rejoin(
+    State(app): State<AdminState>,
+    body: Result<Json<RejoinRequest>, JsonRejection>,
+) -> Result<Json<RejoinResult>, AdminError> {
+    let Json(req) = body?;
+    let cfg = app.consensus.config();
+    let conflict = |code: &str, message: String| AdminError::new(StatusCode::CONFLICT, code, message);
+    let target = cfg.members.iter().find(|m| m.name == req.node).ok_or_else(|| {
+        AdminError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_node",
+            format!("no member is named {:?}", req.node),
+        )
+    })?;
+    if app.consensus.current_leader() != Some(cfg.node_id) {
+        return Err(conflict(
+            "not_leader",
+            format!("{} does not lead; send the rejoin to the leader", cfg.me().name),
+        ));
+    }
+    if app.consensus.voter_ids().contains(&target.id) {
+        return Err(conflict(
+            "already_member",
+            format!("{} is already a voter", target.name),
+        ));
+    }
+    let status = tandem_client::Client::new(target.admin_addr.clone())
+        .with_timeout(Duration::from_secs(2))
+        .status()
+        .await
+        .map_err(|e| {
+            conflict(
+                "unreachable",
+                format!(
+                    "{} does not answer on {} ({e}); start it with an empty data_dir first",
+                    target.name, target.admin_addr
+                ),
+            )
+        })?;
+    if status.initialized {
+        return Err(conflict(
+            "holds_old_data",
+            format!(
+                "{} still holds its log from before the recovery (term {}, last index {:?}): stop it, move its data_dir aside, start it again, then retry",
+                target.name, status.term, status.last_log_index
+            ),
+        ));
+    }
+    let voters = app
+        .consensus
+        .add_voter(target)
+        .await
+        .map_err(|e| AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "membership_change_failed", e))?;
+    let names: Vec<String> = voters
+        .iter()
+        .filter_map(|id| cfg.members.iter().find(|m| m.id == *id).map(|m| m.name.clone()))
+        .collect();
+    audit_action(
+        &app,
+        "rejoin",
+        format!("{} is a voter again; voters: {names:?}", target.name),
+    )
+    .await;
+    Ok(Json(RejoinResult {
+        node: target.name.clone(),
+        voters: names,
+    }))
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// After a hand-off started, how long before "this node serves again" means it took the
+/// service back (rather than not yet having let go).
+const HANDOFF_SETTLE: Duration = Duration::from_millis(300);
+
+/// Files are not replicated by this version; the report says so rather than claiming zero.
+const FILES_NOT_REPLICATED: &str = "none replicated by this version";
+
+/// Forced failover: a switchover without the sync check. Without `accept_data_loss` it only
+/// reports what the target lacks; with it, the hand-off starts like a planned switchover.
+/// Raft never elects a node that lacks committed records, so the records listed must reach
+/// the target before it leads; if they cannot, the hand-off fails and this node activates
+/// again after the hand-off grace.
+async fn forced_failover(
+    State(app): State<AdminState>,
+    body: Result<Json<FailoverRequest>, JsonRejection>,
+) -> Result<Json<FailoverReport>, AdminError> {
+    let Json(req) = body?;
+    if !req.force {
+        return Err(AdminError::new(
+            StatusCode::BAD_REQUEST,
+            "force_required",
+            "a forced failover needs \"force\": true; for a planned one use /v1/switchover".to_string(),
+        ));
+    }
+    let cfg = app.consensus.config();
+    let (epoch, target) = active_and_target(&app, req.to.as_deref(), "failover")?;
+    let lag = app.consensus.lag_of(target.id).await.ok_or_else(|| {
+        AdminError::new(
+            StatusCode::CONFLICT,
+            "not_active",
+            format!(
+                "{} stopped leading; send the failover to the active node",
+                cfg.me().name
+            ),
+        )
+    })?;
+    let mut report = FailoverReport {
         from: cfg.me().name.clone(),
         to: target.name.clone(),
-        released_epoch: epoch,
-    }))
+        committed_index: lag.committed_index,
+        target_matched_index: lag.matched_index,
+        missing_records: lag.missing_records,
+        missing_bytes: lag.missing_bytes,
+        needs_snapshot: lag.needs_snapshot,
+        target_last_ack_ms: lag.last_ack.map(|d| d.as_millis() as u64),
+        files: FILES_NOT_REPLICATED.to_string(),
+        executed: false,
+        released_epoch: None,
+        outcome: "report only: nothing changed; send accept_data_loss: true to go ahead".to_string(),
+    };
+    if !req.accept_data_loss {
+        return Ok(Json(report));
+    }
+    let detail = format!(
+        "forced {} -> {} (epoch {epoch}); the target lacked {} records ({} bytes), last ack {}",
+        cfg.me().name,
+        target.name,
+        lag.missing_records,
+        lag.missing_bytes,
+        lag.last_ack
+            .map_or("never".to_string(), |d| format!("{} ms ago", d.as_millis())),
+    );
+    audit_action(&app, "failover", detail).await;
+    app.failover
+        .start_switchover(target.id)
+        .await
+        .map_err(|reason| AdminError::new(StatusCode::CONFLICT, "failover_refused", reason))?;
+    tracing::warn!(to = %target.name, %epoch, missing = lag.missing_records, "forced failover started");
+    report.executed = true;
+    report.released_epoch = Some(epoch);
+    // Either the target leads, or the hand-off fails and this node serves again.
+    let started = tokio::time::Instant::now();
+    report.outcome = loop {
+        if app.consensus.current_leader() == Some(target.id) {
+            break format!("{} leads and takes the service", target.name);
+        }
+        if started.elapsed() >= HANDOFF_SETTLE && app.failover.serving_epoch().is_some() {
+            break format!(
+                "{} did not take the lead; {} took the service back",
+                target.name,
+                cfg.me().name
+            );
+        }
+        if started.elapsed() > SWITCHOVER_TIMEOUT {
+            return Err(AdminError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "failover_timeout",
+                format!("the service was released, but {} did not take the lead within {SWITCHOVER_TIMEOUT:?}; check `tandemctl status`", target.name),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    Ok(Json(report))
 }
 
 async fn get_policies(State(app): State<AdminState>) -> Json<PoliciesInfo> {
@@ -326,11 +602,8 @@ async fn put_policies(
 /// Record an operator action in the replicated audit trail; a failure is logged, since the
 /// action itself already happened.
 async fn audit_action(app: &AdminState, action: &str, detail: String) {
-    let at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
     let entry = AuditEntry {
-        at_ms,
+        at_ms: unix_ms(),
         actor: format!("admin-api@{}", app.consensus.config().me().name),
         action: action.into(),
         detail,

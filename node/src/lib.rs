@@ -9,6 +9,7 @@
 //!   runs it against the node;
 //! - [`resources`]: what the active holds: its VIPs, then script resources;
 //! - [`admin`]: the admin HTTP API and health routes;
+//! - [`recovery`]: making one data node a cluster of its own when quorum is gone for good;
 //! - [`run`]: wiring: open the store, bind the listeners, start Raft and the failover driver,
 //!   serve, and on SIGTERM let go of the service before leaving the cluster.
 
@@ -16,6 +17,7 @@ pub mod admin;
 pub mod config;
 pub mod consensus;
 pub mod failover;
+pub mod recovery;
 pub mod resources;
 
 use std::future::Future;
@@ -52,13 +54,22 @@ pub fn vote_lease_margin(t: &config::Timers) -> Duration {
         .saturating_sub(t.lease.mul_f64(1.0 + rho))
 }
 
-/// Run a node until `shutdown` completes.
-pub async fn run(cfg: ValidConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// How a node run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to stop (SIGTERM, SIGINT).
+    Stopped,
+    /// The process must start again in place (a recovery request waits in the data dir).
+    Restart,
+}
+
+/// Run a node until `shutdown` completes or a restart is requested.
+pub async fn run(cfg: ValidConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<Exit> {
     let span = tracing::info_span!("node", node = %cfg.me().name);
     run_node(Arc::new(cfg), shutdown).instrument(span).await
 }
 
-async fn run_node(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+async fn run_node(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> anyhow::Result<Exit> {
     let me = cfg.me().clone();
 
     std::fs::create_dir_all(&cfg.data_dir)
@@ -69,6 +80,12 @@ async fn run_node(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> 
             "cannot open the Raft store in {} (is another tandem process using this data_dir?)",
             store_dir.display()
         )
+    })?;
+
+    // A forced single-node recovery asked for before the restart is carried out now, on the
+    // store, before Raft reads it.
+    recovery::carry_out_pending(&cfg.data_dir, || {
+        log.force_single_voter(cfg.node_id, consensus::member(&me))
     })?;
 
     // Bind both ports before starting Raft, so a port in use fails fast and clearly.
@@ -125,7 +142,15 @@ async fn run_node(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> 
         agent,
         stop_rx.clone(),
     ));
-    let admin_server = serve(admin_listener, admin::router(consensus.clone(), failover), "admin");
+    let restart = Arc::new(tokio::sync::Notify::new());
+    let admin_server = serve(
+        admin_listener,
+        admin::router(consensus.clone(), failover, restart.clone()),
+        "admin",
+    );
+    if cfg.data_dir.join(recovery::DONE_FILE).exists() {
+        tokio::spawn(recovery::record_in_audit_trail(consensus.clone(), cfg.data_dir.clone()));
+    }
     let witness = (me.role == MemberRole::Witness)
         .then(|| tokio::spawn(consensus::witness::run(consensus.clone(), stop_rx.clone())));
 
@@ -137,8 +162,11 @@ async fn run_node(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> 
         "tandem node started"
     );
 
-    shutdown.await;
-    tracing::info!("shutting down");
+    let exit = tokio::select! {
+        _ = shutdown => Exit::Stopped,
+        _ = restart.notified() => Exit::Restart,
+    };
+    tracing::info!(?exit, "shutting down");
     // Let go of the service first, then leave the cluster.
     let _ = stop_tx.send(true);
     let _ = failover_driver.await;
@@ -154,7 +182,7 @@ async fn run_node(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> 
         tracing::warn!("servers did not stop in time; exiting anyway");
     }
     tracing::info!("stopped");
-    Ok(())
+    Ok(exit)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! `tandem`: the Tandem node daemon.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -75,7 +76,16 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             match runtime.block_on(tandem_node::run(cfg, shutdown_signal())) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(tandem_node::Exit::Stopped) => ExitCode::SUCCESS,
+                Ok(tandem_node::Exit::Restart) => {
+                    drop(runtime);
+                    // Same pid, same arguments; every file (the store's lock included) is
+                    // opened close-on-exec, so the new image starts clean.
+                    let exe = std::env::current_exe().unwrap_or_else(|_| "tandem".into());
+                    let err = std::process::Command::new(exe).args(std::env::args_os().skip(1)).exec();
+                    eprintln!("error: cannot restart tandem in place: {err}; start it again by hand");
+                    ExitCode::FAILURE
+                }
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE

@@ -21,9 +21,11 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
 
+use openraft::entry::RaftEntry as _;
 use openraft::storage::IOFlushed;
 use openraft::storage::LogState;
 use openraft::storage::RaftLogStorage;
+use openraft::vote::RaftLeaderId;
 use openraft::OptionalSend;
 use openraft::RaftLogReader;
 use serde::de::DeserializeOwned;
@@ -38,6 +40,8 @@ use crate::state_machine::StateMachineStore;
 use crate::state_machine::StoredSnapshot;
 use crate::types::Entry;
 use crate::types::LogId;
+use crate::types::Member;
+use crate::types::NodeId;
 use crate::types::TypeConfig;
 use crate::types::Vote;
 
@@ -276,7 +280,67 @@ impl Debug for SledLogStore {
     }
 }
 
+/// What a forced single-voter recovery wrote (see [`SledLogStore::force_single_voter`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForcedMembership {
+    /// The term of the new membership entry and of the vote.
+    pub term: u64,
+    /// The log index of the new membership entry.
+    pub index: u64,
+    /// The voters before the recovery, by id.
+    pub previous_voters: Vec<NodeId>,
+}
+
 impl SledLogStore {
+    /// Offline recovery when quorum is gone for good: append a membership entry that makes
+    /// `me` the only voter, in a term above every term this store has seen, and vote for `me`
+    /// in it. Started on this store, Raft then elects `me` alone and commits the log it holds.
+    /// Must run while no Raft instance uses the store. Flushed before it returns.
+    pub fn force_single_voter(&self, me: NodeId, member: Member) -> io::Result<ForcedMembership> {
+        let vote: Option<Vote> = get(&self.raft, KEY_VOTE)?;
+        let last_purged: Option<LogId> = get(&self.raft, KEY_LAST_PURGED)?;
+        let last = self.last_entry()?;
+        let last_log = last.as_ref().map(|e| e.log_id).or(last_purged);
+        let previous_voters = self.last_voters()?;
+        let seen_term = vote
+            .as_ref()
+            .map(|v| v.leader_id().term())
+            .max(last_log.as_ref().map(|l| l.committed_leader_id().term()))
+            .unwrap_or(0);
+        let term = seen_term + 1;
+        let index = last_log.map_or(0, |l| l.index() + 1);
+        let leader = openraft::vote::leader_id_adv::LeaderId::new(term, me);
+        let membership = openraft::Membership::new(
+            vec![std::collections::BTreeSet::from([me])],
+            std::collections::BTreeMap::from([(me, member)]),
+        )
+        .map_err(io::Error::other)?;
+        let entry = Entry::new(
+            LogId::new(leader, index),
+            openraft::EntryPayload::Membership(membership),
+        );
+        put(&self.log, &index.to_be_bytes(), &entry)?;
+        put(&self.raft, KEY_VOTE, &Vote::new_committed(term, me))?;
+        self.db.flush().map_err(sled_err)?;
+        Ok(ForcedMembership {
+            term,
+            index,
+            previous_voters,
+        })
+    }
+
+    /// Voters of the newest membership entry in the log (empty if none is left in it).
+    fn last_voters(&self) -> io::Result<Vec<NodeId>> {
+        for item in self.log.iter().rev() {
+            let (_, v) = item.map_err(sled_err)?;
+            let entry: Entry = codec::decode(&v)?;
+            if let openraft::EntryPayload::Membership(m) = &entry.payload {
+                return Ok(m.voter_ids().collect());
+            }
+        }
+        Ok(Vec::new())
+    }
+
     fn last_entry(&self) -> io::Result<Option<Entry>> {
         match self.log.last().map_err(sled_err)? {
             None => Ok(None),

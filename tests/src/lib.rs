@@ -191,6 +191,11 @@ impl Cluster {
         self.dir.path().join(format!("{name}.toml"))
     }
 
+    /// The node's data dir.
+    pub fn data_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
     pub fn log_path(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("{name}.log"))
     }

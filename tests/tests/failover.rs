@@ -341,3 +341,83 @@ fn a_killed_active_releases_at_restart_and_stays_standby() {
     assert_eq!(active_node(&cluster), Some(new));
     assert_eq!(cluster.status(old).unwrap().service, "standby");
 }
+
+#[test]
+fn a_forced_failover_reports_what_the_target_lacks_and_acts_only_when_told() {
+    let cluster = Cluster::start_initialized(ClusterOptions {
+        own_addresses: Some(79),
+        ..Default::default()
+    })
+    .unwrap();
+    let active = wait_active(&cluster, None);
+    let standby = if active == "a" { "b" } else { "a" };
+    let nodes = ["a", "b", "w"].map(|n| cluster.spec(n).admin_addr()).join(",");
+    let ctl = |args: &[&str]| {
+        let out = tandem_tests::tandemctl()
+            .args(["--nodes", &nodes])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+
+    // The standby is cut off while records are written: it lacks them.
+    let cut = PeerCut::isolate(&cluster, standby);
+    for id in 0..20 {
+        cluster.write(id, "written while the standby was cut off").unwrap();
+    }
+    let (code, text) = ctl(&["switchover"]);
+    assert!(code != Some(0) && text.contains("standby_not_synced"), "{text}");
+    let (code, text) = ctl(&["failover", "--to", standby]);
+    assert!(code != Some(0) && text.contains("--force"), "{text}");
+
+    // --force alone only reports (exit 3), exactly, and changes nothing.
+    let (code, text) = ctl(&["--json", "failover", "--to", standby, "--force"]);
+    assert_eq!(code, Some(3), "{text}");
+    let report: tandem_client::api::FailoverReport = serde_json::from_str(text.trim()).unwrap();
+    let leader = cluster.status(active).unwrap();
+    assert!(!report.executed);
+    assert_eq!(report.committed_index, leader.committed_index);
+    let lacks = report.committed_index.unwrap() - report.target_matched_index.unwrap_or(0);
+    assert_eq!(report.missing_records, lacks, "{report:?}");
+    assert!(report.missing_records >= 20, "{report:?}");
+    assert!(report.missing_bytes > 20 * 30, "{report:?}");
+    let (code, text) = ctl(&["failover", "--to", standby, "--force"]);
+    assert_eq!(code, Some(3));
+    assert!(
+        text.contains("committed records") && text.contains("--accept-data-loss"),
+        "{text}"
+    );
+    assert_eq!(active_node(&cluster), Some(active), "a report changes nothing");
+
+    // Going ahead while the target is unreachable: it cannot lead without the records, so
+    // the hand-off fails and the old active takes the service back.
+    let (code, text) = ctl(&["failover", "--to", standby, "--force", "--accept-data-loss"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("took the service back"), "{text}");
+    assert_eq!(wait_active(&cluster, None), active);
+
+    // Healed: the records reach the target, which then leads and serves.
+    drop(cut);
+    let (code, text) = ctl(&["failover", "--to", standby, "--force", "--accept-data-loss"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("{standby} leads and takes the service")),
+        "{text}"
+    );
+    assert_eq!(wait_active(&cluster, Some(active)), standby);
+    let records = cluster.status(standby).unwrap().test_records;
+    assert_eq!(records, 20, "the new active holds every record");
+    let (code, text) = ctl(&["--json", "audit"]);
+    assert_eq!(code, Some(0), "{text}");
+    let trail: Vec<tandem_client::api::AuditInfo> = serde_json::from_str(text.trim()).unwrap();
+    let forced: Vec<_> = trail.iter().filter(|e| e.action == "failover").collect();
+    assert_eq!(forced.len(), 2, "both forced failovers are audited: {trail:?}");
+    assert!(
+        forced.iter().all(|e| e.detail.contains("the target lacked")),
+        "{trail:?}"
+    );
+}

@@ -10,6 +10,9 @@ pub mod peer_api;
 pub mod witness;
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::ops::RangeInclusive;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +20,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::error::ClientWriteError;
 use openraft::error::InitializeError;
 use openraft::error::RaftError;
+use openraft::storage::RaftLogReader;
 use openraft::storage::RaftLogStorage;
 use openraft::Instant as _;
 use openraft::ServerState;
@@ -94,7 +98,7 @@ fn raft_config(cfg: &ValidConfig) -> anyhow::Result<openraft::Config> {
     Ok(c.validate()?)
 }
 
-fn member(m: &crate::config::MemberConfig) -> Member {
+pub(crate) fn member(m: &crate::config::MemberConfig) -> Member {
     Member {
         name: m.name.clone(),
         role: m.role,
@@ -103,6 +107,10 @@ fn member(m: &crate::config::MemberConfig) -> Member {
     }
 }
 
+/// Reads the stored size of a range of log entries (those still in the log).
+type LogBytes =
+    Arc<dyn Fn(RangeInclusive<u64>) -> Pin<Box<dyn Future<Output = std::io::Result<u64>> + Send>> + Send + Sync>;
+
 /// A running Raft node and what the rest of the node needs from it.
 #[derive(Clone)]
 pub struct Consensus {
@@ -110,6 +118,20 @@ pub struct Consensus {
     state: StateReader,
     cfg: Arc<ValidConfig>,
     contact: LeaderContact,
+    log_bytes: LogBytes,
+}
+
+/// On the leader: what a node lacks of the committed log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lag {
+    pub committed_index: Option<u64>,
+    pub matched_index: Option<u64>,
+    pub missing_records: u64,
+    /// Stored size of the missing records still in the log.
+    pub missing_bytes: u64,
+    /// Part of what it lacks was purged here: it needs a snapshot.
+    pub needs_snapshot: bool,
+    pub last_ack: Option<Duration>,
 }
 
 /// Waits for changes of Raft's metrics without exposing openraft's types.
@@ -150,14 +172,71 @@ impl Consensus {
     ) -> anyhow::Result<Self>
     where
         LS: RaftLogStorage<TypeConfig>,
+        LS::LogReader: Send + Sync + 'static,
     {
         let state = sm.reader();
+        let mut log = log;
+        let reader = Arc::new(tokio::sync::Mutex::new(log.get_log_reader().await));
+        let log_bytes: LogBytes = Arc::new(move |range| {
+            let reader = reader.clone();
+            Box::pin(async move {
+                let entries = reader.lock().await.try_get_log_entries(range).await?;
+                let mut bytes = 0u64;
+                for e in &entries {
+                    bytes += tandem_raft_store::codec::encode(e)
+                        .map_err(std::io::Error::other)?
+                        .len() as u64;
+                }
+                Ok(bytes)
+            })
+        });
         let raft = Raft::new(cfg.node_id, Arc::new(raft_config(&cfg)?), network, log, sm).await?;
         Ok(Self {
             raft,
             state,
             cfg,
             contact: LeaderContact::new(),
+            log_bytes,
+        })
+    }
+
+    /// On the leader: what `node` lacks of the committed log (`None` when not leader).
+    pub async fn lag_of(&self, node: NodeId) -> Option<Lag> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader {
+            return None;
+        }
+        let committed = m.local_committed.as_ref().map(|l| l.index);
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&node))
+            .and_then(|l| l.as_ref())
+            .map(|l| l.index);
+        let last_ack = m
+            .heartbeat
+            .as_ref()
+            .and_then(|h| h.get(&node))
+            .and_then(|t| t.as_ref())
+            .map(|t| t.elapsed());
+        let first_missing = matched.map_or(0, |i| i + 1);
+        let missing_records = committed.map_or(0, |c| (c + 1).saturating_sub(first_missing));
+        let purged = m.purged.as_ref().map(|l| l.index);
+        let needs_snapshot = missing_records > 0 && purged.is_some_and(|p| first_missing <= p);
+        let missing_bytes = match committed {
+            Some(c) if missing_records > 0 => (self.log_bytes)(first_missing..=c).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the log to size what a node lacks");
+                0
+            }),
+            _ => 0,
+        };
+        Some(Lag {
+            committed_index: committed,
+            matched_index: matched,
+            missing_records,
+            missing_bytes,
+            needs_snapshot,
+            last_ack,
         })
     }
 
@@ -229,11 +308,22 @@ impl Consensus {
             // openraft stamps this with the send time of the request a quorum acknowledged,
             // which is what DESIGN §4's lease_until counts from.
             // Reading the ack's age last makes any skew move the ack earlier: never a longer lease.
-            last_quorum_ack: m.last_quorum_acked.as_ref().map(|at| {
-                let now = origin.elapsed();
-                now.saturating_sub(at.elapsed())
-            }),
+            // The only voter (after a forced recovery) is its own quorum, at every instant.
+            last_quorum_ack: if m.state == ServerState::Leader && self.is_sole_voter(&m) {
+                Some(origin.elapsed())
+            } else {
+                m.last_quorum_acked.as_ref().map(|at| {
+                    let now = origin.elapsed();
+                    now.saturating_sub(at.elapsed())
+                })
+            },
         }
+    }
+
+    /// Whether this node is the only voter of the effective membership.
+    fn is_sole_voter(&self, m: &openraft::RaftMetrics<TypeConfig>) -> bool {
+        let mut voters = m.membership_config.membership().voter_ids();
+        voters.next() == Some(self.cfg.node_id) && voters.next().is_none()
     }
 
     /// Resolves when Raft's metrics change; `false` once Raft stopped.
@@ -293,6 +383,38 @@ impl Consensus {
         m.state == ServerState::Leader && matched >= committed && heard.is_some_and(|t| t.elapsed() < within)
     }
 
+    /// How long this node has been without a quorum: as leader, since the last quorum ack;
+    /// otherwise since it last heard from a leader (or since start).
+    pub fn quorum_silence(&self) -> Duration {
+        let m = self.raft.metrics().borrow_watched().clone();
+        match (m.state, m.last_quorum_acked.as_ref()) {
+            (ServerState::Leader, Some(at)) => at.elapsed(),
+            _ => self.contact.last().elapsed(),
+        }
+    }
+
+    /// The voters of the effective membership.
+    pub fn voter_ids(&self) -> Vec<NodeId> {
+        let m = self.raft.metrics().borrow_watched().membership_config.clone();
+        m.membership().voter_ids().collect()
+    }
+
+    /// On the leader: bring `m` back as a voter: add it as a learner (waiting until it caught
+    /// up), then make the voters the current ones plus it.
+    pub async fn add_voter(&self, m: &crate::config::MemberConfig) -> Result<Vec<NodeId>, String> {
+        self.raft
+            .add_learner(m.id, member(m), true)
+            .await
+            .map_err(|e| format!("adding {} as a learner failed: {e}", m.name))?;
+        let mut voters: std::collections::BTreeSet<NodeId> = self.voter_ids().into_iter().collect();
+        voters.insert(m.id);
+        self.raft
+            .change_membership(voters.clone(), false)
+            .await
+            .map_err(|e| format!("making {} a voter failed: {e}", m.name))?;
+        Ok(voters.into_iter().collect())
+    }
+
     /// The leader this node knows of.
     pub fn current_leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow_watched().current_leader
@@ -313,6 +435,7 @@ impl Consensus {
     }
 
     fn member_infos(&self) -> Vec<MemberInfo> {
+        let voters = self.voter_ids();
         self.cfg
             .members
             .iter()
@@ -322,6 +445,7 @@ impl Consensus {
                 kind: m.role.to_string(),
                 peer_addr: m.peer_addr.clone(),
                 admin_addr: m.admin_addr.clone(),
+                voter: voters.contains(&m.id),
             })
             .collect()
     }
@@ -330,7 +454,11 @@ impl Consensus {
         let m = self.raft.metrics().borrow_watched().clone();
         let me = self.cfg.me();
         let leader_only = |v: Option<u64>| if m.state == ServerState::Leader { v } else { None };
-        let since_ack = leader_only(m.last_quorum_acked.as_ref().map(|at| at.elapsed().as_millis() as u64));
+        let since_ack = if m.state == ServerState::Leader && self.is_sole_voter(&m) {
+            Some(0)
+        } else {
+            leader_only(m.last_quorum_acked.as_ref().map(|at| at.elapsed().as_millis() as u64))
+        };
         let lease_ms = self.cfg.timers.lease.as_millis() as u64;
         let initialized = m.membership_config.membership().voter_ids().next().is_some();
         let state = self.state.read();

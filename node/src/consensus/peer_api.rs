@@ -25,7 +25,11 @@ use tandem_raft_store::Vote;
 use super::Consensus;
 use super::LeaderContact;
 use super::Raft;
+use openraft::async_runtime::WatchReceiver;
+use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
+use openraft::raft::VoteRequest;
+use tandem_raft_store::NodeId;
 
 /// Header that carries the cluster secret on every peer request.
 pub const SECRET_HEADER: &str = "x-tandem-cluster-secret";
@@ -93,11 +97,36 @@ fn reply<T: Serialize>(result: Result<T, RaftError<TypeConfig>>) -> Response {
     }
 }
 
+/// Once this node belongs to a cluster, Raft messages from nodes outside its membership are
+/// refused: after a forced single-node recovery, a returning node that still holds its old log
+/// must not disturb the recovered one (it rejoins with an empty data dir).
+fn refuse_non_member(raft: &Raft, sender: NodeId) -> Option<Response> {
+    let m = raft.metrics().borrow_watched().membership_config.clone();
+    let membership = m.membership();
+    if membership.voter_ids().next().is_none() || membership.get_node(&sender).is_some() {
+        return None;
+    }
+    tracing::warn!(
+        sender,
+        "Raft message from a node outside this cluster's membership refused; it must rejoin with an empty data dir"
+    );
+    Some(
+        (
+            StatusCode::FORBIDDEN,
+            format!("node {sender} is not a member of this cluster (after a forced recovery it must rejoin with an empty data dir)"),
+        )
+            .into_response(),
+    )
+}
+
 async fn append(State(s): State<PeerState>, body: Bytes) -> Response {
-    let req = match decode(&body) {
+    let req: AppendEntriesRequest<TypeConfig> = match decode(&body) {
         Ok(req) => req,
         Err(e) => return bad_request(e),
     };
+    if let Some(refused) = refuse_non_member(&s.raft, req.vote.leader_id().node_id) {
+        return refused;
+    }
     let result = s.raft.append_entries(req).await;
     if matches!(&result, Ok(resp) if !matches!(resp, AppendEntriesResponse::HigherVote(_))) {
         s.contact.touch();
@@ -106,15 +135,21 @@ async fn append(State(s): State<PeerState>, body: Bytes) -> Response {
 }
 
 async fn vote(State(s): State<PeerState>, body: Bytes) -> Response {
-    match decode(&body) {
-        Ok(req) => reply(s.raft.vote(req).await),
+    match decode::<VoteRequest<TypeConfig>>(&body) {
+        Ok(req) => match refuse_non_member(&s.raft, req.vote.leader_id().node_id) {
+            Some(refused) => refused,
+            None => reply(s.raft.vote(req).await),
+        },
         Err(e) => bad_request(e),
     }
 }
 
 async fn pre_vote(State(s): State<PeerState>, body: Bytes) -> Response {
-    match decode(&body) {
-        Ok(req) => reply(s.raft.pre_vote(req).await),
+    match decode::<VoteRequest<TypeConfig>>(&body) {
+        Ok(req) => match refuse_non_member(&s.raft, req.vote.leader_id().node_id) {
+            Some(refused) => refused,
+            None => reply(s.raft.pre_vote(req).await),
+        },
         Err(e) => bad_request(e),
     }
 }
@@ -124,6 +159,9 @@ async fn snapshot(State(s): State<PeerState>, body: Bytes) -> Response {
         Ok(req) => req,
         Err(e) => return bad_request(e),
     };
+    if let Some(refused) = refuse_non_member(&s.raft, vote.leader_id().node_id) {
+        return refused;
+    }
     let snapshot = Snapshot {
         meta,
         snapshot: Cursor::new(data),

@@ -3,7 +3,10 @@
 //!
 //! Build the release binaries first, then run:
 //! `cargo build --release --workspace --bins && target/release/tandem-bench`
-//! Options: `--sequential N` (default 2000), `--writers W` (64), `--seconds S` (10).
+//! Options: `--sequential N` (default 2000), `--writers W` (64), `--seconds S` (10),
+//! `--switchovers K` (20): planned switchovers under a sequential writer, reporting the longest
+//! gap between two acknowledged writes around each (the write pause) and the time from the
+//! request to the new active.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::AtomicU64;
@@ -12,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
+use tandem_client::api::SwitchoverRequest;
 use tandem_client::api::WriteTestRecord;
 use tandem_tests::Cluster;
 use tandem_tests::ClusterOptions;
@@ -128,13 +132,98 @@ fn main() -> anyhow::Result<()> {
         let pid = cluster.pid(n).expect("running");
         println!("RSS after load {n}: {:.1} MiB", rss_kib(pid) as f64 / 1024.0);
     }
+    let mut written = sequential + total;
+    written += switchover_pauses(&cluster, &rt, arg("--switchovers", 20));
     let s = cluster.wait_for("all applied", Duration::from_secs(30), |s| {
-        let expected = sequential + total;
-        s.agree_on_records(&["a", "b", "w"], expected)
+        s.agree_on_records(&["a", "b", "w"], written)
     })?;
     println!(
         "all three applied {} records with equal digests",
         s.get("a").unwrap().test_records
     );
     Ok(())
+}
+
+/// Planned switchovers under a sequential writer that follows the leader. Returns how many
+/// records were written.
+fn switchover_pauses(cluster: &Cluster, rt: &tokio::runtime::Runtime, rounds: u64) -> u64 {
+    let mut pauses = Vec::new();
+    let mut to_active = Vec::new();
+    let written = Arc::new(AtomicU64::new(0));
+    for round in 0..rounds {
+        let active = cluster
+            .wait_for("an active", Duration::from_secs(10), |s| {
+                s.reachable().any(|n| n.active_epoch.is_some())
+            })
+            .expect("an active")
+            .reachable()
+            .find(|n| n.active_epoch.is_some())
+            .map(|n| n.name.clone())
+            .unwrap();
+        let other = if active == "a" { "b" } else { "a" };
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = {
+            let (stop, acks, written) = (stop.clone(), acks.clone(), written.clone());
+            let clients =
+                [cluster.client(&active), cluster.client(other)].map(|c| c.with_timeout(Duration::from_secs(2)));
+            rt.spawn(async move {
+                let mut target = 0;
+                let mut id = 10_000_000 * (round + 1);
+                while !stop.load(Ordering::Relaxed) {
+                    let req = WriteTestRecord {
+                        id,
+                        payload: "0123456789abcdef".into(),
+                    };
+                    match clients[target].write_test_record(&req).await {
+                        Ok(_) => {
+                            acks.lock().unwrap().push(Instant::now());
+                            written.fetch_add(1, Ordering::Relaxed);
+                            id += 1;
+                        }
+                        Err(_) => {
+                            target = 1 - target;
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        let requested = Instant::now();
+        rt.block_on(cluster.client(&active).switchover(&SwitchoverRequest { to: None }))
+            .expect("switchover");
+        cluster
+            .wait_for("the other node active", Duration::from_secs(10), |s| {
+                s.get(other).is_some_and(|n| n.active_epoch.is_some())
+            })
+            .expect("new active");
+        to_active.push(requested.elapsed());
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        rt.block_on(writer).expect("writer");
+        let acks = acks.lock().unwrap();
+        let pause = acks
+            .windows(2)
+            .filter(|w| w[1] >= requested)
+            .map(|w| w[1] - w[0])
+            .max()
+            .expect("writes around the switchover");
+        pauses.push(pause);
+    }
+    if rounds == 0 {
+        return 0;
+    }
+    pauses.sort();
+    to_active.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "{rounds} planned switchovers: write pause p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; request to new active (as polled) p50 {:.0} ms, max {:.0} ms",
+        ms(percentile(&pauses, 0.50)),
+        ms(percentile(&pauses, 0.99)),
+        ms(*pauses.last().unwrap()),
+        ms(percentile(&to_active, 0.50)),
+        ms(*to_active.last().unwrap()),
+    );
+    written.load(Ordering::Relaxed)
 }
