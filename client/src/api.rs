@@ -226,3 +226,59 @@ pub struct AuditInfo {
     pub action: String,
     pub detail: String,
 }
+
+/// `GET /v1/resources`: what this node holds and what its scripts did lately.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourcesInfo {
+    pub node: String,
+    pub vips: Vec<VipInfo>,
+    pub scripts: Vec<ScriptInfo>,
+    /// The script running right now, if any.
+    pub running: Option<RunningScript>,
+    /// The latest script runs, oldest first.
+    pub recent: Vec<ScriptRun>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipInfo {
+    pub name: String,
+    /// `ADDRESS/PREFIX`.
+    pub address: String,
+    pub interface: String,
+    /// This node holds it (it is the active and took its identity).
+    pub held: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScriptInfo {
+    pub name: String,
+    pub check: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningScript {
+    pub resource: String,
+    /// `acquire`, `release` or `check`.
+    pub action: String,
+    pub running_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScriptRun {
+    pub resource: String,
+    pub action: String,
+    pub epoch: u64,
+    /// Milliseconds since the Unix epoch at the start.
+    pub started_at_ms: u64,
+    pub duration_ms: u64,
+    /// `ok`, `exit status: N`, `timed out`, `cancelled by operator`, …
+    pub outcome: String,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// `POST /v1/resources/cancel`: what was cancelled (nothing if no script was running).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelResult {
+    pub cancelled: Option<RunningScript>,
+}

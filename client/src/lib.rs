@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::api::ApiError;
 use crate::api::AuditInfo;
+use crate::api::CancelResult;
 use crate::api::FailoverReport;
 use crate::api::FailoverRequest;
 use crate::api::InitResult;
@@ -27,6 +28,7 @@ use crate::api::RecoverRequest;
 use crate::api::RecoverResult;
 use crate::api::RejoinRequest;
 use crate::api::RejoinResult;
+use crate::api::ResourcesInfo;
 use crate::api::SwitchoverRequest;
 use crate::api::SwitchoverResult;
 use crate::api::WriteTestRecord;
@@ -123,6 +125,14 @@ impl Client {
 
     pub async fn rejoin(&self, req: &RejoinRequest) -> Result<RejoinResult, ClientError> {
         self.call("POST", "/v1/cluster/rejoin", Some(req)).await
+    }
+
+    pub async fn resources(&self) -> Result<ResourcesInfo, ClientError> {
+        self.call::<(), _>("GET", "/v1/resources", None).await
+    }
+
+    pub async fn cancel_script(&self) -> Result<CancelResult, ClientError> {
+        self.call::<(), _>("POST", "/v1/resources/cancel", None).await
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(

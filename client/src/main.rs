@@ -88,6 +88,19 @@ enum Cmd {
     },
     /// After a forced recovery: make NODE, started with an empty data dir, a voter again.
     Rejoin { node: String },
+    /// Show a node's resources (VIPs, scripts), the script running now and the latest runs;
+    /// --cancel kills the running script (a hung acquire, check or release).
+    Resources {
+        /// The node to ask (default: the active).
+        #[arg(long)]
+        node: Option<String>,
+        /// Cancel the script running now on that node.
+        #[arg(long)]
+        cancel: bool,
+        /// How many of the latest runs to show.
+        #[arg(long, default_value_t = 10)]
+        last: usize,
+    },
     /// Turn maintenance mode on or off (pauses automatic actions; checks keep reporting).
     Maintenance {
         #[arg(value_parser = ["on", "off"])]
@@ -136,6 +149,7 @@ async fn main() -> ExitCode {
             node,
         } => recover(&cli, timeout, node, *force_single_node).await,
         Cmd::Rejoin { node } => rejoin(&cli, timeout, node).await,
+        Cmd::Resources { node, cancel, last } => resources(&cli, timeout, node.as_deref(), *cancel, *last).await,
         Cmd::Failover {
             to,
             force,
@@ -455,6 +469,83 @@ async fn recover(cli: &Cli, timeout: Duration, node: &str, force_single_node: bo
             "{} is restarting as a one-voter cluster; it activates once it leads (tandemctl status)",
             r.node
         );
+    }
+    Ok(())
+}
+
+async fn resources(cli: &Cli, timeout: Duration, node: Option<&str>, cancel: bool, last: usize) -> anyhow::Result<()> {
+    let target = match node {
+        None => find_active(cli, timeout, "show resources of").await?,
+        Some(name) => {
+            let first = first_answer(&cli.nodes, timeout).await?;
+            first
+                .members
+                .into_iter()
+                .find(|m| m.name == name)
+                .ok_or_else(|| anyhow::anyhow!("no member is named {name:?}"))?
+        }
+    };
+    let client = Client::new(target.admin_addr.clone()).with_timeout(timeout);
+    if cancel {
+        let r = client.cancel_script().await?;
+        if cli.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            match r.cancelled {
+                Some(c) => println!(
+                    "cancelled {} of {} on {} after {} ms (its process group was killed)",
+                    c.action, c.resource, target.name, c.running_ms
+                ),
+                None => println!("no script is running on {}", target.name),
+            }
+        }
+        return Ok(());
+    }
+    let r = client.resources().await?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!("resources of {}:", r.node);
+    for v in &r.vips {
+        println!(
+            "  vip     {:12} {} on {}{}",
+            v.name,
+            v.address,
+            v.interface,
+            if v.held { "  (held)" } else { "" }
+        );
+    }
+    for sc in &r.scripts {
+        println!(
+            "  script  {:12} {}",
+            sc.name,
+            sc.check
+                .as_deref()
+                .map_or("no check".to_string(), |c| format!("check: {c}"))
+        );
+    }
+    match &r.running {
+        Some(run) => println!("running: {} of {} for {} ms", run.action, run.resource, run.running_ms),
+        None => println!("running: nothing"),
+    }
+    let shown = r.recent.len().saturating_sub(last);
+    if !r.recent[shown..].is_empty() {
+        println!("latest runs:");
+    }
+    for run in &r.recent[shown..] {
+        println!(
+            "  {}  {:8} {:12} epoch {:<4} {:>6} ms  {}",
+            utc(run.started_at_ms),
+            run.action,
+            run.resource,
+            run.epoch,
+            run.duration_ms,
+            run.outcome
+        );
+        for line in run.stdout.lines().chain(run.stderr.lines()).take(5) {
+            println!("      | {line}");
+        }
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ use axum::Json;
 use axum::Router;
 use tandem_client::api::ApiError;
 use tandem_client::api::AuditInfo;
+use tandem_client::api::CancelResult;
 use tandem_client::api::FailoverReport;
 use tandem_client::api::FailoverRequest;
 use tandem_client::api::InitResult;
@@ -27,8 +28,11 @@ use tandem_client::api::RecoverRequest;
 use tandem_client::api::RecoverResult;
 use tandem_client::api::RejoinRequest;
 use tandem_client::api::RejoinResult;
+use tandem_client::api::ResourcesInfo;
+use tandem_client::api::ScriptInfo;
 use tandem_client::api::SwitchoverRequest;
 use tandem_client::api::SwitchoverResult;
+use tandem_client::api::VipInfo;
 use tandem_client::api::WriteTestRecord;
 use tandem_client::api::WriteTestRecordResult;
 use tandem_raft_store::records::validate;
@@ -47,6 +51,8 @@ use crate::consensus::ProposeError;
 use crate::failover::driver::Failover;
 use crate::recovery;
 use crate::recovery::RECOVER_SILENCE_MIN;
+use crate::resources::vip::Identity;
+use crate::resources::ResourceAgent;
 
 /// Largest admin request body.
 pub const ADMIN_BODY_MAX_BYTES: usize = 256 * 1024;
@@ -58,9 +64,17 @@ pub struct AdminState {
     pub failover: Failover,
     /// Ends the node's run so that the process starts again in place.
     pub restart: Arc<Notify>,
+    pub identity: Arc<Identity>,
+    pub agent: Arc<ResourceAgent>,
 }
 
-pub fn router(consensus: Consensus, failover: Failover, restart: Arc<Notify>) -> Router {
+pub fn router(
+    consensus: Consensus,
+    failover: Failover,
+    restart: Arc<Notify>,
+    identity: Arc<Identity>,
+    agent: Arc<ResourceAgent>,
+) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/cluster/init", post(init))
@@ -68,6 +82,8 @@ pub fn router(consensus: Consensus, failover: Failover, restart: Arc<Notify>) ->
         .route("/v1/switchover", post(switchover))
         .route("/v1/failover", post(forced_failover))
         .route("/v1/recover", post(recover))
+        .route("/v1/resources", get(resources))
+        .route("/v1/resources/cancel", post(cancel_script))
         .route("/v1/cluster/rejoin", post(rejoin))
         .route("/v1/policies", get(get_policies).put(put_policies))
         .route("/v1/audit", get(audit))
@@ -80,6 +96,8 @@ pub fn router(consensus: Consensus, failover: Failover, restart: Arc<Notify>) ->
             consensus,
             failover,
             restart,
+            identity,
+            agent,
         })
 }
 
@@ -316,6 +334,52 @@ async fn wait_for_leader(app: &AdminState, target: &MemberConfig) -> Result<(), 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// What this node holds and what its scripts did lately.
+async fn resources(State(app): State<AdminState>) -> Json<ResourcesInfo> {
+    let held = app.identity.is_held();
+    Json(ResourcesInfo {
+        node: app.consensus.config().me().name.clone(),
+        vips: app
+            .consensus
+            .config()
+            .vips
+            .iter()
+            .map(|v| VipInfo {
+                name: v.name.clone(),
+                address: format!("{}/{}", v.address, v.prefix),
+                interface: v.interface.clone(),
+                held,
+            })
+            .collect(),
+        scripts: app
+            .agent
+            .resources()
+            .iter()
+            .map(|r| ScriptInfo {
+                name: r.name.clone(),
+                check: r.check.as_ref().map(|c| c.command.clone()),
+            })
+            .collect(),
+        running: app.agent.running(),
+        recent: app.agent.recent_runs(),
+    })
+}
+
+/// Cancel the script running on this node (a hung acquire, check or release): its process
+/// group is killed and the run fails as cancelled; the controller reacts as to any failure.
+async fn cancel_script(State(app): State<AdminState>) -> Json<CancelResult> {
+    let cancelled = app.agent.cancel();
+    if let Some(c) = &cancelled {
+        audit_action(
+            &app,
+            "cancel-script",
+            format!("{} of {} after {} ms", c.action, c.resource, c.running_ms),
+        )
+        .await;
+    }
+    Json(CancelResult { cancelled })
 }
 
 /// Make this data node the only voter, when both other members are gone for good

@@ -76,6 +76,12 @@ enum RawResource {
         acquire_timeout_ms: u64,
         #[serde(default = "default_script_timeout_ms")]
         release_timeout_ms: u64,
+        /// Optional: exits 0 while the resource is healthy; run periodically while held.
+        check: Option<String>,
+        #[serde(default = "default_check_interval_ms")]
+        check_interval_ms: u64,
+        #[serde(default = "default_script_timeout_ms")]
+        check_timeout_ms: u64,
     },
     Vip {
         name: String,
@@ -88,6 +94,13 @@ enum RawResource {
 fn default_script_timeout_ms() -> u64 {
     5_000
 }
+
+fn default_check_interval_ms() -> u64 {
+    5_000
+}
+
+/// Shortest interval between two checks of a resource.
+pub const CHECK_INTERVAL_MIN_MS: u64 = 100;
 
 /// Most resources one node may hold.
 pub const RESOURCES_MAX: usize = 32;
@@ -120,6 +133,16 @@ pub struct ResourceConfig {
     pub release: String,
     pub acquire_timeout: Duration,
     pub release_timeout: Duration,
+    /// Run every `check_interval` while held; a failure starts the resources over.
+    pub check: Option<Check>,
+}
+
+/// A resource's health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub command: String,
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -522,6 +545,7 @@ fn validate_resources(raw: Vec<RawResource>) -> Result<(Vec<VipConfig>, Vec<Reso
         if !names.insert(name.clone()) {
             return Err(err(key("name"), format!("duplicate resource name {name:?}")));
         }
+        let check_spec;
         let (acquire, release, acquire_timeout_ms, release_timeout_ms) = match r {
             RawResource::Vip { address, interface, .. } => {
                 if !out.is_empty() {
@@ -548,8 +572,42 @@ fn validate_resources(raw: Vec<RawResource>) -> Result<(Vec<VipConfig>, Vec<Reso
                 release,
                 acquire_timeout_ms,
                 release_timeout_ms,
+                check,
+                check_interval_ms,
+                check_timeout_ms,
                 ..
-            } => (acquire, release, acquire_timeout_ms, release_timeout_ms),
+            } => {
+                check_spec = check.map(|c| (c, check_interval_ms, check_timeout_ms));
+                (acquire, release, acquire_timeout_ms, release_timeout_ms)
+            }
+        };
+        let check = match check_spec {
+            None => None,
+            Some((command, interval_ms, timeout_ms)) => {
+                if command.trim().is_empty() {
+                    return Err(err(key("check"), "must be a shell command (or leave check out)"));
+                }
+                if command.len() > RESOURCE_COMMAND_MAX_BYTES {
+                    return Err(err(
+                        key("check"),
+                        format!("is longer than RESOURCE_COMMAND_MAX_BYTES ({RESOURCE_COMMAND_MAX_BYTES})"),
+                    ));
+                }
+                if interval_ms < CHECK_INTERVAL_MIN_MS {
+                    return Err(err(
+                        key("check_interval_ms"),
+                        format!("{interval_ms} is below CHECK_INTERVAL_MIN_MS ({CHECK_INTERVAL_MIN_MS})"),
+                    ));
+                }
+                if timeout_ms == 0 {
+                    return Err(err(key("check_timeout_ms"), "must be greater than 0"));
+                }
+                Some(Check {
+                    command,
+                    interval: Duration::from_millis(interval_ms),
+                    timeout: Duration::from_millis(timeout_ms),
+                })
+            }
         };
         for (field, cmd) in [("acquire", &acquire), ("release", &release)] {
             if cmd.trim().is_empty() {
@@ -576,6 +634,7 @@ fn validate_resources(raw: Vec<RawResource>) -> Result<(Vec<VipConfig>, Vec<Reso
             release,
             acquire_timeout: Duration::from_millis(acquire_timeout_ms),
             release_timeout: Duration::from_millis(release_timeout_ms),
+            check,
         });
     }
     Ok((vips, out))
@@ -937,6 +996,44 @@ admin_addr = "127.0.0.1:7103"
         let e = parse(&format!("{GOOD}{many}")).unwrap_err();
         assert_eq!(e.key, format!("resources[{VIPS_MAX}].type"));
         assert!(e.message.contains("VIPS_MAX"), "{e}");
+    }
+
+    #[test]
+    fn a_script_check_loads_with_defaults_and_bad_ones_name_their_key() {
+        let with_check = APP.replace(
+            "release_timeout_ms = 800",
+            "release_timeout_ms = 800\ncheck = \"pidof app\"",
+        );
+        let c = parse(&format!("{GOOD}{with_check}")).unwrap();
+        assert_eq!(
+            c.resources[0].check,
+            Some(Check {
+                command: "pidof app".into(),
+                interval: Duration::from_secs(5),
+                timeout: Duration::from_secs(5),
+            })
+        );
+        assert!(parse(&format!("{GOOD}{APP}")).unwrap().resources[0].check.is_none());
+        let bad = |extra: &str| {
+            key_of(&format!(
+                "{GOOD}{}",
+                APP.replace(
+                    "release_timeout_ms = 800",
+                    &format!("release_timeout_ms = 800\n{extra}")
+                )
+            ))
+        };
+        assert_eq!(bad("check = \" \""), "resources[0].check");
+        assert_eq!(
+            bad("check = \"true\"\ncheck_interval_ms = 99"),
+            "resources[0].check_interval_ms"
+        );
+        assert_eq!(
+            bad("check = \"true\"\ncheck_timeout_ms = 0"),
+            "resources[0].check_timeout_ms"
+        );
+        let long = "x".repeat(RESOURCE_COMMAND_MAX_BYTES + 1);
+        assert_eq!(bad(&format!("check = \"{long}\"")), "resources[0].check");
     }
 
     #[test]

@@ -138,14 +138,14 @@ async fn run_node(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> 
     let failover_driver = tokio::spawn(failover::driver::run(
         consensus.clone(),
         failover.clone(),
-        identity,
-        agent,
+        identity.clone(),
+        agent.clone(),
         stop_rx.clone(),
     ));
     let restart = Arc::new(tokio::sync::Notify::new());
     let admin_server = serve(
         admin_listener,
-        admin::router(consensus.clone(), failover, restart.clone()),
+        admin::router(consensus.clone(), failover, restart.clone(), identity, agent),
         "admin",
     );
     if cfg.data_dir.join(recovery::DONE_FILE).exists() {

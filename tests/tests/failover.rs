@@ -421,3 +421,99 @@ fn a_forced_failover_reports_what_the_target_lacks_and_acts_only_when_told() {
         "{trail:?}"
     );
 }
+
+#[test]
+fn a_failing_check_starts_the_resources_over_and_a_hung_acquire_can_be_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, broken, hang) = (
+        dir.path().join("ledger"),
+        dir.path().join("broken"),
+        dir.path().join("hang"),
+    );
+    let data_config = format!(
+        "[[resources]]\ntype = \"script\"\nname = \"app\"\nacquire = \"if [ -e {hang} ]; then echo hanging; sleep 60; fi; echo acquire $TANDEM_NODE >> {ledger}\"\nrelease = \"echo release $TANDEM_NODE >> {ledger}\"\nacquire_timeout_ms = 120000\nrelease_timeout_ms = 1000\ncheck = \"! test -e {broken}\"\ncheck_interval_ms = 200\n",
+        hang = hang.display(),
+        ledger = ledger.display(),
+        broken = broken.display()
+    );
+    let cluster = Cluster::start_initialized(ClusterOptions {
+        data_config,
+        ..Default::default()
+    })
+    .unwrap();
+    let active = wait_active(&cluster, None);
+    let nodes = ["a", "b", "w"].map(|n| cluster.spec(n).admin_addr()).join(",");
+    let ctl = |args: &[&str]| {
+        let out = tandem_tests::tandemctl()
+            .args(["--nodes", &nodes])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let lines = || -> Vec<String> {
+        std::fs::read_to_string(&ledger)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let count = |what: &str| lines().iter().filter(|l| **l == format!("{what} {active}")).count();
+    let acquires = || count("acquire");
+    cluster
+        .wait_for("the first acquire", SETTLE, |_| acquires() == 1)
+        .unwrap();
+    let releases = count("release"); // the one every node runs at start
+
+    // The check fails: the resources are released and acquired again, on the same active.
+    std::fs::write(&broken, "").unwrap();
+    cluster
+        .wait_for("a release after the failed check", SETTLE, |_| {
+            count("release") > releases
+        })
+        .unwrap();
+    std::fs::remove_file(&broken).unwrap();
+    cluster
+        .wait_for("the acquire again", SETTLE, |_| acquires() >= 2)
+        .unwrap_or_else(|e| panic!("{e}\nledger: {:?}\n{}", lines(), ctl(&["resources"])));
+    assert_eq!(active_node(&cluster), Some(active), "the identity stayed where it was");
+
+    // The next acquire hangs; the operator cancels it, and the resources start over.
+    std::fs::write(&hang, "").unwrap();
+    std::fs::write(&broken, "").unwrap();
+    cluster
+        .wait_for("a hung acquire", SETTLE, |_| {
+            ctl(&["resources"]).contains("running: acquire of app")
+        })
+        .unwrap();
+    std::fs::remove_file(&broken).unwrap();
+    std::fs::remove_file(&hang).unwrap();
+    let before = acquires();
+    let text = ctl(&["resources", "--cancel"]);
+    assert!(
+        text.contains(&format!("cancelled acquire of app on {active}")),
+        "{text}"
+    );
+    cluster
+        .wait_for("the acquire after the cancel", SETTLE, |_| acquires() > before)
+        .unwrap();
+    let text = ctl(&["--json", "resources"]);
+    let info: tandem_client::api::ResourcesInfo = serde_json::from_str(&text).unwrap();
+    let cancelled = info
+        .recent
+        .iter()
+        .find(|r| r.outcome.contains("cancelled by the operator"))
+        .unwrap_or_else(|| panic!("the cancelled run is kept: {info:#?}"));
+    assert_eq!(cancelled.action, "acquire");
+    assert!(
+        cancelled.stdout.contains("hanging"),
+        "its output is kept: {cancelled:?}"
+    );
+    assert!(info.recent.iter().any(|r| r.action == "check" && r.outcome != "ok"));
+    assert!(ctl(&["audit"]).contains("cancel-script"));
+}

@@ -88,6 +88,8 @@ pub enum Input {
     Committed(Option<Activation>),
     /// The resource agent finished acquiring for `epoch`: all resources (`ok`) or not.
     Acquired { epoch: Epoch, ok: bool },
+    /// A held resource's check failed in `epoch`.
+    CheckFailed { epoch: Epoch },
     /// The resource agent finished releasing every resource.
     Released { ok: bool },
     /// Operator: hand the service to `to` (planned switchover; the caller checked `to` is synced).
@@ -129,6 +131,10 @@ pub enum ControllerEvent {
         takeover_at: Duration,
     },
     AcquireFailed {
+        epoch: Epoch,
+    },
+    /// A held resource's check failed: everything is released and acquired again.
+    CheckFailed {
         epoch: Epoch,
     },
     ReleaseFailed,
@@ -226,6 +232,14 @@ impl Controller {
         self.active_epoch(now).is_some_and(|e| self.identity_held == Some(e))
     }
 
+    /// The epoch the resources are held in (all acquired), if they are.
+    pub fn resources_held(&self) -> Option<Epoch> {
+        match self.resources {
+            Resources::Held(e) => Some(e),
+            _ => None,
+        }
+    }
+
     /// Whether the identity's lifetime may be renewed now: this node serves, and the quorum
     /// acknowledgement its lease counts from was sent at most `window` ago. Renewing only then
     /// bounds the last renewal by `lease_end − (lease − window)`, which the standby's
@@ -269,6 +283,14 @@ impl Controller {
                         effects.push(Effect::ReleaseResources);
                         self.resources = Resources::Releasing;
                     }
+                }
+            }
+            Input::CheckFailed { epoch } => {
+                if self.resources == Resources::Held(epoch) {
+                    // Level-triggered: start the resources over, as after a failed acquire.
+                    effects.push(Effect::Event(ControllerEvent::CheckFailed { epoch }));
+                    effects.push(Effect::ReleaseResources);
+                    self.resources = Resources::Releasing;
                 }
             }
             Input::Released { ok } => {
@@ -747,6 +769,25 @@ mod tests {
         assert_eq!(c.step(ms(3), Input::Tick), vec![], "no acquire while the release runs");
         assert_eq!(
             c.step(ms(4), Input::Released { ok: true }),
+            vec![Effect::AcquireResources { epoch: 5 }]
+        );
+    }
+
+    #[test]
+    fn a_failed_check_starts_the_resources_over() {
+        let mut c = active_at_epoch_5();
+        // A check result from an older epoch is ignored.
+        assert_eq!(c.step(ms(5), Input::CheckFailed { epoch: 4 }), vec![]);
+        assert_eq!(
+            c.step(ms(10), Input::CheckFailed { epoch: 5 }),
+            vec![
+                Effect::Event(ControllerEvent::CheckFailed { epoch: 5 }),
+                Effect::ReleaseResources,
+            ]
+        );
+        assert!(c.serves(ms(10)), "the identity stays: only the resources start over");
+        assert_eq!(
+            c.step(ms(20), Input::Released { ok: true }),
             vec![Effect::AcquireResources { epoch: 5 }]
         );
     }

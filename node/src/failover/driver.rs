@@ -103,6 +103,11 @@ impl Failover {
         self.lock().may_renew_identity(now, VIP_RENEW_WINDOW)
     }
 
+    /// The epoch the resources are held in, if all are acquired.
+    pub fn resources_held(&self) -> Option<Epoch> {
+        self.lock().resources_held()
+    }
+
     /// The epoch this node is active in right now, if it is.
     pub fn active_epoch(&self) -> Option<Epoch> {
         let now = self.now();
@@ -148,6 +153,12 @@ pub async fn run(
         Input::Committed(seen_activation.clone()),
         Input::Raft(consensus.raft_view(failover.origin)),
     ];
+    let checks = tokio::spawn(check_loop(
+        agent.clone(),
+        failover.clone(),
+        results_tx.clone(),
+        shutdown.clone(),
+    ));
     let act = |effects| carry_out(&consensus, &identity, &agent, &results_tx, effects);
     let mut renewed_at = Instant::now();
     for input in first {
@@ -189,11 +200,60 @@ pub async fn run(
         }
     }
     // Stopping: nothing is served from here on; let go of every resource.
+    checks.abort();
     identity.drop_now();
     if let Err(e) = agent.release().await {
         tracing::error!(error = %e, "releasing resources at shutdown failed");
     }
     tracing::info!("failover driver stopped; holding nothing");
+}
+
+/// How often the check schedule is looked at.
+pub const CHECK_TICK: Duration = Duration::from_millis(50);
+
+/// While the resources are held, run each configured check every `check.interval`; a failure
+/// is reported to the controller, which starts the resources over.
+async fn check_loop(
+    agent: Arc<ResourceAgent>,
+    failover: Failover,
+    results: mpsc::Sender<Input>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut held_in = None;
+    let mut next = vec![Instant::now(); agent.resources().len()];
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(CHECK_TICK) => {}
+            _ = shutdown.changed() => return,
+        }
+        let held = failover.resources_held();
+        if held != held_in {
+            held_in = held;
+            // The first check one interval after the acquire.
+            for (i, r) in agent.resources().iter().enumerate() {
+                next[i] = Instant::now() + r.check.as_ref().map_or(Duration::ZERO, |c| c.interval);
+            }
+        }
+        let Some(epoch) = held else { continue };
+        for (i, due) in next.iter_mut().enumerate() {
+            let Some(check) = &agent.resources()[i].check else {
+                continue;
+            };
+            if Instant::now() < *due {
+                continue;
+            }
+            match agent.check(i, epoch).await {
+                None => {} // an acquire or release is running: try again next tick
+                Some(Ok(())) => *due = Instant::now() + check.interval,
+                Some(Err(e)) => {
+                    tracing::warn!(%epoch, error = %e, "resource check failed; starting the resources over");
+                    *due = Instant::now() + check.interval;
+                    let _ = results.send(Input::CheckFailed { epoch }).await;
+                    break;
+                }
+            }
+        }
+    }
 }
 
 fn carry_out(

@@ -1,10 +1,14 @@
 //! The ordered resources after the VIPs: **script** resources, an `acquire` and a `release`
 //! shell command run with `/bin/sh -c`, each under its timeout, in its own process group, with
 //! `TANDEM_NODE`, `TANDEM_ROLE`, `TANDEM_EPOCH` and `TANDEM_ACTION` in the environment; output is
-//! logged. A release that overruns is escalated: its process group is killed; if it still does
-//! not end, the node process stops (DESIGN §4), since holding on would break the release budget
-//! a new active counts on.
+//! logged and kept (the last [`SCRIPT_RUNS_KEPT`] runs) for `GET /v1/resources`. A release
+//! that overruns is escalated: its process group is killed; if it still does not end, the node
+//! process stops (DESIGN §4), since holding on would break the release budget a new active
+//! counts on. An optional `check` command runs periodically while the resources are held; the
+//! script running at any moment can be cancelled through the API (its process group is killed
+//! and the run fails as "cancelled by operator").
 
+use std::collections::VecDeque;
 use std::process::Stdio;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::AtomicU64;
@@ -12,6 +16,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tandem_client::api::RunningScript;
+use tandem_client::api::ScriptRun;
 use tandem_raft_store::Epoch;
 use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
@@ -22,6 +28,8 @@ use crate::config::ResourceConfig;
 pub const SCRIPT_OUTPUT_MAX_BYTES: usize = 16 * 1024;
 /// After killing an overrunning release's process group, how long it may take to go.
 pub const KILL_GRACE: Duration = Duration::from_secs(1);
+/// Script runs kept for `GET /v1/resources`.
+pub const SCRIPT_RUNS_KEPT: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
@@ -46,6 +54,17 @@ pub enum ResourceError {
     },
     #[error("acquire cancelled by a release")]
     Cancelled,
+    #[error("resource {name}: {action} cancelled by the operator; its process group was killed")]
+    CancelledByOperator { name: String, action: &'static str },
+}
+
+/// The script running now.
+struct Running {
+    resource: String,
+    action: &'static str,
+    pgid: Option<u32>,
+    started: tokio::time::Instant,
+    cancelled: Arc<AtomicBool>,
 }
 
 /// Runs the configured resources. Operations are serialized: a release waits for an acquire in
@@ -57,6 +76,8 @@ pub struct ResourceAgent {
     release_waiting: AtomicBool,
     /// Epoch of the last acquire, passed to release scripts as `TANDEM_EPOCH`.
     last_epoch: AtomicU64,
+    running: std::sync::Mutex<Option<Running>>,
+    runs: std::sync::Mutex<VecDeque<ScriptRun>>,
 }
 
 impl ResourceAgent {
@@ -67,7 +88,56 @@ impl ResourceAgent {
             busy: Mutex::new(()),
             release_waiting: AtomicBool::new(false),
             last_epoch: AtomicU64::new(0),
+            running: std::sync::Mutex::new(None),
+            runs: std::sync::Mutex::new(VecDeque::new()),
         })
+    }
+
+    pub fn resources(&self) -> &[ResourceConfig] {
+        &self.resources
+    }
+
+    /// The script running now, if any.
+    pub fn running(&self) -> Option<RunningScript> {
+        self.running
+            .lock()
+            .expect("running lock")
+            .as_ref()
+            .map(|r| RunningScript {
+                resource: r.resource.clone(),
+                action: r.action.to_string(),
+                running_ms: r.started.elapsed().as_millis() as u64,
+            })
+    }
+
+    /// The latest script runs, oldest first.
+    pub fn recent_runs(&self) -> Vec<ScriptRun> {
+        self.runs.lock().expect("runs lock").iter().cloned().collect()
+    }
+
+    /// Cancel the script running now: kill its process group. Returns what was cancelled.
+    pub fn cancel(&self) -> Option<RunningScript> {
+        let running = self.running.lock().expect("running lock");
+        let r = running.as_ref()?;
+        r.cancelled.store(true, Ordering::SeqCst);
+        kill_group(r.pgid);
+        tracing::warn!(resource = %r.resource, action = r.action, "script cancelled by the operator");
+        Some(RunningScript {
+            resource: r.resource.clone(),
+            action: r.action.to_string(),
+            running_ms: r.started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Run resource `i`'s check, unless an acquire or release is running (`None`: try later).
+    pub async fn check(&self, i: usize, epoch: Epoch) -> Option<Result<(), ResourceError>> {
+        let r = self.resources.get(i)?;
+        let check = r.check.as_ref()?;
+        let _turn = self.busy.try_lock().ok()?;
+        if self.release_waiting.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(self.run(r, "check", &check.command, check.timeout, epoch).await)
     }
 
     /// Acquire every resource in order; stops at the first failure.
@@ -111,7 +181,10 @@ impl ResourceAgent {
         timeout: Duration,
         epoch: Epoch,
     ) -> Result<(), ResourceError> {
-        let role = if action == "acquire" { "active" } else { "standby" };
+        let role = if action == "release" { "standby" } else { "active" };
+        let started_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let mut child = tokio::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(command)
@@ -132,6 +205,62 @@ impl ResourceAgent {
                 source,
             })?;
         let pgid = child.id();
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let started = tokio::time::Instant::now();
+        *self.running.lock().expect("running lock") = Some(Running {
+            resource: r.name.clone(),
+            action,
+            pgid,
+            started,
+            cancelled: cancelled.clone(),
+        });
+        let result = self.wait_for(r, action, timeout, &mut child, pgid, &cancelled).await;
+        *self.running.lock().expect("running lock") = None;
+        let (result, out, err) = result;
+        let outcome = match &result {
+            Ok(status) if status.success() => "ok".to_string(),
+            Ok(status) => status.to_string(),
+            Err(e) => e.to_string(),
+        };
+        self.record(ScriptRun {
+            resource: r.name.clone(),
+            action: action.to_string(),
+            epoch,
+            started_at_ms,
+            duration_ms: started.elapsed().as_millis() as u64,
+            outcome,
+            stdout: out,
+            stderr: err.clone(),
+        });
+        match result? {
+            s if s.success() => Ok(()),
+            s => Err(ResourceError::Failed {
+                name: r.name.clone(),
+                action,
+                status: s.to_string(),
+                stderr: err.trim_end().to_string(),
+            }),
+        }
+    }
+
+    fn record(&self, run: ScriptRun) {
+        let mut runs = self.runs.lock().expect("runs lock");
+        if runs.len() == SCRIPT_RUNS_KEPT {
+            runs.pop_front();
+        }
+        runs.push_back(run);
+    }
+
+    /// Wait for a started script within `timeout`; returns its status and output.
+    async fn wait_for(
+        &self,
+        r: &ResourceConfig,
+        action: &'static str,
+        timeout: Duration,
+        child: &mut tokio::process::Child,
+        pgid: Option<u32>,
+        cancelled: &AtomicBool,
+    ) -> (Result<std::process::ExitStatus, ResourceError>, String, String) {
         let stdout = tokio::spawn(read_bounded(child.stdout.take()));
         let stderr = tokio::spawn(read_bounded(child.stderr.take()));
         let status = match tokio::time::timeout(timeout, child.wait()).await {
@@ -143,13 +272,14 @@ impl ResourceAgent {
                     tracing::error!(resource = %r.name, "release could not be stopped; stopping the node process");
                     std::process::exit(70);
                 }
-                stdout.abort();
-                stderr.abort();
-                return Err(ResourceError::TimedOut {
+                // Whatever it printed before the kill is still worth keeping.
+                let (out, err) = (collect(stdout).await, collect(stderr).await);
+                let timed_out = ResourceError::TimedOut {
                     name: r.name.clone(),
                     action,
                     timeout,
-                });
+                };
+                return (Err(timed_out), out, err);
             }
         };
         // A daemon started in the background may keep the pipes open: take what arrived.
@@ -158,20 +288,19 @@ impl ResourceAgent {
         if !out.is_empty() {
             tracing::info!(resource = %r.name, action, output = %out.trim_end(), "script output");
         }
-        match status {
-            Ok(s) if s.success() => Ok(()),
-            Ok(s) => Err(ResourceError::Failed {
+        let status = if cancelled.load(Ordering::SeqCst) {
+            Err(ResourceError::CancelledByOperator {
                 name: r.name.clone(),
                 action,
-                status: s.to_string(),
-                stderr: err.trim_end().to_string(),
-            }),
-            Err(source) => Err(ResourceError::Spawn {
+            })
+        } else {
+            status.map_err(|source| ResourceError::Spawn {
                 name: r.name.clone(),
                 action,
                 source,
-            }),
-        }
+            })
+        };
+        (status, out, err)
     }
 }
 
@@ -233,6 +362,7 @@ mod tests {
             release: release.into(),
             acquire_timeout: Duration::from_millis(timeout_ms),
             release_timeout: Duration::from_millis(timeout_ms),
+            check: None,
         }
     }
 
@@ -340,5 +470,68 @@ mod tests {
             .acquire(1)
             .await
             .expect("a megabyte of output does not block the script");
+    }
+
+    #[tokio::test]
+    async fn a_hung_acquire_is_cancelled_by_the_operator_and_the_run_is_kept() {
+        let agent = ResourceAgent::new(
+            "a".into(),
+            vec![script("stuck", "echo starting; sleep 30", "true", 60_000)],
+        );
+        let acquiring = {
+            let agent = agent.clone();
+            tokio::spawn(async move { agent.acquire(3).await })
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while agent.running().is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "the acquire started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let cancelled = agent.cancel().expect("something to cancel");
+        assert_eq!(
+            (cancelled.resource.as_str(), cancelled.action.as_str()),
+            ("stuck", "acquire")
+        );
+        let err = tokio::time::timeout(Duration::from_secs(5), acquiring)
+            .await
+            .expect("the cancel ends the acquire long before its timeout")
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(err, ResourceError::CancelledByOperator { .. }), "{err}");
+        assert!(agent.running().is_none());
+        assert!(agent.cancel().is_none(), "nothing left to cancel");
+        let runs = agent.recent_runs();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].epoch, 3);
+        assert!(runs[0].outcome.contains("cancelled by the operator"), "{:?}", runs[0]);
+    }
+
+    #[tokio::test]
+    async fn checks_run_with_the_active_environment_and_report_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("broken");
+        let mut r = script("app", "true", "true", 2000);
+        r.check = Some(crate::config::Check {
+            command: format!(
+                "test \"$TANDEM_ROLE $TANDEM_ACTION\" = 'active check' && ! test -e {}",
+                marker.display()
+            ),
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_secs(2),
+        });
+        let agent = ResourceAgent::new("a".into(), vec![r, script("plain", "true", "true", 2000)]);
+        agent.acquire(4).await.unwrap();
+        assert!(matches!(agent.check(0, 4).await, Some(Ok(()))));
+        assert!(agent.check(1, 4).await.is_none(), "no check configured");
+        std::fs::write(&marker, "").unwrap();
+        let failed = agent.check(0, 4).await.expect("ran").unwrap_err();
+        assert!(failed.to_string().contains("resource app: check exited"), "{failed}");
+        // Outputs and outcomes are kept, oldest first, up to SCRIPT_RUNS_KEPT.
+        for _ in 0..SCRIPT_RUNS_KEPT {
+            agent.check(0, 4).await;
+        }
+        let runs = agent.recent_runs();
+        assert_eq!(runs.len(), SCRIPT_RUNS_KEPT);
+        assert!(runs.iter().all(|r| r.action == "check"));
     }
 }
