@@ -191,6 +191,21 @@ impl Cluster {
         self.dir.path().join(format!("{name}.toml"))
     }
 
+    /// Run `tandemctl --nodes <all three> ARGS`; returns its exit code and its stdout followed
+    /// by its stderr.
+    pub fn ctl(&self, args: &[&str]) -> (Option<i32>, String) {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| n.admin_addr()).collect();
+        let out = tandemctl()
+            .args(["--nodes", &nodes.join(",")])
+            .args(args)
+            .output()
+            .expect("run tandemctl");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
     /// The node's data dir.
     pub fn data_dir(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)

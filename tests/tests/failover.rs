@@ -12,6 +12,12 @@ use tandem_tests::ClusterOptions;
 use tandem_tests::HealthSampler;
 use tandem_tests::PeerCut;
 
+/// `tandemctl` against all three nodes: whether it succeeded, and what it printed.
+fn ctl(cluster: &Cluster, args: &[&str]) -> (bool, String) {
+    let (code, text) = cluster.ctl(args);
+    (code == Some(0), text)
+}
+
 const SETTLE: Duration = Duration::from_secs(10);
 
 /// The one node answering `/health/active` with 200, if any; two at once fail the test.
@@ -246,18 +252,6 @@ fn a_planned_switchover_hands_the_service_over_in_order_and_refuses_what_it_cann
     .unwrap();
     let old = wait_active(&cluster, None);
     let standby = if old == "a" { "b" } else { "a" };
-    let nodes = ["a", "b", "w"].map(|n| cluster.spec(n).admin_addr()).join(",");
-    let ctl = |args: &[&str]| {
-        let out = tandem_tests::tandemctl()
-            .args(["--nodes", &nodes])
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
     cluster
         .wait_for("the standby is synced", SETTLE, |_| {
             http_status(&cluster.spec(standby).admin_addr(), "/health/standby") == Some(200)
@@ -265,12 +259,12 @@ fn a_planned_switchover_hands_the_service_over_in_order_and_refuses_what_it_cann
         .unwrap();
 
     // The witness is no target.
-    let (ok, text) = ctl(&["switchover", "--to", "w"]);
+    let (ok, text) = ctl(&cluster, &["switchover", "--to", "w"]);
     assert!(!ok && text.contains("bad_target"), "{text}");
 
     // Switch over: the old active releases before the new one acquires; never two actives.
     let sampler = HealthSampler::start(&cluster);
-    let (ok, text) = ctl(&["switchover"]);
+    let (ok, text) = ctl(&cluster, &["switchover"]);
     assert!(ok, "{text}");
     assert!(
         text.contains(&format!("switchover done: {old} released epoch")),
@@ -302,7 +296,7 @@ fn a_planned_switchover_hands_the_service_over_in_order_and_refuses_what_it_cann
     assert_eq!(code, Some(503));
     cluster.kill(old);
     std::thread::sleep(Duration::from_millis(500));
-    let (ok, text) = ctl(&["switchover"]);
+    let (ok, text) = ctl(&cluster, &["switchover"]);
     assert!(!ok && text.contains("standby_not_synced"), "{text}");
     assert_eq!(active_node(&cluster), Some(new), "a refused switchover changes nothing");
 }
@@ -351,18 +345,7 @@ fn a_forced_failover_reports_what_the_target_lacks_and_acts_only_when_told() {
     .unwrap();
     let active = wait_active(&cluster, None);
     let standby = if active == "a" { "b" } else { "a" };
-    let nodes = ["a", "b", "w"].map(|n| cluster.spec(n).admin_addr()).join(",");
-    let ctl = |args: &[&str]| {
-        let out = tandem_tests::tandemctl()
-            .args(["--nodes", &nodes])
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
+    let ctl = |args: &[&str]| cluster.ctl(args);
 
     // The standby is cut off while records are written: it lacks them.
     let cut = PeerCut::isolate(&cluster, standby);
@@ -442,19 +425,10 @@ fn a_failing_check_starts_the_resources_over_and_a_hung_acquire_can_be_cancelled
     })
     .unwrap();
     let active = wait_active(&cluster, None);
-    let nodes = ["a", "b", "w"].map(|n| cluster.spec(n).admin_addr()).join(",");
     let ctl = |args: &[&str]| {
-        let out = tandem_tests::tandemctl()
-            .args(["--nodes", &nodes])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
+        let (code, text) = cluster.ctl(args);
+        assert_eq!(code, Some(0), "{args:?}: {text}");
+        text
     };
     let lines = || -> Vec<String> {
         std::fs::read_to_string(&ledger)

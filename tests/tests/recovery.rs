@@ -8,6 +8,12 @@ use std::time::Instant;
 use tandem_tests::Cluster;
 use tandem_tests::ClusterOptions;
 
+/// `tandemctl` against all three nodes: whether it succeeded, and what it printed.
+fn ctl(cluster: &Cluster, args: &[&str]) -> (bool, String) {
+    let (code, text) = cluster.ctl(args);
+    (code == Some(0), text)
+}
+
 fn active_name(cluster: &Cluster) -> Option<String> {
     cluster
         .snapshot()
@@ -35,27 +41,15 @@ fn a_lone_survivor_serves_only_when_told_and_the_others_rejoin_empty() {
     for id in 0..10 {
         cluster.write(id, "before the loss").unwrap();
     }
-    let nodes = ["a", "b", "w"].map(|n| cluster.spec(n).admin_addr()).join(",");
-    let ctl = |args: &[&str]| {
-        let out = tandem_tests::tandemctl()
-            .args(["--nodes", &nodes])
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
 
     // Both other members are gone. The survivor's lease runs out and it never activates alone.
     cluster.kill(other);
     cluster.kill("w");
     let lost_at = Instant::now();
     std::thread::sleep(Duration::from_millis(600));
-    let (ok, text) = ctl(&["recover", "--force-single-node", "--node", &survivor]);
+    let (ok, text) = ctl(&cluster, &["recover", "--force-single-node", "--node", &survivor]);
     assert!(!ok && text.contains("quorum_present"), "too early: {text}");
-    let (ok, text) = ctl(&["recover", "--node", &survivor]);
+    let (ok, text) = ctl(&cluster, &["recover", "--node", &survivor]);
     assert!(!ok && text.contains("--force-single-node"), "{text}");
     while lost_at.elapsed() < Duration::from_secs(6) {
         let s = cluster.status(&survivor).unwrap();
@@ -65,7 +59,7 @@ fn a_lone_survivor_serves_only_when_told_and_the_others_rejoin_empty() {
 
     // The operator forces it: it restarts in place (same pid) as the only voter and serves.
     let pid = cluster.pid(&survivor).unwrap();
-    let (ok, text) = ctl(&["recover", "--force-single-node", "--node", &survivor]);
+    let (ok, text) = ctl(&cluster, &["recover", "--force-single-node", "--node", &survivor]);
     assert!(ok, "{text}");
     assert!(text.contains("WARNING") && text.contains("split brain"), "{text}");
     assert_eq!(wait_active(&cluster, Duration::from_secs(20)), survivor);
@@ -79,7 +73,7 @@ fn a_lone_survivor_serves_only_when_told_and_the_others_rejoin_empty() {
     // Recorded in the audit trail once the recovered node leads.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let (ok, text) = ctl(&["--json", "audit"]);
+        let (ok, text) = ctl(&cluster, &["--json", "audit"]);
         assert!(ok, "{text}");
         if text.contains("recover-single-node") {
             break;
@@ -87,7 +81,7 @@ fn a_lone_survivor_serves_only_when_told_and_the_others_rejoin_empty() {
         assert!(Instant::now() < deadline, "the recovery is audited: {text}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (ok, text) = ctl(&["recover", "--force-single-node", "--node", &survivor]);
+    let (ok, text) = ctl(&cluster, &["recover", "--force-single-node", "--node", &survivor]);
     assert!(!ok && text.contains("already_single"), "{text}");
 
     // The witness comes back with its old log: refused, and the survivor keeps serving.
@@ -99,7 +93,7 @@ fn a_lone_survivor_serves_only_when_told_and_the_others_rejoin_empty() {
         "{}",
         cluster.log_tail(&survivor)
     );
-    let (ok, text) = ctl(&["rejoin", "w"]);
+    let (ok, text) = ctl(&cluster, &["rejoin", "w"]);
     assert!(!ok && text.contains("holds_old_data"), "{text}");
 
     // Emptied, both come back as voters and receive everything.
@@ -107,7 +101,7 @@ fn a_lone_survivor_serves_only_when_told_and_the_others_rejoin_empty() {
     for n in ["w", other] {
         std::fs::remove_dir_all(cluster.data_dir(n)).unwrap();
         cluster.restart(n).unwrap();
-        let (ok, text) = ctl(&["rejoin", n]);
+        let (ok, text) = ctl(&cluster, &["rejoin", n]);
         assert!(ok, "rejoin {n}: {text}");
     }
     cluster

@@ -107,6 +107,23 @@ pub(crate) fn member(m: &crate::config::MemberConfig) -> Member {
     }
 }
 
+/// On the leader: the last index `node` holds, and how long ago it last acknowledged.
+fn progress_of(m: &openraft::RaftMetrics<TypeConfig>, node: NodeId) -> (Option<u64>, Option<Duration>) {
+    let matched = m
+        .replication
+        .as_ref()
+        .and_then(|r| r.get(&node))
+        .and_then(|l| l.as_ref())
+        .map(|l| l.index);
+    let last_ack = m
+        .heartbeat
+        .as_ref()
+        .and_then(|h| h.get(&node))
+        .and_then(|t| t.as_ref())
+        .map(|t| t.elapsed());
+    (matched, last_ack)
+}
+
 /// Reads the stored size of a range of log entries (those still in the log).
 type LogBytes =
     Arc<dyn Fn(RangeInclusive<u64>) -> Pin<Box<dyn Future<Output = std::io::Result<u64>> + Send>> + Send + Sync>;
@@ -207,18 +224,7 @@ impl Consensus {
             return None;
         }
         let committed = m.local_committed.as_ref().map(|l| l.index);
-        let matched = m
-            .replication
-            .as_ref()
-            .and_then(|r| r.get(&node))
-            .and_then(|l| l.as_ref())
-            .map(|l| l.index);
-        let last_ack = m
-            .heartbeat
-            .as_ref()
-            .and_then(|h| h.get(&node))
-            .and_then(|t| t.as_ref())
-            .map(|t| t.elapsed());
+        let (matched, last_ack) = progress_of(&m, node);
         let first_missing = matched.map_or(0, |i| i + 1);
         let missing_records = committed.map_or(0, |c| (c + 1).saturating_sub(first_missing));
         let purged = m.purged.as_ref().map(|l| l.index);
@@ -373,14 +379,8 @@ impl Consensus {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
         let committed = m.local_committed.as_ref().map(|l| l.index);
-        let matched = m
-            .replication
-            .as_ref()
-            .and_then(|r| r.get(&node))
-            .and_then(|l| l.as_ref())
-            .map(|l| l.index);
-        let heard = m.heartbeat.as_ref().and_then(|h| h.get(&node)).and_then(|t| t.as_ref());
-        m.state == ServerState::Leader && matched >= committed && heard.is_some_and(|t| t.elapsed() < within)
+        let (matched, last_ack) = progress_of(&m, node);
+        m.state == ServerState::Leader && matched >= committed && last_ack.is_some_and(|t| t < within)
     }
 
     /// How long this node has been without a quorum: as leader, since the last quorum ack;

@@ -26,9 +26,12 @@ use crate::config::VipConfig;
 
 /// Kernel lifetime (valid and preferred) of a held VIP, renewed while the lease holds.
 pub const VIP_LIFETIME_SECS: u32 = 1;
-/// How late after its lifetime the kernel may still hold an unrenewed VIP (measured 10–20 ms;
-/// the lab test checks the bound on this machine's kernel).
-pub const VIP_EXPIRY_MARGIN: Duration = Duration::from_millis(150);
+/// How late after its lifetime the kernel may still hold an unrenewed VIP. The kernel checks
+/// address lifetimes from a delayed work item that it may round up by up to a quarter second
+/// (`ADDRCONF_TIMER_FUZZ`, for IPv4 and IPv6 alike), and that work can run late on a loaded
+/// machine. Measured: 1.01–1.08 s idle, 1.47 s for IPv6 with both cores busy compiling; the
+/// test in `node/tests/vip.rs` checks the bound.
+pub const VIP_EXPIRY_MARGIN: Duration = Duration::from_millis(500);
 /// Least time between two renewals of a held VIP's lifetime.
 pub const VIP_RENEW_INTERVAL: Duration = Duration::from_millis(200);
 /// A renewal happens only this soon after the sending of the heartbeat whose quorum ack keeps
