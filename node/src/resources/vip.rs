@@ -215,10 +215,10 @@ mod tests {
             prefix: 24,
             interface: "eth0".into(),
         }]);
-        // 1 s + 150 ms − (340 ms − 60 ms) = 870 ms.
+        // 1 s + 500 ms − (340 ms − 60 ms) = 1220 ms.
         assert_eq!(
             one.identity_wait(Duration::from_millis(340)),
-            Duration::from_millis(870)
+            Duration::from_millis(1220)
         );
     }
 }
