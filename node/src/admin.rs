@@ -48,6 +48,7 @@ use crate::consensus::policies_info;
 use crate::consensus::Consensus;
 use crate::consensus::InitError;
 use crate::consensus::ProposeError;
+use crate::consensus::SYNC_LAG_MAX_ENTRIES;
 use crate::failover::driver::Failover;
 use crate::recovery;
 use crate::recovery::RECOVER_SILENCE_MIN;
@@ -259,7 +260,7 @@ async fn switchover(
         return Err(conflict(
             "standby_not_synced",
             format!(
-                "{} has not acknowledged the leader within {recent:?} or lacks committed records; wait until it is synced (tandemctl status)",
+                "{} has not acknowledged the leader within {recent:?} or lacks more than SYNC_LAG_MAX_ENTRIES ({SYNC_LAG_MAX_ENTRIES}) committed records; wait until it is synced (tandemctl status), or see `tandemctl failover --force`",
                 target.name
             ),
         ));

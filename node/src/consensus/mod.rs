@@ -107,6 +107,17 @@ pub(crate) fn member(m: &crate::config::MemberConfig) -> Member {
     }
 }
 
+/// Committed entries a standby may still be receiving and count as synced: under a steady
+/// stream of writes some are always in flight.
+pub const SYNC_LAG_MAX_ENTRIES: u64 = 256;
+
+/// A standby is synced when it acknowledged within `within` and lacks at most
+/// [`SYNC_LAG_MAX_ENTRIES`] of the entries committed up to `committed` (indexes; `None`: none).
+fn synced(committed: Option<u64>, matched: Option<u64>, last_ack: Option<Duration>, within: Duration) -> bool {
+    let count = |i: Option<u64>| i.map_or(0, |i| i + 1);
+    count(committed).saturating_sub(count(matched)) <= SYNC_LAG_MAX_ENTRIES && last_ack.is_some_and(|t| t < within)
+}
+
 /// On the leader: the last index `node` holds, and how long ago it last acknowledged.
 fn progress_of(m: &openraft::RaftMetrics<TypeConfig>, node: NodeId) -> (Option<u64>, Option<Duration>) {
     let matched = m
@@ -374,13 +385,14 @@ impl Consensus {
     }
 
     /// On the leader: whether `node` is reachable (acknowledged a heartbeat or replication
-    /// within `within`) and holds every entry committed so far.
+    /// within `within`) and holds every committed entry but at most [`SYNC_LAG_MAX_ENTRIES`]
+    /// still in flight. (A hand-off completes only once the target holds the whole log.)
     pub fn in_sync(&self, node: NodeId, within: Duration) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
         let committed = m.local_committed.as_ref().map(|l| l.index);
         let (matched, last_ack) = progress_of(&m, node);
-        m.state == ServerState::Leader && matched >= committed && last_ack.is_some_and(|t| t < within)
+        m.state == ServerState::Leader && synced(committed, matched, last_ack, within)
     }
 
     /// How long this node has been without a quorum: as leader, since the last quorum ack;
@@ -519,5 +531,34 @@ pub fn policies_info(p: &Policies) -> PoliciesInfo {
         min_active_secs: p.min_active_secs,
         max_auto_switches: p.max_auto_switches,
         switch_window_secs: p.switch_window_secs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_standby_is_synced_when_recent_and_at_most_sync_lag_max_entries_behind() {
+        let within = Duration::from_millis(400);
+        let recent = Some(Duration::from_millis(50));
+        assert!(synced(Some(1000), Some(1000), recent, within));
+        assert!(synced(Some(1000), Some(1000 - SYNC_LAG_MAX_ENTRIES), recent, within));
+        assert!(!synced(
+            Some(1000),
+            Some(1000 - SYNC_LAG_MAX_ENTRIES - 1),
+            recent,
+            within
+        ));
+        assert!(
+            !synced(Some(1000), Some(1000), Some(within), within),
+            "not heard lately"
+        );
+        assert!(!synced(Some(1000), Some(1000), None, within), "never heard");
+        assert!(
+            synced(Some(3), None, recent, within),
+            "four entries missing is within the limit"
+        );
+        assert!(!synced(Some(SYNC_LAG_MAX_ENTRIES), None, recent, within));
     }
 }

@@ -161,6 +161,12 @@ fn switchover_pauses(cluster: &Cluster, rt: &tokio::runtime::Runtime, rounds: u6
             .map(|n| n.name.clone())
             .unwrap();
         let other = if active == "a" { "b" } else { "a" };
+        // A switchover needs a synced standby: wait for it, as an operator would.
+        cluster
+            .wait_for("the standby synced", Duration::from_secs(10), |_| {
+                tandem_tests::http_status(&cluster.spec(other).admin_addr(), "/health/standby") == Some(200)
+            })
+            .expect("standby synced");
         let stop = Arc::new(AtomicBool::new(false));
         let acks = Arc::new(std::sync::Mutex::new(Vec::new()));
         let writer = {
