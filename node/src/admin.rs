@@ -273,7 +273,16 @@ async fn switchover(
         .await
         .map_err(|reason| conflict("switchover_refused", reason))?;
     tracing::info!(to = %target.name, %epoch, "switchover started");
-    wait_for_leader(&app, target).await?;
+    if let HandOff::TookBack = await_handoff(&app, target).await? {
+        return Err(conflict(
+            "switchover_failed",
+            format!(
+                "{} did not take the lead; {} took the service back (epoch {epoch})",
+                target.name,
+                cfg.me().name
+            ),
+        ));
+    }
     Ok(Json(SwitchoverResult {
         from: cfg.me().name.clone(),
         to: target.name.clone(),
@@ -321,11 +330,25 @@ fn active_and_target<'a>(
     Ok((epoch, target))
 }
 
-/// After a hand-off started: wait until `target` leads.
-async fn wait_for_leader(app: &AdminState, target: &MemberConfig) -> Result<(), AdminError> {
-    let deadline = tokio::time::Instant::now() + SWITCHOVER_TIMEOUT;
-    while app.consensus.current_leader() != Some(target.id) {
-        if tokio::time::Instant::now() > deadline {
+/// How a hand-off ended.
+enum HandOff {
+    /// The target leads.
+    Led,
+    /// The target did not take the lead and this node serves again.
+    TookBack,
+}
+
+/// After a hand-off started: wait until `target` leads, or this node took the service back.
+async fn await_handoff(app: &AdminState, target: &MemberConfig) -> Result<HandOff, AdminError> {
+    let started = tokio::time::Instant::now();
+    loop {
+        if app.consensus.current_leader() == Some(target.id) {
+            return Ok(HandOff::Led);
+        }
+        if started.elapsed() >= HANDOFF_SETTLE && app.failover.serving_epoch().is_some() {
+            return Ok(HandOff::TookBack);
+        }
+        if started.elapsed() > SWITCHOVER_TIMEOUT {
             return Err(AdminError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "switchover_timeout",
@@ -334,7 +357,6 @@ async fn wait_for_leader(app: &AdminState, target: &MemberConfig) -> Result<(), 
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(())
 }
 
 /// What this node holds and what its scripts did lately.
@@ -595,27 +617,13 @@ async fn forced_failover(
     tracing::warn!(to = %target.name, %epoch, missing = lag.missing_records, "forced failover started");
     report.executed = true;
     report.released_epoch = Some(epoch);
-    // Either the target leads, or the hand-off fails and this node serves again.
-    let started = tokio::time::Instant::now();
-    report.outcome = loop {
-        if app.consensus.current_leader() == Some(target.id) {
-            break format!("{} leads and takes the service", target.name);
-        }
-        if started.elapsed() >= HANDOFF_SETTLE && app.failover.serving_epoch().is_some() {
-            break format!(
-                "{} did not take the lead; {} took the service back",
-                target.name,
-                cfg.me().name
-            );
-        }
-        if started.elapsed() > SWITCHOVER_TIMEOUT {
-            return Err(AdminError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "failover_timeout",
-                format!("the service was released, but {} did not take the lead within {SWITCHOVER_TIMEOUT:?}; check `tandemctl status`", target.name),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    report.outcome = match await_handoff(&app, target).await? {
+        HandOff::Led => format!("{} leads and takes the service", target.name),
+        HandOff::TookBack => format!(
+            "{} did not take the lead; {} took the service back",
+            target.name,
+            cfg.me().name
+        ),
     };
     Ok(Json(report))
 }

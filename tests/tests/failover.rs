@@ -352,6 +352,8 @@ fn a_forced_failover_reports_what_the_target_lacks_and_acts_only_when_told() {
     for id in 0..20 {
         cluster.write(id, "written while the standby was cut off").unwrap();
     }
+    // Past election_timeout_min without an acknowledgement, it is no longer synced.
+    std::thread::sleep(Duration::from_millis(600));
     let (code, text) = ctl(&["switchover"]);
     assert!(code != Some(0) && text.contains("standby_not_synced"), "{text}");
     let (code, text) = ctl(&["failover", "--to", standby]);
