@@ -179,7 +179,11 @@ case "$cmd" in
   cont) n=${2:?usage: cont <node>}; host_ip "$n" >/dev/null; kill -CONT "$(cat "$dir/$n.pid")" ;;
   restart)
     n=${2:?usage: restart <node>}; host_ip "$n" >/dev/null
-    if running "$n"; then kill -CONT "$(cat "$dir/$n.pid")"; kill "$(cat "$dir/$n.pid")"; while running "$n"; do sleep 0.05; done; fi
+    if running "$n"; then
+      kill -CONT "$(cat "$dir/$n.pid")" 2>/dev/null || true
+      kill "$(cat "$dir/$n.pid")" 2>/dev/null || true
+      while running "$n"; do sleep 0.05; done
+    fi
     start "$n"; wait_admin "$n" ;;
   logs) n=${2:?usage: logs <node>}; host_ip "$n" >/dev/null; tail -n 50 -F "$dir/$n.log" ;;
   down) teardown; echo "lab removed" ;;

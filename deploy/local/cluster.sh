@@ -80,9 +80,13 @@ CONF
   done
 }
 
+# Alive and not a zombie (a killed node may stay unreaped for a moment when nothing reaps
+# orphans quickly).
 running() {
-  local pidfile="$dir/$1.pid"
-  [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+  local pidfile="$dir/$1.pid" state
+  [ -f "$pidfile" ] || return 1
+  state=$(awk '{print $3}' "/proc/$(cat "$pidfile")/stat" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
 }
 
 start() {
@@ -147,14 +151,14 @@ NEXT
     kill -9 "$(cat "$dir/$n.pid")"; echo "killed $n (SIGKILL)" ;;
   restart)
     n=${2:?usage: restart <node>}; node_index "$n" >/dev/null
-    if running "$n"; then kill "$(cat "$dir/$n.pid")"; while running "$n"; do sleep 0.1; done; fi
+    if running "$n"; then kill "$(cat "$dir/$n.pid")" 2>/dev/null || true; while running "$n"; do sleep 0.1; done; fi
     start "$n"; wait_admin "$n" ;;
   logs)
     n=${2:?usage: logs <node>}; node_index "$n" >/dev/null
     tail -n 50 -F "$dir/$n.log" ;;
   down)
     for n in "${nodes[@]}"; do
-      if running "$n"; then kill "$(cat "$dir/$n.pid")"; echo "stopping $n"; fi
+      if running "$n"; then kill "$(cat "$dir/$n.pid")" 2>/dev/null || true; echo "stopping $n"; fi
     done
     for n in "${nodes[@]}"; do while running "$n"; do sleep 0.1; done; done
     echo "stopped; data kept in $dir" ;;
