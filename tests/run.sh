@@ -5,13 +5,16 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # The partition tests cut nodes off with iptables; the VIP tests and the lab build network
-# namespaces with iproute2. Both need root.
+# namespaces with iproute2; the systemd-unit test boots a private systemd in namespaces of its
+# own (util-linux's unshare and nsenter). All need root.
 missing=()
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+[ -x /lib/systemd/systemd ] || missing+=(systemd)
+command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
-    echo "installing ${missing[*]} (needed by the partition, VIP and lab tests)..."
+    echo "installing ${missing[*]} (needed by the partition, VIP, lab and systemd tests)..."
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else

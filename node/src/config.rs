@@ -89,6 +89,53 @@ enum RawResource {
         address: String,
         interface: String,
     },
+    /// A systemd unit: `systemctl start` to acquire, `stop` to release, `is-active` as check.
+    Systemd {
+        name: String,
+        unit: String,
+        #[serde(default = "default_script_timeout_ms")]
+        acquire_timeout_ms: u64,
+        #[serde(default = "default_script_timeout_ms")]
+        release_timeout_ms: u64,
+        #[serde(default = "default_check_interval_ms")]
+        check_interval_ms: u64,
+        #[serde(default = "default_script_timeout_ms")]
+        check_timeout_ms: u64,
+    },
+}
+
+/// Longest systemd unit name (systemd's own limit).
+pub const UNIT_NAME_MAX_BYTES: usize = 255;
+/// Unit types a resource may start.
+const UNIT_SUFFIXES: [&str; 8] = [
+    ".service",
+    ".socket",
+    ".target",
+    ".mount",
+    ".automount",
+    ".swap",
+    ".timer",
+    ".path",
+];
+
+/// A unit name that is safe inside single quotes and names a unit type that can be started.
+fn validate_unit(unit: &str, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    let chars_ok = unit
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '@' | '-'));
+    if unit.is_empty() || unit.len() > UNIT_NAME_MAX_BYTES || !chars_ok {
+        return Err(err(
+            key("unit"),
+            format!("{unit:?} is not a unit name (1–{UNIT_NAME_MAX_BYTES} bytes of letters, digits and : _ . @ -), e.g. \"app.service\""),
+        ));
+    }
+    if !UNIT_SUFFIXES.iter().any(|s| unit.len() > s.len() && unit.ends_with(s)) {
+        return Err(err(
+            key("unit"),
+            format!("{unit:?} must end in one of {}", UNIT_SUFFIXES.join(" ")),
+        ));
+    }
+    Ok(())
 }
 
 fn default_script_timeout_ms() -> u64 {
@@ -534,7 +581,9 @@ fn validate_resources(raw: Vec<RawResource>) -> Result<(Vec<VipConfig>, Vec<Reso
     for (i, r) in raw.into_iter().enumerate() {
         let key = |field: &str| format!("resources[{i}].{field}");
         let name = match &r {
-            RawResource::Script { name, .. } | RawResource::Vip { name, .. } => name.clone(),
+            RawResource::Script { name, .. } | RawResource::Vip { name, .. } | RawResource::Systemd { name, .. } => {
+                name.clone()
+            }
         };
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(err(
@@ -579,6 +628,27 @@ fn validate_resources(raw: Vec<RawResource>) -> Result<(Vec<VipConfig>, Vec<Reso
             } => {
                 check_spec = check.map(|c| (c, check_interval_ms, check_timeout_ms));
                 (acquire, release, acquire_timeout_ms, release_timeout_ms)
+            }
+            RawResource::Systemd {
+                unit,
+                acquire_timeout_ms,
+                release_timeout_ms,
+                check_interval_ms,
+                check_timeout_ms,
+                ..
+            } => {
+                validate_unit(&unit, &key)?;
+                check_spec = Some((
+                    format!("systemctl is-active --quiet '{unit}'"),
+                    check_interval_ms,
+                    check_timeout_ms,
+                ));
+                (
+                    format!("systemctl start '{unit}'"),
+                    format!("systemctl stop '{unit}'"),
+                    acquire_timeout_ms,
+                    release_timeout_ms,
+                )
             }
         };
         let check = match check_spec {
@@ -1034,6 +1104,40 @@ admin_addr = "127.0.0.1:7103"
         );
         let long = "x".repeat(RESOURCE_COMMAND_MAX_BYTES + 1);
         assert_eq!(bad(&format!("check = \"{long}\"")), "resources[0].check");
+    }
+
+    const UNIT: &str = "\n[[resources]]\ntype = \"systemd\"\nname = \"web\"\nunit = \"nginx.service\"\n";
+
+    #[test]
+    fn a_systemd_unit_becomes_start_stop_and_is_active() {
+        let c = parse(&format!("{GOOD}{UNIT}")).unwrap();
+        let r = &c.resources[0];
+        assert_eq!(r.acquire, "systemctl start 'nginx.service'");
+        assert_eq!(r.release, "systemctl stop 'nginx.service'");
+        let check = r.check.as_ref().unwrap();
+        assert_eq!(check.command, "systemctl is-active --quiet 'nginx.service'");
+        assert_eq!(check.interval, Duration::from_secs(5));
+        assert_eq!(r.release_timeout, Duration::from_secs(5));
+        let long = format!("{}.service", "a".repeat(UNIT_NAME_MAX_BYTES));
+        for bad in [
+            "",
+            "nginx",
+            "it's.service",
+            "a b.service",
+            ".service",
+            "x.device",
+            long.as_str(),
+        ] {
+            let e = parse(&format!("{GOOD}{}", UNIT.replace("nginx.service", bad))).unwrap_err();
+            assert_eq!(e.key, "resources[0].unit", "{bad:?}: {e}");
+        }
+        assert_eq!(
+            key_of(&format!(
+                "{GOOD}{}",
+                UNIT.replace("unit =", "release_timeout_ms = 0\nunit =")
+            )),
+            "resources[0].release_timeout_ms"
+        );
     }
 
     #[test]
