@@ -1,7 +1,7 @@
 //! The systemd-unit resource against a real systemd: a private systemd boots as PID 1 of its
-//! own PID, mount and network namespaces, with private `/run`, `/tmp` and `/var/tmp` and a
-//! target that pulls in nothing (no tmpfiles cleaning, no sysctl), so it touches nothing of
-//! this machine; a test unit lives in its `/run/systemd/system`; the resource agent then runs inside its mount namespace,
+//! own PID, mount and network namespaces, with a private `/run`, a target that pulls in
+//! nothing, and the units that would touch shared files or kernel settings (tmpfiles cleaning
+//! `/tmp`, sysctl) masked, so it changes nothing of this machine; a test unit lives in its `/run/systemd/system`; the resource agent then runs inside its mount namespace,
 //! where `systemctl` reaches it. Needs root, util-linux and the systemd package (tests/run.sh
 //! installs it).
 
@@ -25,9 +25,21 @@ struct PrivateSystemd {
 
 impl PrivateSystemd {
     fn boot() -> Self {
+        // Units that would touch this machine's shared files or kernel settings are masked;
+        // the empty target pulls in nothing else.
+        let masked = [
+            "systemd-tmpfiles-setup.service",
+            "systemd-tmpfiles-setup-dev.service",
+            "systemd-tmpfiles-clean.service",
+            "systemd-tmpfiles-clean.timer",
+            "systemd-sysctl.service",
+            "systemd-binfmt.service",
+            "systemd-remount-fs.service",
+        ]
+        .map(|u| format!("ln -s /dev/null /run/systemd/system/{u}"))
+        .join(" && ");
         let setup = format!(
-            "mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /var/tmp && \
-             mkdir -p /run/systemd/system && \
+            "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/system && {masked} && \
              printf '[Unit]\\nDescription=Tandem test target\\n' > /run/systemd/system/tandem-test.target && \
              printf '[Unit]\\nDescription=Tandem test unit\\n[Service]\\nExecStart=/bin/sleep 3600\\n' > /run/systemd/system/{UNIT} && \
              exec /lib/systemd/systemd --system --unit=tandem-test.target"
