@@ -44,6 +44,7 @@ use tandem_raft_store::MemberRole;
 use tokio::sync::Notify;
 
 use crate::config::MemberConfig;
+use crate::config::ValidConfig;
 use crate::consensus::policies_info;
 use crate::consensus::Consensus;
 use crate::consensus::InitError;
@@ -54,6 +55,7 @@ use crate::recovery;
 use crate::recovery::RECOVER_SILENCE_MIN;
 use crate::resources::vip::Identity;
 use crate::resources::ResourceAgent;
+use crate::unix_ms;
 
 /// Largest admin request body.
 pub const ADMIN_BODY_MAX_BYTES: usize = 256 * 1024;
@@ -308,13 +310,7 @@ fn active_and_target<'a>(
         ));
     };
     let target = match to {
-        Some(name) => cfg.members.iter().find(|m| m.name == name).ok_or_else(|| {
-            AdminError::new(
-                StatusCode::BAD_REQUEST,
-                "unknown_node",
-                format!("no member is named {name:?}"),
-            )
-        })?,
+        Some(name) => member_named(cfg, name)?,
         None => cfg
             .members
             .iter()
@@ -479,13 +475,7 @@ async fn rejoin(
     let Json(req) = body?;
     let cfg = app.consensus.config();
     let conflict = |code: &str, message: String| AdminError::new(StatusCode::CONFLICT, code, message);
-    let target = cfg.members.iter().find(|m| m.name == req.node).ok_or_else(|| {
-        AdminError::new(
-            StatusCode::BAD_REQUEST,
-            "unknown_node",
-            format!("no member is named {:?}", req.node),
-        )
-    })?;
+    let target = member_named(cfg, &req.node)?;
     if app.consensus.current_leader() != Some(cfg.node_id) {
         return Err(conflict(
             "not_leader",
@@ -541,10 +531,15 @@ async fn rejoin(
     }))
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// The configured member called `name`, or a 400 naming the unknown name.
+fn member_named<'a>(cfg: &'a ValidConfig, name: &str) -> Result<&'a MemberConfig, AdminError> {
+    cfg.members.iter().find(|m| m.name == name).ok_or_else(|| {
+        AdminError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_node",
+            format!("no member is named {name:?}"),
+        )
+    })
 }
 
 /// After a hand-off started, how long before "this node serves again" means it took the

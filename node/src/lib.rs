@@ -43,6 +43,13 @@ use crate::resources::ResourceAgent;
 /// How long shutdown waits for Raft and the servers to stop.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Milliseconds since the Unix epoch, for timestamps shown to operators (never for timing).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// How long before a new leader's election the previous active's lease surely ended (see
 /// [`failover::controller`]): openraft refuses votes for `election_timeout_max` after a
 /// voter's last acknowledgement of a leader, and the lease is shorter; both are measured on

@@ -22,6 +22,15 @@ use tandem_client::ClientError;
 
 pub const SECRET: &str = "integration-test-secret-0123456789";
 
+/// The data node that is not `name` (of the test clusters' `a` and `b`).
+pub fn other_data_node(name: &str) -> &'static str {
+    if name == "a" {
+        "b"
+    } else {
+        "a"
+    }
+}
+
 /// Directory holding the built `tandem` and `tandemctl`.
 pub fn bin_dir() -> PathBuf {
     // Test executables live in target/<profile>/deps/, the bench binary in target/<profile>/.
@@ -189,6 +198,30 @@ impl Cluster {
 
     pub fn config_path(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("{name}.toml"))
+    }
+
+    /// The one node answering `/health/active` with 200, if any; two at once fail the test.
+    pub fn active(&self) -> Option<&'static str> {
+        let up: Vec<&'static str> = self
+            .nodes
+            .iter()
+            .filter(|n| health_active(&n.admin_addr()))
+            .map(|n| n.name)
+            .collect();
+        assert!(up.len() <= 1, "two actives at once: {up:?}");
+        up.first().copied()
+    }
+
+    /// Wait until a node other than `not` is active; fails the test after `within`.
+    pub fn wait_active(&self, not: Option<&str>, within: Duration) -> &'static str {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(n) = self.active().filter(|n| Some(*n) != not) {
+                return n;
+            }
+            assert!(Instant::now() < deadline, "no node became active within {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Run `tandemctl --nodes <all three> ARGS`; returns its exit code and its stdout followed

@@ -121,7 +121,7 @@ fn admin_api_answers_bad_input_with_clear_errors() {
     let cluster = Cluster::start_initialized(ClusterOptions::default()).unwrap();
     let s = cluster.snapshot();
     let leader = s.leader_status().unwrap().name.clone();
-    let follower = if leader == "a" { "b" } else { "a" };
+    let follower = tandem_tests::other_data_node(&leader);
     let json = [("content-type", "application/json")];
     let leader_addr = cluster.spec(&leader).admin_addr();
 
@@ -216,7 +216,7 @@ fn policies_and_maintenance_are_replicated_and_every_change_is_audited() {
     let cluster = Cluster::start_initialized(ClusterOptions::default()).unwrap();
     let s = cluster.snapshot();
     let leader = s.leader_status().unwrap().name.clone();
-    let follower = if leader == "a" { "b" } else { "a" };
+    let follower = tandem_tests::other_data_node(&leader);
     assert!(!s.get("w").unwrap().policies.maintenance, "off by default");
 
     // Through a follower: tandemctl follows the not-leader answer to the leader.

@@ -44,7 +44,7 @@ fn killing_the_leader_moves_leadership_to_the_other_data_node_and_the_old_leader
     let s = cluster.snapshot();
     let old = s.leader_status().unwrap().clone();
     let old_name = cluster.name_of(old.node_id);
-    let other = if old_name == "a" { "b" } else { "a" };
+    let other = tandem_tests::other_data_node(old_name);
 
     // SIGKILL the leader: the other data node leads (the witness may lead briefly, then hands over).
     cluster.kill(old_name);
@@ -152,7 +152,7 @@ fn sigterm_stops_a_node_gracefully_and_it_restarts_from_its_data() {
 fn the_witness_catches_a_lagging_data_node_up_and_hands_leadership_to_it() {
     let mut cluster = Cluster::start_initialized(ClusterOptions::default()).unwrap();
     let leader = cluster.snapshot().leader_status().unwrap().name.clone();
-    let standby = if leader == "a" { "b" } else { "a" };
+    let standby = tandem_tests::other_data_node(&leader);
 
     // The standby goes down; records commit on the leader and the witness only.
     cluster.kill(standby);
@@ -195,7 +195,7 @@ fn a_node_that_missed_purged_entries_catches_up_from_a_snapshot_sent_by_the_lead
     };
     let mut cluster = Cluster::start_initialized(opts).unwrap();
     let leader = cluster.snapshot().leader_status().unwrap().name.clone();
-    let standby = if leader == "a" { "b" } else { "a" };
+    let standby = tandem_tests::other_data_node(&leader);
     let standby_last = cluster.status(standby).unwrap().last_log_index.unwrap();
 
     // The standby is down while the leader writes far past it and purges its log.

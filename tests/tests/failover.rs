@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tandem_tests::health_active;
 use tandem_tests::http_status;
+use tandem_tests::other_data_node;
 use tandem_tests::overlapping;
 use tandem_tests::Cluster;
 use tandem_tests::ClusterOptions;
@@ -20,33 +21,10 @@ fn ctl(cluster: &Cluster, args: &[&str]) -> (bool, String) {
 
 const SETTLE: Duration = Duration::from_secs(10);
 
-/// The one node answering `/health/active` with 200, if any; two at once fail the test.
-fn active_node(cluster: &Cluster) -> Option<&'static str> {
-    let up: Vec<&'static str> = cluster
-        .nodes
-        .iter()
-        .filter(|n| health_active(&n.admin_addr()))
-        .map(|n| n.name)
-        .collect();
-    assert!(up.len() <= 1, "two actives at once: {up:?}");
-    up.first().copied()
-}
-
-fn wait_active(cluster: &Cluster, not: Option<&str>) -> &'static str {
-    let deadline = std::time::Instant::now() + SETTLE;
-    loop {
-        if let Some(n) = active_node(cluster).filter(|n| Some(*n) != not) {
-            return n;
-        }
-        assert!(std::time::Instant::now() < deadline, "no node became active");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn exactly_one_data_node_is_active_and_the_others_say_so() {
     let cluster = Cluster::start_initialized(ClusterOptions::default()).unwrap();
-    let active = wait_active(&cluster, None);
+    let active = cluster.wait_active(None, SETTLE);
     let s = cluster.snapshot();
     let a = s.get(active).unwrap();
     assert_eq!(a.kind, "data");
@@ -61,7 +39,7 @@ fn exactly_one_data_node_is_active_and_the_others_say_so() {
         assert_eq!(other.active_epoch, None);
     }
     // The standby is synced; the witness is never a standby.
-    let standby = if active == "a" { "b" } else { "a" };
+    let standby = other_data_node(active);
     let code = |name: &str, path: &str| http_status(&cluster.spec(name).admin_addr(), path);
     cluster
         .wait_for("the standby is synced", SETTLE, |_| {
@@ -75,13 +53,13 @@ fn exactly_one_data_node_is_active_and_the_others_say_so() {
 #[test]
 fn the_standby_takes_over_after_the_active_is_killed_with_no_overlap() {
     let mut cluster = Cluster::start_initialized(ClusterOptions::default()).unwrap();
-    let old = wait_active(&cluster, None);
+    let old = cluster.wait_active(None, SETTLE);
     let old_epoch = cluster.status(old).unwrap().active_epoch.unwrap();
 
     let sampler = HealthSampler::start(&cluster);
     std::thread::sleep(Duration::from_millis(300));
     cluster.kill(old);
-    let new = wait_active(&cluster, Some(old));
+    let new = cluster.wait_active(Some(old), SETTLE);
     std::thread::sleep(Duration::from_millis(300));
     let samples = sampler.finish();
     assert!(
@@ -98,7 +76,7 @@ fn the_standby_takes_over_after_the_active_is_killed_with_no_overlap() {
     cluster.restart(old).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     assert!(!health_active(&cluster.spec(old).admin_addr()));
-    assert_eq!(active_node(&cluster), Some(new));
+    assert_eq!(cluster.active(), Some(new));
 }
 
 #[test]
@@ -108,14 +86,14 @@ fn a_cut_off_active_lets_go_before_the_standby_takes_over() {
         ..Default::default()
     })
     .unwrap();
-    let old = wait_active(&cluster, None);
+    let old = cluster.wait_active(None, SETTLE);
 
     // Cut the active off from both peers. It still believes it leads (an isolated leader keeps
     // its Raft state), but its lease runs out and it must stop answering 200 on its own.
     let sampler = HealthSampler::start(&cluster);
     std::thread::sleep(Duration::from_millis(300));
     let cut = PeerCut::isolate(&cluster, old);
-    let new = wait_active(&cluster, Some(old));
+    let new = cluster.wait_active(Some(old), SETTLE);
     let isolated = cluster.status(old).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     drop(cut);
@@ -136,7 +114,25 @@ fn a_cut_off_active_lets_go_before_the_standby_takes_over() {
         overlapping(&samples)
     );
     // After healing, the new active keeps the service.
-    assert_eq!(active_node(&cluster), Some(new));
+    assert_eq!(cluster.active(), Some(new));
+}
+
+/// A cluster whose data nodes hold one [`ledger_resource`]; returns the ledger's directory
+/// (keep it alive), the ledger's path and the cluster.
+fn ledger_cluster(
+    release_prefix: &str,
+    release_timeout_ms: u64,
+    own_addresses: Option<u8>,
+) -> (tempfile::TempDir, std::path::PathBuf, Cluster) {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger");
+    let cluster = Cluster::start_initialized(ClusterOptions {
+        own_addresses,
+        data_config: ledger_resource(&ledger, release_prefix, release_timeout_ms),
+        ..Default::default()
+    })
+    .unwrap();
+    (dir, ledger, cluster)
 }
 
 /// A script resource that appends `acquire|release <node> <epoch> <nanos>` to `ledger`; the
@@ -201,16 +197,8 @@ fn hold_intervals_pair_each_acquire_with_the_next_release() {
 
 #[test]
 fn a_cut_off_active_releases_its_resources_before_the_standby_acquires_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = dir.path().join("ledger");
-    let data_config = ledger_resource(&ledger, "sleep 2.5; ", 3000);
-    let cluster = Cluster::start_initialized(ClusterOptions {
-        own_addresses: Some(79),
-        data_config,
-        ..Default::default()
-    })
-    .unwrap();
-    let old = wait_active(&cluster, None);
+    let (_dir, ledger, cluster) = ledger_cluster("sleep 2.5; ", 3000, Some(79));
+    let old = cluster.wait_active(None, SETTLE);
     let held_by = |name: &str| holding(&ledger, name);
     cluster
         .wait_for("the active ran its acquire script", SETTLE, |_| held_by(old))
@@ -219,7 +207,7 @@ fn a_cut_off_active_releases_its_resources_before_the_standby_acquires_them() {
     // Cut the active off: its lease runs out and it releases (the release takes 2.5 s, longer than an election); only
     // then may the standby acquire, after the previous lease plus the release budget.
     let cut = PeerCut::isolate(&cluster, old);
-    let new = wait_active(&cluster, Some(old));
+    let new = cluster.wait_active(Some(old), SETTLE);
     cluster
         .wait_for("the new active ran its acquire script", SETTLE, |_| held_by(new))
         .unwrap();
@@ -242,16 +230,9 @@ fn a_cut_off_active_releases_its_resources_before_the_standby_acquires_them() {
 
 #[test]
 fn a_planned_switchover_hands_the_service_over_in_order_and_refuses_what_it_cannot_do() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = dir.path().join("ledger");
-    let data_config = ledger_resource(&ledger, "", 1000);
-    let mut cluster = Cluster::start_initialized(ClusterOptions {
-        data_config,
-        ..Default::default()
-    })
-    .unwrap();
-    let old = wait_active(&cluster, None);
-    let standby = if old == "a" { "b" } else { "a" };
+    let (_dir, ledger, mut cluster) = ledger_cluster("", 1000, None);
+    let old = cluster.wait_active(None, SETTLE);
+    let standby = other_data_node(old);
     cluster
         .wait_for("the standby is synced", SETTLE, |_| {
             http_status(&cluster.spec(standby).admin_addr(), "/health/standby") == Some(200)
@@ -270,7 +251,7 @@ fn a_planned_switchover_hands_the_service_over_in_order_and_refuses_what_it_cann
         text.contains(&format!("switchover done: {old} released epoch")),
         "{text}"
     );
-    let new = wait_active(&cluster, Some(old));
+    let new = cluster.wait_active(Some(old), SETTLE);
     assert_eq!(new, standby);
     let ledger_text = || std::fs::read_to_string(&ledger).unwrap_or_default();
     cluster
@@ -298,27 +279,20 @@ fn a_planned_switchover_hands_the_service_over_in_order_and_refuses_what_it_cann
     std::thread::sleep(Duration::from_millis(500));
     let (ok, text) = ctl(&cluster, &["switchover"]);
     assert!(!ok && text.contains("standby_not_synced"), "{text}");
-    assert_eq!(active_node(&cluster), Some(new), "a refused switchover changes nothing");
+    assert_eq!(cluster.active(), Some(new), "a refused switchover changes nothing");
 }
 
 #[test]
 fn a_killed_active_releases_at_restart_and_stays_standby() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = dir.path().join("ledger");
-    let data_config = ledger_resource(&ledger, "", 500);
-    let mut cluster = Cluster::start_initialized(ClusterOptions {
-        data_config,
-        ..Default::default()
-    })
-    .unwrap();
+    let (_dir, ledger, mut cluster) = ledger_cluster("", 500, None);
     let ledger_text = || std::fs::read_to_string(&ledger).unwrap_or_default();
     let holds = |name: &str| holding(&ledger, name);
-    let old = wait_active(&cluster, None);
+    let old = cluster.wait_active(None, SETTLE);
     cluster.wait_for("the active acquired", SETTLE, |_| holds(old)).unwrap();
 
     // SIGKILL: no release script runs; the process died holding the resource.
     cluster.kill(old);
-    let new = wait_active(&cluster, Some(old));
+    let new = cluster.wait_active(Some(old), SETTLE);
     cluster
         .wait_for("the new active acquired", SETTLE, |_| holds(new))
         .unwrap();
@@ -332,7 +306,7 @@ fn a_killed_active_releases_at_restart_and_stays_standby() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(!holds(old), "{}", ledger_text());
     assert!(holds(new));
-    assert_eq!(active_node(&cluster), Some(new));
+    assert_eq!(cluster.active(), Some(new));
     assert_eq!(cluster.status(old).unwrap().service, "standby");
 }
 
@@ -343,8 +317,8 @@ fn a_forced_failover_reports_what_the_target_lacks_and_acts_only_when_told() {
         ..Default::default()
     })
     .unwrap();
-    let active = wait_active(&cluster, None);
-    let standby = if active == "a" { "b" } else { "a" };
+    let active = cluster.wait_active(None, SETTLE);
+    let standby = other_data_node(active);
     let ctl = |args: &[&str]| cluster.ctl(args);
 
     // The standby is cut off while records are written: it lacks them.
@@ -376,14 +350,14 @@ fn a_forced_failover_reports_what_the_target_lacks_and_acts_only_when_told() {
         text.contains("committed records") && text.contains("--accept-data-loss"),
         "{text}"
     );
-    assert_eq!(active_node(&cluster), Some(active), "a report changes nothing");
+    assert_eq!(cluster.active(), Some(active), "a report changes nothing");
 
     // Going ahead while the target is unreachable: it cannot lead without the records, so
     // the hand-off fails and the old active takes the service back.
     let (code, text) = ctl(&["failover", "--to", standby, "--force", "--accept-data-loss"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("took the service back"), "{text}");
-    assert_eq!(wait_active(&cluster, None), active);
+    assert_eq!(cluster.wait_active(None, SETTLE), active);
 
     // Healed: the records reach the target, which then leads and serves.
     drop(cut);
@@ -393,7 +367,7 @@ fn a_forced_failover_reports_what_the_target_lacks_and_acts_only_when_told() {
         text.contains(&format!("{standby} leads and takes the service")),
         "{text}"
     );
-    assert_eq!(wait_active(&cluster, Some(active)), standby);
+    assert_eq!(cluster.wait_active(Some(active), SETTLE), standby);
     let records = cluster.status(standby).unwrap().test_records;
     assert_eq!(records, 20, "the new active holds every record");
     let (code, text) = ctl(&["--json", "audit"]);
@@ -426,7 +400,7 @@ fn a_failing_check_starts_the_resources_over_and_a_hung_acquire_can_be_cancelled
         ..Default::default()
     })
     .unwrap();
-    let active = wait_active(&cluster, None);
+    let active = cluster.wait_active(None, SETTLE);
     let ctl = |args: &[&str]| {
         let (code, text) = cluster.ctl(args);
         assert_eq!(code, Some(0), "{args:?}: {text}");
@@ -457,7 +431,7 @@ fn a_failing_check_starts_the_resources_over_and_a_hung_acquire_can_be_cancelled
     cluster
         .wait_for("the acquire again", SETTLE, |_| acquires() >= 2)
         .unwrap_or_else(|e| panic!("{e}\nledger: {:?}\n{}", lines(), ctl(&["resources"])));
-    assert_eq!(active_node(&cluster), Some(active), "the identity stayed where it was");
+    assert_eq!(cluster.active(), Some(active), "the identity stayed where it was");
 
     // The next acquire hangs; the operator cancels it, and the resources start over.
     std::fs::write(&hang, "").unwrap();

@@ -21,7 +21,7 @@ fn a_standby_cut_off_briefly_does_not_depose_a_healthy_leader() {
     }
     let s = cluster.snapshot();
     let leader = s.leader_status().unwrap().clone();
-    let standby = if leader.name == "a" { "b" } else { "a" };
+    let standby = tandem_tests::other_data_node(&leader.name);
     let standby_term = s.get(standby).unwrap().term;
     assert_eq!(standby_term, leader.term);
 

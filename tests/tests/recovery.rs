@@ -14,30 +14,11 @@ fn ctl(cluster: &Cluster, args: &[&str]) -> (bool, String) {
     (code == Some(0), text)
 }
 
-fn active_name(cluster: &Cluster) -> Option<String> {
-    cluster
-        .snapshot()
-        .reachable()
-        .find(|n| n.active_epoch.is_some())
-        .map(|n| n.name.clone())
-}
-
-fn wait_active(cluster: &Cluster, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(n) = active_name(cluster) {
-            return n;
-        }
-        assert!(Instant::now() < deadline, "no active within {within:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_lone_survivor_serves_only_when_told_and_the_others_rejoin_empty() {
     let mut cluster = Cluster::start_initialized(ClusterOptions::default()).unwrap();
-    let survivor = wait_active(&cluster, Duration::from_secs(10));
-    let other = if survivor == "a" { "b" } else { "a" };
+    let survivor = cluster.wait_active(None, Duration::from_secs(10));
+    let other = tandem_tests::other_data_node(survivor);
     for id in 0..10 {
         cluster.write(id, "before the loss").unwrap();
     }
@@ -47,24 +28,24 @@ fn a_lone_survivor_serves_only_when_told_and_the_others_rejoin_empty() {
     cluster.kill("w");
     let lost_at = Instant::now();
     std::thread::sleep(Duration::from_millis(600));
-    let (ok, text) = ctl(&cluster, &["recover", "--force-single-node", "--node", &survivor]);
+    let (ok, text) = ctl(&cluster, &["recover", "--force-single-node", "--node", survivor]);
     assert!(!ok && text.contains("quorum_present"), "too early: {text}");
-    let (ok, text) = ctl(&cluster, &["recover", "--node", &survivor]);
+    let (ok, text) = ctl(&cluster, &["recover", "--node", survivor]);
     assert!(!ok && text.contains("--force-single-node"), "{text}");
     while lost_at.elapsed() < Duration::from_secs(6) {
-        let s = cluster.status(&survivor).unwrap();
+        let s = cluster.status(survivor).unwrap();
         assert_eq!(s.active_epoch, None, "a node without quorum never activates: {s:#?}");
         std::thread::sleep(Duration::from_millis(100));
     }
 
     // The operator forces it: it restarts in place (same pid) as the only voter and serves.
-    let pid = cluster.pid(&survivor).unwrap();
-    let (ok, text) = ctl(&cluster, &["recover", "--force-single-node", "--node", &survivor]);
+    let pid = cluster.pid(survivor).unwrap();
+    let (ok, text) = ctl(&cluster, &["recover", "--force-single-node", "--node", survivor]);
     assert!(ok, "{text}");
     assert!(text.contains("WARNING") && text.contains("split brain"), "{text}");
-    assert_eq!(wait_active(&cluster, Duration::from_secs(20)), survivor);
-    assert_eq!(cluster.pid(&survivor), Some(pid));
-    let s = cluster.status(&survivor).unwrap();
+    assert_eq!(cluster.wait_active(None, Duration::from_secs(20)), survivor);
+    assert_eq!(cluster.pid(survivor), Some(pid));
+    let s = cluster.status(survivor).unwrap();
     assert_eq!(s.test_records, 10, "nothing committed before is lost");
     assert_eq!(s.members.iter().filter(|m| m.voter).count(), 1, "{:?}", s.members);
     for id in 10..15 {
@@ -81,18 +62,13 @@ fn a_lone_survivor_serves_only_when_told_and_the_others_rejoin_empty() {
         assert!(Instant::now() < deadline, "the recovery is audited: {text}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (ok, text) = ctl(&cluster, &["recover", "--force-single-node", "--node", &survivor]);
+    let (ok, text) = ctl(&cluster, &["recover", "--force-single-node", "--node", survivor]);
     assert!(!ok && text.contains("already_single"), "{text}");
 
     // The witness comes back with its old log: refused, and the survivor keeps serving.
     cluster.restart("w").unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(
-        active_name(&cluster).as_deref(),
-        Some(survivor.as_str()),
-        "{}",
-        cluster.log_tail(&survivor)
-    );
+    assert_eq!(cluster.active(), Some(survivor), "{}", cluster.log_tail(survivor));
     let (ok, text) = ctl(&cluster, &["rejoin", "w"]);
     assert!(!ok && text.contains("holds_old_data"), "{text}");
 
@@ -109,10 +85,10 @@ fn a_lone_survivor_serves_only_when_told_and_the_others_rejoin_empty() {
             s.agree_on_records(&["a", "b", "w"], 15)
         })
         .unwrap();
-    let s = cluster.status(&survivor).unwrap();
+    let s = cluster.status(survivor).unwrap();
     assert_eq!(s.members.iter().filter(|m| m.voter).count(), 3, "{:?}", s.members);
 
     // A whole cluster again: losing the survivor fails over to the other data node.
-    cluster.kill(&survivor);
-    assert_eq!(wait_active(&cluster, Duration::from_secs(15)), other);
+    cluster.kill(survivor);
+    assert_eq!(cluster.wait_active(None, Duration::from_secs(15)), other);
 }

@@ -322,25 +322,24 @@ impl Consensus {
             },
             term: m.current_term,
             leader: m.current_leader,
-            // openraft stamps this with the send time of the request a quorum acknowledged,
-            // which is what DESIGN §4's lease_until counts from.
             // Reading the ack's age last makes any skew move the ack earlier: never a longer lease.
-            // The only voter (after a forced recovery) is its own quorum, at every instant.
-            last_quorum_ack: if m.state == ServerState::Leader && self.is_sole_voter(&m) {
-                Some(origin.elapsed())
-            } else {
-                m.last_quorum_acked.as_ref().map(|at| {
-                    let now = origin.elapsed();
-                    now.saturating_sub(at.elapsed())
-                })
+            last_quorum_ack: {
+                let now = origin.elapsed();
+                self.quorum_ack_age(&m).map(|age| now.saturating_sub(age))
             },
         }
     }
 
-    /// Whether this node is the only voter of the effective membership.
-    fn is_sole_voter(&self, m: &openraft::RaftMetrics<TypeConfig>) -> bool {
+    /// How long ago the request a quorum last acknowledged was sent (openraft stamps the send
+    /// time, which is what DESIGN §4's lease_until counts from). The only voter (after a
+    /// forced recovery) is its own quorum, at every instant, while it leads.
+    fn quorum_ack_age(&self, m: &openraft::RaftMetrics<TypeConfig>) -> Option<Duration> {
         let mut voters = m.membership_config.membership().voter_ids();
-        voters.next() == Some(self.cfg.node_id) && voters.next().is_none()
+        let sole_voter = voters.next() == Some(self.cfg.node_id) && voters.next().is_none();
+        if m.state == ServerState::Leader && sole_voter {
+            return Some(Duration::ZERO);
+        }
+        m.last_quorum_acked.as_ref().map(|at| at.elapsed())
     }
 
     /// Resolves when Raft's metrics change; `false` once Raft stopped.
@@ -399,8 +398,8 @@ impl Consensus {
     /// otherwise since it last heard from a leader (or since start).
     pub fn quorum_silence(&self) -> Duration {
         let m = self.raft.metrics().borrow_watched().clone();
-        match (m.state, m.last_quorum_acked.as_ref()) {
-            (ServerState::Leader, Some(at)) => at.elapsed(),
+        match (m.state, self.quorum_ack_age(&m)) {
+            (ServerState::Leader, Some(age)) => age,
             _ => self.contact.last().elapsed(),
         }
     }
@@ -466,11 +465,7 @@ impl Consensus {
         let m = self.raft.metrics().borrow_watched().clone();
         let me = self.cfg.me();
         let leader_only = |v: Option<u64>| if m.state == ServerState::Leader { v } else { None };
-        let since_ack = if m.state == ServerState::Leader && self.is_sole_voter(&m) {
-            Some(0)
-        } else {
-            leader_only(m.last_quorum_acked.as_ref().map(|at| at.elapsed().as_millis() as u64))
-        };
+        let since_ack = leader_only(self.quorum_ack_age(&m).map(|age| age.as_millis() as u64));
         let lease_ms = self.cfg.timers.lease.as_millis() as u64;
         let initialized = m.membership_config.membership().voter_ids().next().is_some();
         let state = self.state.read();

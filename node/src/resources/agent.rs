@@ -67,6 +67,16 @@ struct Running {
     cancelled: Arc<AtomicBool>,
 }
 
+impl Running {
+    fn info(&self) -> RunningScript {
+        RunningScript {
+            resource: self.resource.clone(),
+            action: self.action.to_string(),
+            running_ms: self.started.elapsed().as_millis() as u64,
+        }
+    }
+}
+
 /// Runs the configured resources. Operations are serialized: a release waits for an acquire in
 /// progress, which stops before its next resource once a release is waiting.
 pub struct ResourceAgent {
@@ -99,15 +109,7 @@ impl ResourceAgent {
 
     /// The script running now, if any.
     pub fn running(&self) -> Option<RunningScript> {
-        self.running
-            .lock()
-            .expect("running lock")
-            .as_ref()
-            .map(|r| RunningScript {
-                resource: r.resource.clone(),
-                action: r.action.to_string(),
-                running_ms: r.started.elapsed().as_millis() as u64,
-            })
+        self.running.lock().expect("running lock").as_ref().map(Running::info)
     }
 
     /// The latest script runs, oldest first.
@@ -122,11 +124,7 @@ impl ResourceAgent {
         r.cancelled.store(true, Ordering::SeqCst);
         kill_group(r.pgid);
         tracing::warn!(resource = %r.resource, action = r.action, "script cancelled by the operator");
-        Some(RunningScript {
-            resource: r.resource.clone(),
-            action: r.action.to_string(),
-            running_ms: r.started.elapsed().as_millis() as u64,
-        })
+        Some(r.info())
     }
 
     /// Run resource `i`'s check, unless an acquire or release is running (`None`: try later).
@@ -182,9 +180,7 @@ impl ResourceAgent {
         epoch: Epoch,
     ) -> Result<(), ResourceError> {
         let role = if action == "release" { "standby" } else { "active" };
-        let started_at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let started_at_ms = crate::unix_ms();
         let mut child = tokio::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(command)

@@ -160,7 +160,7 @@ fn switchover_pauses(cluster: &Cluster, rt: &tokio::runtime::Runtime, rounds: u6
             .find(|n| n.active_epoch.is_some())
             .map(|n| n.name.clone())
             .unwrap();
-        let other = if active == "a" { "b" } else { "a" };
+        let other = tandem_tests::other_data_node(&active);
         // A switchover needs a synced standby: wait for it, as an operator would.
         cluster
             .wait_for("the standby synced", Duration::from_secs(10), |_| {
