@@ -29,3 +29,6 @@ fi
 
 cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"
+# The deterministic simulator is a workspace of its own (it builds with --cfg tokio_unstable,
+# kept out of the binaries above): the CI seed set, the scenarios, the mutants.
+(cd simulation && cargo test --locked "$@")

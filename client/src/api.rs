@@ -66,6 +66,11 @@ pub struct WriteTestRecord {
     /// UTF-8 payload, at most 64 KiB (`TEST_RECORD_MAX_BYTES` of the replicated records).
     #[serde(default)]
     pub payload: String,
+    /// Fencing token: the active epoch the writer saw (e.g. from `/health/active`). The record
+    /// carries it and is rejected when applied if a newer epoch has been activated since; an
+    /// epoch above the leader's term is refused. Without it the record carries the leader's term.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -381,6 +381,7 @@ async fn write(cli: &Cli, timeout: Duration, id: Option<u64>, payload: &str, cou
         let req = WriteTestRecord {
             id: first_id + n,
             payload: payload.to_string(),
+            epoch: None,
         };
         let deadline = tokio::time::Instant::now() + WRITE_LEADER_WAIT;
         let mut next_candidate = 0;

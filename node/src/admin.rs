@@ -182,6 +182,7 @@ impl From<ProposeError> for AdminError {
                 AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "witness_leader", e.to_string())
             }
             ProposeError::Rejected(r) => AdminError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", r.to_string()),
+            ProposeError::FutureEpoch { .. } => AdminError::new(StatusCode::CONFLICT, "future_epoch", e.to_string()),
             ProposeError::Fatal(_) => AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "raft_stopped", e.to_string()),
         }
     }
@@ -234,7 +235,7 @@ async fn write_test_record(
     });
     // The replicated rule, checked before anything enters the log.
     validate(&record).map_err(|e| AdminError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()))?;
-    let index = c.propose(record).await?;
+    let index = c.propose_in(record, req.epoch).await?;
     Ok(Json(WriteTestRecordResult {
         id: req.id,
         index,

@@ -13,6 +13,19 @@
 //! - [`run`]: wiring: open the store, bind the listeners, start Raft and the failover driver,
 //!   serve, and on SIGTERM let go of the service before leaving the cluster.
 
+// The mutation switches remove safety rules; only the simulator's build may carry them.
+#[cfg(all(
+    any(
+        feature = "mutant-no-lease-check",
+        feature = "mutant-no-takeover-wait",
+        feature = "mutant-no-pre-vote",
+        feature = "mutant-no-epoch-check",
+        feature = "mutant-ack-before-flush"
+    ),
+    not(tokio_unstable)
+))]
+compile_error!("mutation switches are for the simulator's build only (simulation/, with --cfg tokio_unstable)");
+
 pub mod admin;
 pub mod config;
 pub mod consensus;
@@ -26,13 +39,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use openraft::storage::RaftLogStorage;
+use openraft::AsyncRuntime;
 use tandem_raft_store::sled_store;
 use tandem_raft_store::MemberRole;
+use tandem_raft_store::Runtime;
+use tandem_raft_store::StateMachineStore;
+use tandem_raft_store::TypeConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::config::ValidConfig;
+use crate::consensus::network::PeerConnector;
 use crate::consensus::network::PeerNetwork;
 use crate::consensus::Consensus;
 use crate::failover::controller::ControllerConfig;
@@ -73,10 +92,32 @@ pub enum Exit {
 /// Run a node until `shutdown` completes or a restart is requested.
 pub async fn run(cfg: ValidConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<Exit> {
     let span = tracing::info_span!("node", node = %cfg.me().name);
-    run_node(Arc::new(cfg), shutdown).instrument(span).await
+    run_real(Arc::new(cfg), shutdown).instrument(span).await
 }
 
-async fn run_node(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> anyhow::Result<Exit> {
+/// Everything a node takes from its environment. [`run`] builds the real ones (sled, TCP,
+/// shell commands); the simulator passes its own (an in-memory store, the simulated network, a
+/// recording agent).
+pub struct NodeParts<L, C, LS> {
+    pub peer_listener: L,
+    pub admin_listener: L,
+    /// Makes the outgoing peer connections.
+    pub connector: C,
+    pub log: LS,
+    pub sm: StateMachineStore,
+    pub agent: Arc<ResourceAgent>,
+    /// Seed of openraft's randomness (the election timers).
+    pub seed: u64,
+}
+
+/// A running node's parts, for whoever started it (the simulator observes through them).
+#[derive(Clone)]
+pub struct NodeHandles {
+    pub consensus: Consensus,
+    pub failover: Failover,
+}
+
+async fn run_real(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> anyhow::Result<Exit> {
     let me = cfg.me().clone();
 
     std::fs::create_dir_all(&cfg.data_dir)
@@ -104,13 +145,80 @@ async fn run_node(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> 
         .with_context(|| format!("cannot listen on admin_listen {}", cfg.admin_listen))?;
 
     let local_ip: Option<IpAddr> = Some(cfg.peer_listen.ip()).filter(|ip| !ip.is_unspecified());
-    let network = PeerNetwork::new(cfg.node_id, cfg.cluster_secret.clone(), local_ip);
+    let parts = NodeParts {
+        peer_listener,
+        admin_listener,
+        connector: consensus::network::tcp_connector(local_ip),
+        log,
+        sm,
+        agent: ResourceAgent::new(me.name.clone(), cfg.resources.clone()),
+        seed: rand::random(),
+    };
+    let recovered = cfg
+        .data_dir
+        .join(recovery::DONE_FILE)
+        .exists()
+        .then(|| cfg.data_dir.clone());
+    run_with(cfg, parts, shutdown, |node| {
+        if let Some(data_dir) = recovered {
+            tokio::spawn(recovery::record_in_audit_trail(node.consensus.clone(), data_dir));
+        }
+    })
+    .await
+}
+
+/// How long a peer connection may take to open.
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Run a node on the given parts until `shutdown` completes or a restart is requested;
+/// `started` is called once Raft and the failover driver run.
+pub async fn run_with<L, C, LS>(
+    cfg: Arc<ValidConfig>,
+    parts: NodeParts<L, C, LS>,
+    shutdown: impl Future<Output = ()>,
+    started: impl FnOnce(&NodeHandles),
+) -> anyhow::Result<Exit>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+    C: PeerConnector,
+    LS: RaftLogStorage<TypeConfig>,
+    LS::LogReader: Send + Sync + 'static,
+{
+    let seed = parts.seed;
+    tandem_raft_store::with_seed(seed, serve_node(cfg, parts, shutdown, started)).await
+}
+
+async fn serve_node<L, C, LS>(
+    cfg: Arc<ValidConfig>,
+    parts: NodeParts<L, C, LS>,
+    shutdown: impl Future<Output = ()>,
+    started: impl FnOnce(&NodeHandles),
+) -> anyhow::Result<Exit>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+    C: PeerConnector,
+    LS: RaftLogStorage<TypeConfig>,
+    LS::LogReader: Send + Sync + 'static,
+{
+    let me = cfg.me().clone();
+    let NodeParts {
+        peer_listener,
+        admin_listener,
+        connector,
+        log,
+        sm,
+        agent,
+        seed: _,
+    } = parts;
+    let network = PeerNetwork::with_connector(cfg.node_id, cfg.cluster_secret.clone(), connector);
     let consensus = Consensus::start(cfg.clone(), log, sm, network)
         .await
         .context("cannot start raft")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let serve = |listener: TcpListener, app: axum::Router, what: &'static str| {
+    let serve = |listener: L, app: axum::Router, what: &'static str| {
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let result = axum::serve(listener, app)
@@ -141,7 +249,6 @@ async fn run_node(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> 
         // Time for the target to win the election a transfer starts.
         handoff_grace: cfg.timers.election_timeout_max * 2,
     });
-    let agent = ResourceAgent::new(me.name.clone(), cfg.resources.clone());
     let failover_driver = tokio::spawn(failover::driver::run(
         consensus.clone(),
         failover.clone(),
@@ -152,14 +259,16 @@ async fn run_node(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> 
     let restart = Arc::new(tokio::sync::Notify::new());
     let admin_server = serve(
         admin_listener,
-        admin::router(consensus.clone(), failover, restart.clone(), identity, agent),
+        admin::router(consensus.clone(), failover.clone(), restart.clone(), identity, agent),
         "admin",
     );
-    if cfg.data_dir.join(recovery::DONE_FILE).exists() {
-        tokio::spawn(recovery::record_in_audit_trail(consensus.clone(), cfg.data_dir.clone()));
-    }
+    // Spawned through openraft's runtime: its election timer draws from the seeded randomness.
     let witness = (me.role == MemberRole::Witness)
-        .then(|| tokio::spawn(consensus::witness::run(consensus.clone(), stop_rx.clone())));
+        .then(|| Runtime::spawn(consensus::witness::run(consensus.clone(), stop_rx.clone())));
+    started(&NodeHandles {
+        consensus: consensus.clone(),
+        failover,
+    });
 
     tracing::info!(
         id = cfg.node_id,

@@ -16,6 +16,13 @@
 //! I/O. A record that breaks a rule (stale epoch, bad path, over a limit) is answered with a
 //! [`records::Rejection`] and leaves the state unchanged.
 
+// The mutation switches remove safety rules; only the simulator's build may carry them.
+#[cfg(all(
+    any(feature = "mutant-no-epoch-check", feature = "mutant-ack-before-flush"),
+    not(tokio_unstable)
+))]
+compile_error!("mutation switches are for the simulator's build only (simulation/, with --cfg tokio_unstable)");
+
 pub mod codec;
 pub mod mem_store;
 pub mod records;

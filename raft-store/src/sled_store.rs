@@ -406,6 +406,9 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         put(&self.raft, KEY_VOTE, vote)?;
         // DESIGN §3: the vote is on disk before save_vote returns.
+        if cfg!(feature = "mutant-ack-before-flush") {
+            return Ok(());
+        }
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || db.flush().map_err(sled_err))
             .await
@@ -435,6 +438,9 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         }
         self.log.apply_batch(batch).map_err(sled_err)?;
         // DESIGN §3: acknowledged only after a flush that covers these entries.
+        #[cfg(feature = "mutant-ack-before-flush")]
+        callback.io_completed(Ok(()));
+        #[cfg(not(feature = "mutant-ack-before-flush"))]
         self.flush_tx
             .send(callback)
             .map_err(|_| io::Error::other("log flusher thread has stopped"))?;

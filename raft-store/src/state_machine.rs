@@ -50,6 +50,8 @@ pub(crate) trait SmBackend: Send + Sync + 'static {
     fn save_snapshot(&self, snapshot: &StoredSnapshot) -> io::Result<()>;
 }
 
+/// Cloning shares the state: the simulator keeps one across a node's restarts, as a disk would.
+#[derive(Clone)]
 pub struct StateMachineStore {
     state: Arc<RwLock<SmState>>,
     current_snapshot: Arc<RwLock<Option<StoredSnapshot>>>,

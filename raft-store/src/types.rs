@@ -21,7 +21,19 @@ openraft::declare_raft_types!(
         R = Response,
         NodeId = NodeId,
         Node = Member,
+        AsyncRuntime = Runtime,
 );
+
+/// Tokio, with openraft's election-timer randomness drawn from a seed: every node runs inside
+/// [`with_seed`], so the simulator can make a whole run reproducible and a real node draws its
+/// seed from the OS.
+pub type Runtime = openraft::rt::deterministic_rng::DeterministicRng<openraft_rt_tokio::TokioRuntime>;
+
+/// Run `fut` with openraft's randomness seeded by `seed` (tasks it spawns through openraft
+/// derive their own seeds from it). Raft must be created inside such a scope.
+pub fn with_seed<F: std::future::Future>(seed: u64, fut: F) -> impl std::future::Future<Output = F::Output> {
+    Runtime::scope(seed, fut)
+}
 
 pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
 pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;

@@ -19,7 +19,7 @@ use openraft::storage::RaftLogStorage;
 use openraft::type_config::TypeConfigExt;
 use openraft::EntryPayload;
 use openraft::RaftLogReader;
-use rand::Rng;
+use rand::RngExt;
 use tandem_raft_store::records::Command;
 use tandem_raft_store::records::Record;
 use tandem_raft_store::records::TestRecord;
@@ -67,15 +67,15 @@ async fn crash_child_appender() {
         .unwrap()
         .last_log_id
         .map_or(1, |l| l.index + 1);
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     loop {
-        let batch: u64 = rng.gen_range(1..=16);
+        let batch: u64 = rng.random_range(1..=16);
         let entries: Vec<Entry> = (next..next + batch).map(expected_entry).collect();
         let (tx, rx) = TypeConfig::oneshot();
         log.append(entries, IOFlushed::signal(tx)).await.unwrap();
         rx.await.unwrap().unwrap();
         next += batch;
-        if rng.gen_ratio(1, 8) {
+        if rng.random_ratio(1, 8) {
             let term = next;
             log.save_vote(&Vote::new(term, 1)).await.unwrap();
             println!("vote {term}");
@@ -87,7 +87,7 @@ async fn crash_child_appender() {
 #[tokio::test]
 async fn sigkill_never_loses_an_acknowledged_entry() {
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     let mut total_acked = 0;
     for round in 0..4 {
         // Start the appender and kill it at a random moment.
@@ -117,7 +117,7 @@ async fn sigkill_never_loses_an_acknowledged_entry() {
             }
             (acked, vote)
         });
-        std::thread::sleep(Duration::from_millis(rng.gen_range(300..1200)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..1200)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let (acked, vote) = reader.join().unwrap();

@@ -1,19 +1,50 @@
 //! # tandem-simulation
 //!
-//! The deterministic simulator of a Tandem cluster (turmoil). This crate currently holds only
-//! the smoke check that turmoil runs here; the simulated cluster, faults and invariants build
-//! on the node's seams.
+//! The deterministic simulator of a Tandem cluster (DESIGN §9). It runs the real node
+//! ([`tandem_node::run_with`]) on turmoil hosts `a`, `b` (data) and `w` (witness) through the
+//! node's seams: the peer transport and the admin API over the simulated network ([`net`]),
+//! a recording resource agent ([`agent`]), scripted health checks, and in-memory stores that
+//! outlive a crash but lose what was not flushed. A seed chooses the faults ([`faults`]) and
+//! the workload ([`workload`]); the invariants ([`invariants`]) are checked after every
+//! simulated millisecond; the same seed gives the same trace.
+//!
+//! Build only from this directory: `.cargo/config.toml` sets `--cfg tokio_unstable`, which
+//! seeds tokio's scheduler and `select!`.
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn turmoil_runs_a_simulated_host() {
-        let mut sim = turmoil::Builder::new().build();
-        sim.client("probe", async {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            Ok(())
-        });
-        sim.run().unwrap();
-        assert!(sim.elapsed() >= std::time::Duration::from_millis(10));
+#[cfg(not(tokio_unstable))]
+compile_error!("tandem-simulation needs --cfg tokio_unstable for deterministic scheduling: run cargo from simulation/ (see .cargo/config.toml)");
+
+pub mod agent;
+pub mod cluster;
+pub mod faults;
+pub mod invariants;
+pub mod net;
+pub mod rng;
+pub mod scenarios;
+pub mod workload;
+pub mod world;
+
+/// The command that reproduces a seed's run.
+pub fn reproduce(seed: u64) -> String {
+    let features = mutants_enabled();
+    if features.is_empty() {
+        format!("cd simulation && cargo run --release -- --seed {seed}")
+    } else {
+        format!(
+            "cd simulation && cargo run --release --features {} -- --seed {seed}",
+            features.join(",")
+        )
     }
+}
+
+/// The mutation switches this build carries.
+pub fn mutants_enabled() -> Vec<&'static str> {
+    let all = [
+        ("mutant-no-lease-check", cfg!(feature = "mutant-no-lease-check")),
+        ("mutant-no-takeover-wait", cfg!(feature = "mutant-no-takeover-wait")),
+        ("mutant-no-pre-vote", cfg!(feature = "mutant-no-pre-vote")),
+        ("mutant-no-epoch-check", cfg!(feature = "mutant-no-epoch-check")),
+        ("mutant-ack-before-flush", cfg!(feature = "mutant-ack-before-flush")),
+    ];
+    all.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect()
 }

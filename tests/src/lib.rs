@@ -379,6 +379,7 @@ impl Cluster {
         let req = WriteTestRecord {
             id,
             payload: payload.into(),
+            epoch: None,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

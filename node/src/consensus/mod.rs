@@ -60,6 +60,8 @@ pub enum ProposeError {
     Rejected(Rejection),
     #[error("raft stopped: {0}")]
     Fatal(String),
+    #[error("epoch {got} has not begun (the leader's term is {term}); send the epoch /health/active reported")]
+    FutureEpoch { got: u64, term: u64 },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +89,7 @@ fn raft_config(cfg: &ValidConfig) -> anyhow::Result<openraft::Config> {
         election_timeout_max: cfg.timers.election_timeout_max.as_millis() as u64,
         enable_elect: cfg.role() == MemberRole::Data,
         // DESIGN §3: a standby that lost contact for a moment must not depose a healthy leader.
-        enable_pre_vote: Some(true),
+        enable_pre_vote: Some(!cfg!(feature = "mutant-no-pre-vote")),
         // DESIGN §3: a restarted ex-leader must win a real election.
         enable_leader_restore: Some(false),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.log.snapshot_every_entries),
@@ -192,13 +194,14 @@ impl LeaderContact {
 
 impl Consensus {
     /// Start Raft on the given stores, talking to peers through `network`.
-    pub async fn start<LS>(
+    pub async fn start<LS, C>(
         cfg: Arc<ValidConfig>,
         log: LS,
         sm: StateMachineStore,
-        network: network::PeerNetwork,
+        network: network::PeerNetwork<C>,
     ) -> anyhow::Result<Self>
     where
+        C: network::PeerConnector,
         LS: RaftLogStorage<TypeConfig>,
         LS::LogReader: Send + Sync + 'static,
     {
@@ -284,6 +287,13 @@ impl Consensus {
 
     /// Propose a record through the log; returns the index it was applied at.
     pub async fn propose(&self, record: Record) -> Result<u64, ProposeError> {
+        self.propose_in(record, None).await
+    }
+
+    /// Propose `record` stamped with `epoch` (a writer's fencing token; `None`: this leader's
+    /// term). A token above the term is refused; one older than the activation in force is
+    /// rejected when the record is applied, on every node alike.
+    pub async fn propose_in(&self, record: Record, epoch: Option<u64>) -> Result<u64, ProposeError> {
         let (state, term) = {
             let m = self.raft.metrics();
             let m = m.borrow_watched();
@@ -294,7 +304,12 @@ impl Consensus {
         }
         // Every record carries the proposer's epoch; a leader's term is never below the
         // activation epoch, so a deposed leader's late proposal is fenced off at apply.
-        let cmd = Command { epoch: term, record };
+        let epoch = match epoch {
+            Some(e) if e > term => return Err(ProposeError::FutureEpoch { got: e, term }),
+            Some(e) => e,
+            None => term,
+        };
+        let cmd = Command { epoch, record };
         match self.raft.client_write(cmd).await {
             Ok(resp) => match resp.data {
                 Response::Applied { index } => Ok(index),

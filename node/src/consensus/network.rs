@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use http_body_util::Full;
+use hyper_util::client::legacy::connect::Connect;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use openraft::error::NetworkError;
@@ -46,24 +47,40 @@ use tandem_raft_store::Vote;
 use super::peer_api::PEER_BODY_MAX_BYTES;
 use super::peer_api::SECRET_HEADER;
 
-type HttpClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+type HttpClient<C> = hyper_util::client::legacy::Client<C, Full<Bytes>>;
+
+/// How a peer connection is made: TCP for a real node, the simulated network in the simulator.
+pub trait PeerConnector: Connect + Clone + Send + Sync + 'static {}
+impl<C: Connect + Clone + Send + Sync + 'static> PeerConnector for C {}
 
 /// Creates one [`PeerClient`] per target; all share one connection pool.
 #[derive(Clone)]
-pub struct PeerNetwork {
+pub struct PeerNetwork<C = HttpConnector> {
     me: NodeId,
     secret: String,
-    http: HttpClient,
+    http: HttpClient<C>,
 }
 
-impl PeerNetwork {
+impl PeerNetwork<HttpConnector> {
     /// `local_ip`: the address outgoing peer connections are made from (the peer listen
     /// address, unless it is the unspecified address).
     pub fn new(me: NodeId, secret: String, local_ip: Option<IpAddr>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(1)));
-        connector.set_local_address(local_ip);
+        Self::with_connector(me, secret, tcp_connector(local_ip))
+    }
+}
+
+/// Peer connections over TCP from `local_ip` (any address when `None`).
+pub fn tcp_connector(local_ip: Option<IpAddr>) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(crate::PEER_CONNECT_TIMEOUT));
+    connector.set_local_address(local_ip);
+    connector
+}
+
+impl<C: PeerConnector> PeerNetwork<C> {
+    /// A peer network whose connections are made by `connector`.
+    pub fn with_connector(me: NodeId, secret: String, connector: C) -> Self {
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
@@ -71,8 +88,8 @@ impl PeerNetwork {
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
-    type Network = PeerClient;
+impl<C: PeerConnector> RaftNetworkFactory<TypeConfig> for PeerNetwork<C> {
+    type Network = PeerClient<C>;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Self::Network {
         PeerClient {
@@ -85,19 +102,19 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     }
 }
 
-pub struct PeerClient {
+pub struct PeerClient<C> {
     me: NodeId,
     target: NodeId,
     addr: String,
     secret: String,
-    http: HttpClient,
+    http: HttpClient<C>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct TransportError(String);
 
-impl PeerClient {
+impl<C: PeerConnector> PeerClient<C> {
     async fn call<Req, Resp>(
         &self,
         path: &str,
@@ -151,7 +168,7 @@ impl PeerClient {
     }
 }
 
-impl RaftNetworkV2<TypeConfig> for PeerClient {
+impl<C: PeerConnector> RaftNetworkV2<TypeConfig> for PeerClient<C> {
     type SnapshotData = Cursor<Vec<u8>>;
 
     async fn append_entries(

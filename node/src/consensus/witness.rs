@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
+use openraft::AsyncRuntime;
 use openraft::ServerState;
-use rand::Rng;
+use rand::RngExt;
 use tandem_raft_store::MemberRole;
 use tandem_raft_store::NodeId;
 use tokio::sync::watch;
@@ -59,7 +60,9 @@ pub async fn run(consensus: Consensus, mut shutdown: watch::Receiver<bool>) {
         .collect();
     let (stand_min, stand_max) = cfg.timers.election_timeouts_for(MemberRole::Witness);
     let vote_lease = cfg.timers.election_timeout_max;
-    let draw = || vote_lease + rand::thread_rng().gen_range(stand_min..=stand_max);
+    // openraft's seeded randomness (see [`tandem_raft_store::with_seed`]): reproducible in the
+    // simulator.
+    let draw = || vote_lease + tandem_raft_store::Runtime::thread_rng().random_range(stand_min..=stand_max);
     // A transfer or an election takes up to one data-node election timeout to settle.
     let retry_after = cfg.timers.election_timeout_max;
     let mut stand_after = draw();

@@ -218,7 +218,7 @@ impl Controller {
             return None;
         }
         let ack = raft.last_quorum_ack?;
-        if now >= ack + self.cfg.lease {
+        if now >= ack + self.cfg.lease && !cfg!(feature = "mutant-no-lease-check") {
             return None;
         }
         match &self.activation {
@@ -356,7 +356,7 @@ impl Controller {
             identity_at: now,
             takeover_at: now,
         };
-        if previous.is_none_or(|p| p.released) {
+        if previous.is_none_or(|p| p.released) || cfg!(feature = "mutant-no-takeover-wait") {
             return immediate;
         }
         let Some((_, since)) = self.leader_since.filter(|(term, _)| *term == epoch) else {

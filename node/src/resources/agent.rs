@@ -9,6 +9,8 @@
 //! and the run fails as "cancelled by operator").
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::AtomicU64;
@@ -77,6 +79,20 @@ impl Running {
     }
 }
 
+/// Carries out resource actions in place of shell commands: the seam the simulator's recording
+/// agent plugs into. Everything around the action (serialization, cancel of an acquire by a
+/// release, the run history) stays the agent's.
+pub trait ActionRunner: Send + Sync + 'static {
+    /// Run `action` (`acquire`, `release` or `check`) of `resource` in `epoch`. `Err` is what
+    /// a failing script would have printed.
+    fn run(
+        &self,
+        resource: &str,
+        action: &'static str,
+        epoch: Epoch,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'static>>;
+}
+
 /// Runs the configured resources. Operations are serialized: a release waits for an acquire in
 /// progress, which stops before its next resource once a release is waiting.
 pub struct ResourceAgent {
@@ -88,10 +104,21 @@ pub struct ResourceAgent {
     last_epoch: AtomicU64,
     running: std::sync::Mutex<Option<Running>>,
     runs: std::sync::Mutex<VecDeque<ScriptRun>>,
+    /// `None`: the shell commands of the config.
+    runner: Option<Arc<dyn ActionRunner>>,
 }
 
 impl ResourceAgent {
     pub fn new(node: String, resources: Vec<ResourceConfig>) -> Arc<Self> {
+        Self::build(node, resources, None)
+    }
+
+    /// An agent whose actions are carried out by `runner` instead of the configured commands.
+    pub fn with_runner(node: String, resources: Vec<ResourceConfig>, runner: Arc<dyn ActionRunner>) -> Arc<Self> {
+        Self::build(node, resources, Some(runner))
+    }
+
+    fn build(node: String, resources: Vec<ResourceConfig>, runner: Option<Arc<dyn ActionRunner>>) -> Arc<Self> {
         Arc::new(Self {
             node,
             resources,
@@ -100,6 +127,7 @@ impl ResourceAgent {
             last_epoch: AtomicU64::new(0),
             running: std::sync::Mutex::new(None),
             runs: std::sync::Mutex::new(VecDeque::new()),
+            runner,
         })
     }
 
@@ -179,6 +207,9 @@ impl ResourceAgent {
         timeout: Duration,
         epoch: Epoch,
     ) -> Result<(), ResourceError> {
+        if let Some(runner) = &self.runner {
+            return self.run_with(runner.as_ref(), r, action, epoch).await;
+        }
         let role = if action == "release" { "standby" } else { "active" };
         let started_at_ms = crate::unix_ms();
         let mut child = tokio::process::Command::new("/bin/sh")
@@ -237,6 +268,45 @@ impl ResourceAgent {
                 stderr: err.trim_end().to_string(),
             }),
         }
+    }
+
+    /// [`Self::run`] through an [`ActionRunner`].
+    async fn run_with(
+        &self,
+        runner: &dyn ActionRunner,
+        r: &ResourceConfig,
+        action: &'static str,
+        epoch: Epoch,
+    ) -> Result<(), ResourceError> {
+        let started_at_ms = crate::unix_ms();
+        let started = tokio::time::Instant::now();
+        *self.running.lock().expect("running lock") = Some(Running {
+            resource: r.name.clone(),
+            action,
+            pgid: None,
+            started,
+            cancelled: Arc::new(AtomicBool::new(false)),
+        });
+        let result = runner.run(&r.name, action, epoch).await;
+        *self.running.lock().expect("running lock") = None;
+        self.record(ScriptRun {
+            resource: r.name.clone(),
+            action: action.to_string(),
+            epoch,
+            started_at_ms,
+            duration_ms: started.elapsed().as_millis() as u64,
+            outcome: result
+                .as_ref()
+                .map_or_else(|e| format!("failed: {e}"), |_| "ok".to_string()),
+            stdout: String::new(),
+            stderr: result.as_ref().err().cloned().unwrap_or_default(),
+        });
+        result.map_err(|stderr| ResourceError::Failed {
+            name: r.name.clone(),
+            action,
+            status: "failed".to_string(),
+            stderr,
+        })
     }
 
     fn record(&self, run: ScriptRun) {

@@ -79,6 +79,7 @@ fn main() -> anyhow::Result<()> {
             let req = WriteTestRecord {
                 id,
                 payload: "0123456789abcdef".into(),
+                epoch: None,
             };
             let t = Instant::now();
             client.write_test_record(&req).await.expect("sequential write");
@@ -109,6 +110,7 @@ fn main() -> anyhow::Result<()> {
                     let req = WriteTestRecord {
                         id,
                         payload: "0123456789abcdef".into(),
+                        epoch: None,
                     };
                     client.write_test_record(&req).await.expect("concurrent write");
                     done.fetch_add(1, Ordering::Relaxed);
@@ -180,6 +182,7 @@ fn switchover_pauses(cluster: &Cluster, rt: &tokio::runtime::Runtime, rounds: u6
                     let req = WriteTestRecord {
                         id,
                         payload: "0123456789abcdef".into(),
+                        epoch: None,
                     };
                     match clients[target].write_test_record(&req).await {
                         Ok(_) => {
