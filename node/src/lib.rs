@@ -15,12 +15,11 @@
 
 // The mutation switches remove safety rules; only the simulator's build may carry them.
 #[cfg(all(
+    // The store's own switches are guarded in tandem-raft-store.
     any(
         feature = "mutant-no-lease-check",
         feature = "mutant-no-takeover-wait",
-        feature = "mutant-no-pre-vote",
-        feature = "mutant-no-epoch-check",
-        feature = "mutant-ack-before-flush"
+        feature = "mutant-no-pre-vote"
     ),
     not(tokio_unstable)
 ))]
@@ -167,9 +166,6 @@ async fn run_real(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> 
     .await
 }
 
-/// How long a peer connection may take to open.
-pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
 /// Run a node on the given parts until `shutdown` completes or a restart is requested;
 /// `started` is called once Raft and the failover driver run.
 pub async fn run_with<L, C, LS>(
@@ -185,120 +181,108 @@ where
     LS: RaftLogStorage<TypeConfig>,
     LS::LogReader: Send + Sync + 'static,
 {
+    // openraft's randomness is drawn from `seed` for everything Raft starts below.
     let seed = parts.seed;
-    tandem_raft_store::with_seed(seed, serve_node(cfg, parts, shutdown, started)).await
-}
+    tandem_raft_store::with_seed(seed, async move {
+        let me = cfg.me().clone();
+        let NodeParts {
+            peer_listener,
+            admin_listener,
+            connector,
+            log,
+            sm,
+            agent,
+            seed: _,
+        } = parts;
+        let network = PeerNetwork::with_connector(cfg.node_id, cfg.cluster_secret.clone(), connector);
+        let consensus = Consensus::start(cfg.clone(), log, sm, network)
+            .await
+            .context("cannot start raft")?;
 
-async fn serve_node<L, C, LS>(
-    cfg: Arc<ValidConfig>,
-    parts: NodeParts<L, C, LS>,
-    shutdown: impl Future<Output = ()>,
-    started: impl FnOnce(&NodeHandles),
-) -> anyhow::Result<Exit>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-    C: PeerConnector,
-    LS: RaftLogStorage<TypeConfig>,
-    LS::LogReader: Send + Sync + 'static,
-{
-    let me = cfg.me().clone();
-    let NodeParts {
-        peer_listener,
-        admin_listener,
-        connector,
-        log,
-        sm,
-        agent,
-        seed: _,
-    } = parts;
-    let network = PeerNetwork::with_connector(cfg.node_id, cfg.cluster_secret.clone(), connector);
-    let consensus = Consensus::start(cfg.clone(), log, sm, network)
-        .await
-        .context("cannot start raft")?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let serve = |listener: L, app: axum::Router, what: &'static str| {
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let result = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "{what} server failed");
+                }
+            })
+        };
+        let peer_server = serve(
+            peer_listener,
+            consensus::peer_api::router(&consensus, &cfg.cluster_secret),
+            "peer",
+        );
+        let identity = Identity::new(cfg.vips.clone());
+        let failover = Failover::new(ControllerConfig {
+            node: cfg.node_id,
+            role: me.role,
+            lease: cfg.timers.lease,
+            release_budget: cfg.timers.release_budget,
+            drift_margin: cfg.timers.lease_margin,
+            // What is left of the VIP's kernel lifetime when the lease ends (zero without a VIP).
+            identity_wait: identity.identity_wait(cfg.timers.lease),
+            vote_lease_margin: vote_lease_margin(&cfg.timers),
+            // Time for the target to win the election a transfer starts.
+            handoff_grace: cfg.timers.election_timeout_max * 2,
+        });
+        let failover_driver = tokio::spawn(failover::driver::run(
+            consensus.clone(),
+            failover.clone(),
+            identity.clone(),
+            agent.clone(),
+            stop_rx.clone(),
+        ));
+        let restart = Arc::new(tokio::sync::Notify::new());
+        let admin_server = serve(
+            admin_listener,
+            admin::router(consensus.clone(), failover.clone(), restart.clone(), identity, agent),
+            "admin",
+        );
+        // Spawned through openraft's runtime: its election timer draws from the seeded randomness.
+        let witness = (me.role == MemberRole::Witness)
+            .then(|| Runtime::spawn(consensus::witness::run(consensus.clone(), stop_rx.clone())));
+        started(&NodeHandles {
+            consensus: consensus.clone(),
+            failover,
+        });
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let serve = |listener: L, app: axum::Router, what: &'static str| {
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let result = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "{what} server failed");
+        tracing::info!(
+            id = cfg.node_id,
+            role = %me.role,
+            peer = %cfg.peer_listen,
+            admin = %cfg.admin_listen,
+            "tandem node started"
+        );
+
+        let exit = tokio::select! {
+            _ = shutdown => Exit::Stopped,
+            _ = restart.notified() => Exit::Restart,
+        };
+        tracing::info!(?exit, "shutting down");
+        // Let go of the service first, then leave the cluster.
+        let _ = stop_tx.send(true);
+        let _ = failover_driver.await;
+        consensus.shutdown(SHUTDOWN_TIMEOUT).await;
+        let servers = async {
+            let _ = peer_server.await;
+            let _ = admin_server.await;
+            if let Some(w) = witness {
+                let _ = w.await;
             }
-        })
-    };
-    let peer_server = serve(
-        peer_listener,
-        consensus::peer_api::router(&consensus, &cfg.cluster_secret),
-        "peer",
-    );
-    let identity = Identity::new(cfg.vips.clone());
-    let failover = Failover::new(ControllerConfig {
-        node: cfg.node_id,
-        role: me.role,
-        lease: cfg.timers.lease,
-        release_budget: cfg.timers.release_budget,
-        drift_margin: cfg.timers.lease_margin,
-        // What is left of the VIP's kernel lifetime when the lease ends (zero without a VIP).
-        identity_wait: identity.identity_wait(cfg.timers.lease),
-        vote_lease_margin: vote_lease_margin(&cfg.timers),
-        // Time for the target to win the election a transfer starts.
-        handoff_grace: cfg.timers.election_timeout_max * 2,
-    });
-    let failover_driver = tokio::spawn(failover::driver::run(
-        consensus.clone(),
-        failover.clone(),
-        identity.clone(),
-        agent.clone(),
-        stop_rx.clone(),
-    ));
-    let restart = Arc::new(tokio::sync::Notify::new());
-    let admin_server = serve(
-        admin_listener,
-        admin::router(consensus.clone(), failover.clone(), restart.clone(), identity, agent),
-        "admin",
-    );
-    // Spawned through openraft's runtime: its election timer draws from the seeded randomness.
-    let witness = (me.role == MemberRole::Witness)
-        .then(|| Runtime::spawn(consensus::witness::run(consensus.clone(), stop_rx.clone())));
-    started(&NodeHandles {
-        consensus: consensus.clone(),
-        failover,
-    });
-
-    tracing::info!(
-        id = cfg.node_id,
-        role = %me.role,
-        peer = %cfg.peer_listen,
-        admin = %cfg.admin_listen,
-        "tandem node started"
-    );
-
-    let exit = tokio::select! {
-        _ = shutdown => Exit::Stopped,
-        _ = restart.notified() => Exit::Restart,
-    };
-    tracing::info!(?exit, "shutting down");
-    // Let go of the service first, then leave the cluster.
-    let _ = stop_tx.send(true);
-    let _ = failover_driver.await;
-    consensus.shutdown(SHUTDOWN_TIMEOUT).await;
-    let servers = async {
-        let _ = peer_server.await;
-        let _ = admin_server.await;
-        if let Some(w) = witness {
-            let _ = w.await;
+        };
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, servers).await.is_err() {
+            tracing::warn!("servers did not stop in time; exiting anyway");
         }
-    };
-    if tokio::time::timeout(SHUTDOWN_TIMEOUT, servers).await.is_err() {
-        tracing::warn!("servers did not stop in time; exiting anyway");
-    }
-    tracing::info!("stopped");
-    Ok(exit)
+        tracing::info!("stopped");
+        Ok(exit)
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -242,7 +242,6 @@ pub fn run(plan: &Plan) -> Report {
     while sim.elapsed() < plan.end() {
         let now = sim.elapsed();
         // Faults due now, from the schedule and follow-ups (resume, healthy again).
-        later.sort_by_key(|(at, _)| *at);
         let mut due = Vec::new();
         while faults.front().is_some_and(|(at, _)| *at <= now) {
             due.push(faults.pop_front().expect("checked").1);
@@ -259,6 +258,7 @@ pub fn run(plan: &Plan) -> Report {
         }
         for fault in due {
             apply(&mut sim, &shared, &operator, &nodes, &mut dist, &mut later, now, fault);
+            later.sort_by_key(|(at, _)| *at);
         }
 
         if now + QUIET_BEFORE_END >= plan.end() && !shared.quiet.swap(true, Ordering::SeqCst) {
@@ -471,14 +471,6 @@ fn apply(
     fault: Fault,
 ) {
     let i = |n: NodeId| (n - 1) as usize;
-    let others = |n: NodeId| -> Vec<&'static str> {
-        NODES
-            .iter()
-            .filter(|(p, _)| *p != n)
-            .map(|(_, h)| *h)
-            .chain(["c"])
-            .collect()
-    };
     match fault {
         Fault::Crash(n) if !dist.crashed[i(n)] => {
             sim.crash(name(n));
@@ -487,7 +479,7 @@ fn apply(
             nodes[i(n)].log.crash();
             dist.crashed[i(n)] = true;
             if dist.stalled[i(n)] {
-                resume(sim, shared, dist, n, &others(n));
+                resume(sim, shared, dist, n);
             }
             *shared.node(n).observed.lock().expect("observed lock") = Observed::default();
             shared.ledger(now, n, crate::world::LedgerKind::ReleaseDone);
@@ -546,7 +538,7 @@ fn apply(
         }
         Fault::Resume(n) => {
             if dist.stalled[i(n)] {
-                resume(sim, shared, dist, n, &others(n));
+                resume(sim, shared, dist, n);
             }
         }
         Fault::UnhealthyActive(ms) => {
@@ -580,9 +572,19 @@ fn apply(
     shared.trace(now, format_args!("fault: {fault:?}"));
 }
 
-fn resume(sim: &mut turmoil::Sim<'_>, shared: &Shared, dist: &mut Disturbance, n: NodeId, others: &[&str]) {
-    for h in others {
-        sim.release(name(n), *h);
+/// Every other host, the client included: what a stalled node's messages are held against.
+fn others(n: NodeId) -> Vec<&'static str> {
+    NODES
+        .iter()
+        .filter(|(p, _)| *p != n)
+        .map(|(_, h)| *h)
+        .chain(["c"])
+        .collect()
+}
+
+fn resume(sim: &mut turmoil::Sim<'_>, shared: &Shared, dist: &mut Disturbance, n: NodeId) {
+    for h in others(n) {
+        sim.release(name(n), h);
     }
     shared.node(n).stalled.send_replace(false);
     dist.stalled[(n - 1) as usize] = false;
@@ -600,13 +602,7 @@ fn heal(sim: &mut turmoil::Sim<'_>, shared: &Shared, nodes: &[Node], dist: &mut 
     for n in nodes {
         let i = (n.id - 1) as usize;
         if dist.stalled[i] {
-            let others: Vec<&str> = NODES
-                .iter()
-                .filter(|(p, _)| *p != n.id)
-                .map(|(_, h)| *h)
-                .chain(["c"])
-                .collect();
-            resume(sim, shared, dist, n.id, &others);
+            resume(sim, shared, dist, n.id);
         }
         if dist.crashed[i] {
             sim.bounce(name(n.id));

@@ -61,19 +61,14 @@ pub struct PeerNetwork<C = HttpConnector> {
     http: HttpClient<C>,
 }
 
-impl PeerNetwork<HttpConnector> {
-    /// `local_ip`: the address outgoing peer connections are made from (the peer listen
-    /// address, unless it is the unspecified address).
-    pub fn new(me: NodeId, secret: String, local_ip: Option<IpAddr>) -> Self {
-        Self::with_connector(me, secret, tcp_connector(local_ip))
-    }
-}
+/// How long a peer connection may take to open.
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Peer connections over TCP from `local_ip` (any address when `None`).
 pub fn tcp_connector(local_ip: Option<IpAddr>) -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(crate::PEER_CONNECT_TIMEOUT));
+    connector.set_connect_timeout(Some(PEER_CONNECT_TIMEOUT));
     connector.set_local_address(local_ip);
     connector
 }
@@ -244,7 +239,7 @@ mod tests {
             closed_tx.send(()).ok();
         });
 
-        let mut network = PeerNetwork::new(1, "a-cluster-secret-123".into(), None);
+        let mut network = PeerNetwork::with_connector(1, "a-cluster-secret-123".into(), tcp_connector(None));
         let peer = Member {
             peer_addr: addr.to_string(),
             ..Default::default()

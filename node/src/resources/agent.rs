@@ -211,7 +211,6 @@ impl ResourceAgent {
             return self.run_with(runner.as_ref(), r, action, epoch).await;
         }
         let role = if action == "release" { "standby" } else { "active" };
-        let started_at_ms = crate::unix_ms();
         let mut child = tokio::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(command)
@@ -233,32 +232,14 @@ impl ResourceAgent {
             })?;
         let pgid = child.id();
         let cancelled = Arc::new(AtomicBool::new(false));
-        let started = tokio::time::Instant::now();
-        *self.running.lock().expect("running lock") = Some(Running {
-            resource: r.name.clone(),
-            action,
-            pgid,
-            started,
-            cancelled: cancelled.clone(),
-        });
-        let result = self.wait_for(r, action, timeout, &mut child, pgid, &cancelled).await;
-        *self.running.lock().expect("running lock") = None;
-        let (result, out, err) = result;
+        let run = self.begin(r, action, epoch, pgid, cancelled.clone());
+        let (result, out, err) = self.wait_for(r, action, timeout, &mut child, pgid, &cancelled).await;
         let outcome = match &result {
             Ok(status) if status.success() => "ok".to_string(),
             Ok(status) => status.to_string(),
             Err(e) => e.to_string(),
         };
-        self.record(ScriptRun {
-            resource: r.name.clone(),
-            action: action.to_string(),
-            epoch,
-            started_at_ms,
-            duration_ms: started.elapsed().as_millis() as u64,
-            outcome,
-            stdout: out,
-            stderr: err.clone(),
-        });
+        self.end(run, outcome, out, err.clone());
         match result? {
             s if s.success() => Ok(()),
             s => Err(ResourceError::Failed {
@@ -278,35 +259,62 @@ impl ResourceAgent {
         action: &'static str,
         epoch: Epoch,
     ) -> Result<(), ResourceError> {
-        let started_at_ms = crate::unix_ms();
-        let started = tokio::time::Instant::now();
-        *self.running.lock().expect("running lock") = Some(Running {
-            resource: r.name.clone(),
-            action,
-            pgid: None,
-            started,
-            cancelled: Arc::new(AtomicBool::new(false)),
-        });
+        let run = self.begin(r, action, epoch, None, Arc::new(AtomicBool::new(false)));
         let result = runner.run(&r.name, action, epoch).await;
-        *self.running.lock().expect("running lock") = None;
-        self.record(ScriptRun {
-            resource: r.name.clone(),
-            action: action.to_string(),
-            epoch,
-            started_at_ms,
-            duration_ms: started.elapsed().as_millis() as u64,
-            outcome: result
-                .as_ref()
-                .map_or_else(|e| format!("failed: {e}"), |_| "ok".to_string()),
-            stdout: String::new(),
-            stderr: result.as_ref().err().cloned().unwrap_or_default(),
-        });
+        let outcome = result
+            .as_ref()
+            .map_or_else(|e| format!("failed: {e}"), |_| "ok".to_string());
+        self.end(
+            run,
+            outcome,
+            String::new(),
+            result.as_ref().err().cloned().unwrap_or_default(),
+        );
         result.map_err(|stderr| ResourceError::Failed {
             name: r.name.clone(),
             action,
             status: "failed".to_string(),
             stderr,
         })
+    }
+
+    /// Mark a run as the one running now (for `running` and `cancel`).
+    fn begin(
+        &self,
+        r: &ResourceConfig,
+        action: &'static str,
+        epoch: Epoch,
+        pgid: Option<u32>,
+        cancelled: Arc<AtomicBool>,
+    ) -> ScriptRun {
+        let started = tokio::time::Instant::now();
+        *self.running.lock().expect("running lock") = Some(Running {
+            resource: r.name.clone(),
+            action,
+            pgid,
+            started,
+            cancelled,
+        });
+        ScriptRun {
+            resource: r.name.clone(),
+            action: action.to_string(),
+            epoch,
+            started_at_ms: crate::unix_ms(),
+            duration_ms: 0,
+            outcome: String::new(),
+            stdout: String::new(),
+            stderr: String::new(),
+        }
+    }
+
+    /// The run begun by [`Self::begin`] ended: nothing runs now; keep it in the history.
+    fn end(&self, mut run: ScriptRun, outcome: String, stdout: String, stderr: String) {
+        let started = self.running.lock().expect("running lock").take().map(|r| r.started);
+        run.duration_ms = started.map_or(0, |s| s.elapsed().as_millis() as u64);
+        run.outcome = outcome;
+        run.stdout = stdout;
+        run.stderr = stderr;
+        self.record(run);
     }
 
     fn record(&self, run: ScriptRun) {
