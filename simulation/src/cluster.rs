@@ -264,9 +264,18 @@ pub fn run(plan: &Plan) -> Report {
         if now + QUIET_BEFORE_END >= plan.end() && !shared.quiet.swap(true, Ordering::SeqCst) {
             shared.trace(now, "client: writes stop before the final checks");
         }
-        if let Err(e) = sim.step() {
-            failed = Some(e.to_string());
-            break;
+        // A node that panics (openraft's own state checks, in debug builds) fails the run
+        // like a broken invariant does.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.step())) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                failed = Some(e.to_string());
+                break;
+            }
+            Err(panic) => {
+                failed = Some(format!("a node panicked: {}", panic_message(panic.as_ref())));
+                break;
+            }
         }
         let now = sim.elapsed();
 
@@ -613,4 +622,12 @@ fn heal(sim: &mut turmoil::Sim<'_>, shared: &Shared, nodes: &[Node], dist: &mut 
     }
     dist.links.clear();
     shared.trace(now, "fault: all healed");
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "(no message)".into())
 }

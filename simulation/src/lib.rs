@@ -24,17 +24,18 @@ pub mod scenarios;
 pub mod workload;
 pub mod world;
 
-/// The command that reproduces a seed's run.
+/// The command that reproduces a seed's run: same profile (debug builds also run openraft's
+/// own state checks), same mutation switches.
 pub fn reproduce(seed: u64) -> String {
-    let features = mutants_enabled();
-    if features.is_empty() {
-        format!("cd simulation && cargo run --release -- --seed {seed}")
-    } else {
-        format!(
-            "cd simulation && cargo run --release --features {} -- --seed {seed}",
-            features.join(",")
-        )
+    let mut cmd = String::from("cd simulation && cargo run");
+    if !cfg!(debug_assertions) {
+        cmd.push_str(" --release");
     }
+    let features = mutants_enabled();
+    if !features.is_empty() {
+        cmd.push_str(&format!(" --features {}", features.join(",")));
+    }
+    format!("{cmd} -- --seed {seed}")
 }
 
 /// The mutation switches this build carries.
