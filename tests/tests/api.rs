@@ -263,3 +263,46 @@ fn policies_and_maintenance_are_replicated_and_every_change_is_audited() {
     assert_eq!(entries[0]["detail"], "maintenance false -> true");
     assert_eq!(entries[0]["actor"], format!("admin-api@{leader}"));
 }
+
+#[test]
+fn a_write_carrying_an_old_or_future_epoch_is_refused_and_changes_nothing() {
+    let cluster = Cluster::start_initialized(ClusterOptions::default()).unwrap();
+    let active = cluster.wait_active(None, Duration::from_secs(10));
+    let addr = cluster.spec(active).admin_addr();
+    let json = [("content-type", "application/json")];
+    let (code, body) = http(&addr, "GET", "/health/active", &[], b"");
+    assert_eq!(code, 200, "{body}");
+    let epoch: u64 = body.trim().strip_prefix("active epoch ").unwrap().parse().unwrap();
+    let status = |c: &Cluster| c.status(active).unwrap();
+
+    // The epoch the active reported: written.
+    let ok = format!("{{\"id\": 1, \"payload\": \"x\", \"epoch\": {epoch}}}");
+    let (code, body) = http(&addr, "POST", "/v1/test-records", &json, ok.as_bytes());
+    assert_eq!(code, 200, "{body}");
+
+    // An epoch that has not begun: refused before it enters the log.
+    let before = status(&cluster);
+    let future = format!("{{\"id\": 2, \"payload\": \"x\", \"epoch\": {}}}", epoch + 1000);
+    let (code, body) = http(&addr, "POST", "/v1/test-records", &json, future.as_bytes());
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body.contains("future_epoch") && body.contains("has not begun"),
+        "{body}"
+    );
+    assert_eq!(
+        status(&cluster).last_log_index,
+        before.last_log_index,
+        "nothing entered the log"
+    );
+
+    // An epoch older than the activation: committed but rejected when applied, on every node.
+    let stale = format!("{{\"id\": 3, \"payload\": \"x\", \"epoch\": {}}}", epoch - 1);
+    let (code, body) = http(&addr, "POST", "/v1/test-records", &json, stale.as_bytes());
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("stale epoch"), "{body}");
+    assert_eq!(
+        status(&cluster).test_records,
+        before.test_records,
+        "the stale write changed nothing"
+    );
+}
