@@ -32,6 +32,17 @@ pub struct NodeStatus {
     /// The epoch this node is active in, while it holds the lease (DESIGN §4).
     pub active_epoch: Option<u64>,
     pub policies: PoliciesInfo,
+    /// What this node is in the cluster: `active`, `standby`, `witness`, `detached` (not
+    /// taking part: not initialized, not a voter, or out of touch) or `switching`.
+    pub role: String,
+    /// The cluster status as this node sees it.
+    pub cluster_status: ClusterStatusInfo,
+    /// Heartbeats to the other two members.
+    pub links: Vec<LinkInfo>,
+    /// Data nodes: whether the witness answers heartbeats.
+    pub witness_contact: Option<bool>,
+    /// This node's health monitors.
+    pub monitors: Vec<MonitorInfo>,
     pub test_records: u64,
     /// Digest of every applied test record, in order (hex); equal on nodes that applied the same.
     pub test_digest: String,
@@ -206,6 +217,12 @@ pub struct PoliciesInfo {
     pub min_active_secs: u64,
     pub max_auto_switches: u32,
     pub switch_window_secs: u64,
+    /// Effective windows (`mon-fri 08:00-18:00`); empty = automatic switches at any time.
+    #[serde(default)]
+    pub windows: Vec<String>,
+    /// The windows' times are local to this offset from UTC, in minutes.
+    #[serde(default)]
+    pub window_utc_offset_min: i16,
 }
 
 /// `PUT /v1/policies`: the fields to change; the others keep their value.
@@ -219,6 +236,11 @@ pub struct PolicyUpdate {
     pub min_active_secs: Option<u64>,
     pub max_auto_switches: Option<u32>,
     pub switch_window_secs: Option<u64>,
+    /// Replaces every effective window; `[]` removes them.
+    #[serde(default)]
+    pub windows: Option<Vec<String>>,
+    #[serde(default)]
+    pub window_utc_offset_min: Option<i16>,
 }
 
 /// One operator action from the replicated audit trail (`GET /v1/audit`).
@@ -286,4 +308,88 @@ pub struct ScriptRun {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CancelResult {
     pub cancelled: Option<RunningScript>,
+}
+
+/// One event of a node's event log (`GET /v1/events`, `GET /v1/events/stream`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventInfo {
+    /// Per node, increasing; restarts at 1 when the node process starts.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch, on the node's clock.
+    pub at_ms: u64,
+    /// Name of the node that recorded it.
+    pub node: String,
+    /// The activation epoch the node knew of at that moment.
+    pub epoch: u64,
+    /// `role`, `monitor`, `policy`, `resource`, `operator`, `failover` or `warning`.
+    pub kind: String,
+    pub detail: String,
+}
+
+/// `GET /v1/events`: the events of every reachable node, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsPage {
+    pub events: Vec<EventInfo>,
+    /// Members whose events could not be fetched (name and why).
+    pub unreachable: Vec<String>,
+}
+
+/// One health monitor's live state on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorInfo {
+    pub name: String,
+    /// `process`, `systemd`, `tcp`, `http`, `script`, `disk`, `memory` or `cpu`.
+    pub kind: String,
+    pub target: String,
+    /// `active`, `standby` or `both`.
+    pub scope: String,
+    pub log_only: bool,
+    /// `idle` (out of scope here), `unknown` (not run yet), `ok`, `failing` (fewer than
+    /// `max_failures` failures in a row) or `failed`.
+    pub state: String,
+    /// The last result: what passed, or why it failed.
+    pub last_result: Option<String>,
+    pub last_run_ms: Option<u64>,
+    pub consecutive_failures: u32,
+    pub max_failures: u32,
+}
+
+/// The heartbeat between this node and one other member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkInfo {
+    pub to: String,
+    /// `up` (answered within the link timeout) or `down`.
+    pub state: String,
+    /// Milliseconds since the last answer; `None` if it never answered.
+    pub last_ok_ms_ago: Option<u64>,
+    /// Round trip of the last answer.
+    pub rtt_ms: Option<u64>,
+}
+
+/// How the whole cluster stands, as one node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatusInfo {
+    /// `ready`, `warning`, `mirroring`, `not synced`, `stopped` or `unknown`.
+    pub state: String,
+    pub reason: String,
+    /// Every condition an operator should look at, the one in `reason` first.
+    pub warnings: Vec<String>,
+}
+
+/// `GET /v1/cluster`: every member's own status and the cluster status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub cluster_status: ClusterStatusInfo,
+    /// The node serving the service, if any.
+    pub active: Option<String>,
+    pub nodes: Vec<ClusterNode>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    pub name: String,
+    pub admin_addr: String,
+    pub status: Option<NodeStatus>,
+    /// Why `status` is missing.
+    pub error: Option<String>,
 }

@@ -18,6 +18,9 @@ use serde::Serialize;
 use crate::api::ApiError;
 use crate::api::AuditInfo;
 use crate::api::CancelResult;
+use crate::api::ClusterView;
+use crate::api::EventInfo;
+use crate::api::EventsPage;
 use crate::api::FailoverReport;
 use crate::api::FailoverRequest;
 use crate::api::InitResult;
@@ -127,6 +130,87 @@ impl Client {
         self.call("POST", "/v1/cluster/rejoin", Some(req)).await
     }
 
+    /// Every member's status and the cluster status (`GET /v1/cluster`).
+    pub async fn cluster(&self) -> Result<ClusterView, ClientError> {
+        self.call::<(), _>("GET", "/v1/cluster", None).await
+    }
+
+    /// Events, oldest first (`GET /v1/events`).
+    pub async fn events(&self, q: &EventsQuery) -> Result<EventsPage, ClientError> {
+        self.call::<(), _>("GET", &format!("/v1/events?{}", q.to_query()), None)
+            .await
+    }
+
+    /// Events as CSV (`GET /v1/events?format=csv`).
+    pub async fn events_csv(&self, q: &EventsQuery) -> Result<String, ClientError> {
+        let (status, body) = self
+            .exchange("GET", &format!("/v1/events?{}&format=csv", q.to_query()), Bytes::new())
+            .await?;
+        self.decode_text(status, body)
+    }
+
+    /// Follow this node's live events (`GET /v1/events/stream`): `on_event` gets each one as
+    /// it happens; returns when the node closes the stream or cannot be reached.
+    pub async fn follow_events(
+        &self,
+        kind: Option<&str>,
+        mut on_event: impl FnMut(EventInfo),
+    ) -> Result<(), ClientError> {
+        let path = match kind {
+            Some(k) => format!("/v1/events/stream?kind={}", encode_query_value(k)),
+            None => "/v1/events/stream".to_string(),
+        };
+        let req = hyper::Request::builder()
+            .method("GET")
+            .uri(format!("http://{}{}", self.addr, path))
+            .header("accept", "text/event-stream")
+            .body(Full::new(Bytes::new()))
+            .expect("valid request");
+        let addr = self.addr.clone();
+        let unreachable = |reason: String| ClientError::Unreachable {
+            addr: addr.clone(),
+            reason,
+        };
+        let resp = tokio::time::timeout(self.timeout, self.http.request(req))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                addr: addr.clone(),
+                timeout: self.timeout,
+            })?
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        if status != 200 {
+            let bytes = body.collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
+            return self.decode_text(status, bytes).map(drop);
+        }
+        let mut buf = String::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| unreachable(e.to_string()))?;
+            let Ok(data) = frame.into_data() else { continue };
+            buf.push_str(&String::from_utf8_lossy(&data));
+            if buf.len() > RESPONSE_MAX_BYTES {
+                return Err(ClientError::Protocol {
+                    addr,
+                    status,
+                    body: "an event larger than RESPONSE_MAX_BYTES".into(),
+                });
+            }
+            // Server-sent events end with a blank line; only `data:` lines of events are used.
+            while let Some(end) = buf.find("\n\n") {
+                let block: String = buf.drain(..end + 2).collect();
+                for line in block.lines() {
+                    if let Some(json) = line.strip_prefix("data:") {
+                        if let Ok(e) = serde_json::from_str::<EventInfo>(json.trim_start()) {
+                            on_event(e);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub async fn resources(&self) -> Result<ResourcesInfo, ClientError> {
         self.call::<(), _>("GET", "/v1/resources", None).await
     }
@@ -145,6 +229,40 @@ impl Client {
             Some(b) => Bytes::from(serde_json::to_vec(b).expect("API request types serialize")),
             None => Bytes::new(),
         };
+        let (status, body) = self.exchange(method, path, body).await?;
+        let addr = self.addr.clone();
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&body).map_err(|e| ClientError::Protocol {
+                addr,
+                status,
+                body: format!("{e}: {}", String::from_utf8_lossy(&body)),
+            });
+        }
+        Err(self.error_answer(status, &body))
+    }
+
+    fn error_answer(&self, status: u16, body: &[u8]) -> ClientError {
+        let addr = self.addr.clone();
+        match serde_json::from_slice::<ApiError>(body) {
+            Ok(error) => ClientError::Api { addr, status, error },
+            Err(_) => ClientError::Protocol {
+                addr,
+                status,
+                body: String::from_utf8_lossy(body).into_owned(),
+            },
+        }
+    }
+
+    fn decode_text(&self, status: u16, body: Bytes) -> Result<String, ClientError> {
+        if (200..300).contains(&status) {
+            Ok(String::from_utf8_lossy(&body).into_owned())
+        } else {
+            Err(self.error_answer(status, &body))
+        }
+    }
+
+    /// One request and its whole answer, within the timeout.
+    async fn exchange(&self, method: &str, path: &str, body: Bytes) -> Result<(u16, Bytes), ClientError> {
         let req = hyper::Request::builder()
             .method(method)
             .uri(format!("http://{}{}", self.addr, path))
@@ -168,29 +286,62 @@ impl Client {
                 .to_bytes();
             Ok::<_, ClientError>((status, body))
         };
-        let (status, body) =
-            tokio::time::timeout(self.timeout, exchange)
-                .await
-                .map_err(|_| ClientError::Timeout {
-                    addr: addr.clone(),
-                    timeout: self.timeout,
-                })??;
-        if (200..300).contains(&status) {
-            return serde_json::from_slice(&body).map_err(|e| ClientError::Protocol {
-                addr,
-                status,
-                body: format!("{e}: {}", String::from_utf8_lossy(&body)),
-            });
-        }
-        match serde_json::from_slice::<ApiError>(&body) {
-            Ok(error) => Err(ClientError::Api { addr, status, error }),
-            Err(_) => Err(ClientError::Protocol {
-                addr,
-                status,
-                body: String::from_utf8_lossy(&body).into_owned(),
-            }),
-        }
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                addr: addr.clone(),
+                timeout: self.timeout,
+            })?
     }
+}
+
+/// Filters of `GET /v1/events`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventsQuery {
+    pub since_ms: Option<u64>,
+    pub until_ms: Option<u64>,
+    /// Comma-separated kinds.
+    pub kind: Option<String>,
+    pub node: Option<String>,
+    pub limit: Option<usize>,
+    /// Only the asked node's own events.
+    pub local: bool,
+}
+
+impl EventsQuery {
+    fn to_query(&self) -> String {
+        let mut parts = Vec::new();
+        let mut add = |k: &str, v: String| parts.push(format!("{k}={}", encode_query_value(&v)));
+        if let Some(v) = self.since_ms {
+            add("since_ms", v.to_string());
+        }
+        if let Some(v) = self.until_ms {
+            add("until_ms", v.to_string());
+        }
+        if let Some(v) = &self.kind {
+            add("kind", v.clone());
+        }
+        if let Some(v) = &self.node {
+            add("node", v.clone());
+        }
+        if let Some(v) = self.limit {
+            add("limit", v.to_string());
+        }
+        if self.local {
+            add("local", "true".into());
+        }
+        parts.join("&")
+    }
+}
+
+/// Percent-encode everything but unreserved characters.
+fn encode_query_value(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b',' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use clap::Subcommand;
 use serde::Serialize;
+use tandem_client::api::EventInfo;
 use tandem_client::api::FailoverRequest;
 use tandem_client::api::MemberInfo;
 use tandem_client::api::NodeStatus;
@@ -16,6 +17,7 @@ use tandem_client::api::SwitchoverRequest;
 use tandem_client::api::WriteTestRecord;
 use tandem_client::Client;
 use tandem_client::ClientError;
+use tandem_client::EventsQuery;
 
 /// `println!` that ends the program quietly when stdout is a closed pipe
 /// (`tandemctl status | head -3`) instead of panicking.
@@ -120,9 +122,42 @@ enum Cmd {
         max_auto_switches: Option<u32>,
         #[arg(long)]
         switch_window_secs: Option<u64>,
+        /// Effective window for automatic switches, e.g. "mon-fri 08:00-18:00" (repeat for
+        /// several; replaces the current ones). Outside every window a failure only warns.
+        #[arg(long = "window", value_name = "DAYS HH:MM-HH:MM")]
+        windows: Vec<String>,
+        /// Remove every effective window (automatic switches at any time).
+        #[arg(long, conflicts_with = "windows")]
+        no_windows: bool,
+        /// The windows' times of day are local to this offset from UTC, in minutes.
+        #[arg(long, allow_hyphen_values = true)]
+        window_utc_offset_min: Option<i16>,
     },
     /// Show the replicated audit trail of operator actions.
     Audit,
+    /// Show the events of every member (role changes, monitors, policies, resource and
+    /// operator actions), oldest first; or follow them live.
+    Events {
+        /// Only events of the last N minutes.
+        #[arg(long)]
+        since_mins: Option<u64>,
+        /// Only these kinds (comma-separated): role, monitor, policy, resource, operator,
+        /// failover, warning.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only events of this node.
+        #[arg(long)]
+        node: Option<String>,
+        /// At most this many (the newest).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print CSV (for a spreadsheet or an incident report).
+        #[arg(long, conflicts_with = "follow")]
+        csv: bool,
+        /// Keep printing events of every member as they happen (Ctrl-C to stop).
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
     /// Write test records through the leader and wait until each is committed and applied.
     WriteTestRecord {
         /// Id of the (first) record; defaults to the current time in microseconds.
@@ -172,6 +207,9 @@ async fn main() -> ExitCode {
             min_active_secs,
             max_auto_switches,
             switch_window_secs,
+            windows,
+            no_windows,
+            window_utc_offset_min,
         } => {
             let on = |v: &Option<String>| v.as_deref().map(|v| v == "on");
             let update = PolicyUpdate {
@@ -182,10 +220,33 @@ async fn main() -> ExitCode {
                 min_active_secs: *min_active_secs,
                 max_auto_switches: *max_auto_switches,
                 switch_window_secs: *switch_window_secs,
+                windows: if *no_windows {
+                    Some(Vec::new())
+                } else {
+                    Some(windows.clone()).filter(|w| !w.is_empty())
+                },
+                window_utc_offset_min: *window_utc_offset_min,
             };
             set_policies(&cli, timeout, update).await
         }
         Cmd::Audit => audit(&cli, timeout).await,
+        Cmd::Events {
+            since_mins,
+            kind,
+            node,
+            limit,
+            csv,
+            follow,
+        } => {
+            let query = EventsQuery {
+                since_ms: since_mins.map(|m| unix_ms().saturating_sub(m * 60_000)),
+                kind: kind.clone(),
+                node: node.clone(),
+                limit: *limit,
+                ..Default::default()
+            };
+            events(&cli, timeout, query, *csv, *follow).await
+        }
         Cmd::WriteTestRecord { id, payload, count } => write(&cli, timeout, *id, payload, *count).await,
     };
     match result {
@@ -264,7 +325,7 @@ async fn status(cli: &Cli, timeout: Duration) -> anyhow::Result<()> {
         "ID",
         "KIND",
         "ROLE",
-        "SERVICE",
+        "RAFT",
         "TERM",
         "LEADER",
         "LAST LOG",
@@ -279,11 +340,11 @@ async fn status(cli: &Cli, timeout: Duration) -> anyhow::Result<()> {
                 r.name.clone(),
                 r.id.to_string(),
                 s.kind.clone(),
-                s.raft_state.clone(),
                 match s.active_epoch {
-                    Some(epoch) => format!("{} (epoch {epoch})", s.service),
-                    None => s.service.clone(),
+                    Some(epoch) => format!("{} (epoch {epoch})", s.role),
+                    None => s.role.clone(),
                 },
+                s.raft_state.clone(),
                 s.term.to_string(),
                 name_of(s.leader),
                 opt(s.last_log_index),
@@ -306,13 +367,7 @@ async fn status(cli: &Cli, timeout: Duration) -> anyhow::Result<()> {
             ]),
         }
     }
-    let widths: Vec<usize> = (0..table[0].len())
-        .map(|c| table.iter().map(|row| row[c].len()).max().unwrap_or(0))
-        .collect();
-    for row in &table {
-        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-        println!("{}", line.join("  ").trim_end());
-    }
+    print_table(&table);
     let leaders: Vec<&Row> = rows
         .iter()
         .filter(|r| r.status.as_ref().is_some_and(|s| s.raft_state == "leader"))
@@ -343,7 +398,68 @@ async fn status(cli: &Cli, timeout: Duration) -> anyhow::Result<()> {
             r.error.as_deref().unwrap_or("")
         );
     }
+    // The cluster status as the active sees it (it knows the standby's replication), else as
+    // the first node that answered.
+    let reachable: Vec<&NodeStatus> = rows.iter().filter_map(|r| r.status.as_ref()).collect();
+    let viewer = reachable
+        .iter()
+        .find(|s| s.role == "active")
+        .or_else(|| reachable.first());
+    if let Some(v) = viewer {
+        let c = &v.cluster_status;
+        println!("cluster: {} ({}) [as {} sees it]", c.state, c.reason, v.name);
+        for w in c.warnings.iter().skip(1) {
+            println!("  also: {w}");
+        }
+    }
+    for s in &reachable {
+        let links: Vec<String> = s
+            .links
+            .iter()
+            .map(|l| match l.rtt_ms {
+                Some(rtt) if l.state == "up" => format!("{} up ({rtt} ms)", l.to),
+                _ => format!("{} {}", l.to, l.state),
+            })
+            .collect();
+        println!("links of {}: {}", s.name, links.join(", "));
+    }
+    let monitors: Vec<[String; 7]> = reachable
+        .iter()
+        .flat_map(|s| {
+            s.monitors.iter().map(|m| {
+                [
+                    s.name.clone(),
+                    m.name.clone(),
+                    m.kind.clone(),
+                    if m.log_only {
+                        format!("{} (log only)", m.scope)
+                    } else {
+                        m.scope.clone()
+                    },
+                    m.state.clone(),
+                    format!("{}/{}", m.consecutive_failures, m.max_failures),
+                    m.last_result.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+        })
+        .collect();
+    if !monitors.is_empty() {
+        println!();
+        let mut table = vec![["NODE", "MONITOR", "TYPE", "SCOPE", "STATE", "FAILS", "LAST RESULT"].map(String::from)];
+        table.extend(monitors);
+        print_table(&table);
+    }
     Ok(())
+}
+
+fn print_table<const N: usize>(table: &[[String; N]]) {
+    let widths: Vec<usize> = (0..N)
+        .map(|c| table.iter().map(|row| row[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in table {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
 }
 
 /// Join futures without pulling in a futures crate for one call.
@@ -358,6 +474,89 @@ where
         out.push(h.await.expect("status query task"));
     }
     out
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn print_event(e: &EventInfo, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(e).unwrap_or_default());
+    } else {
+        println!(
+            "{}  {:<8} epoch {:<3} {:<9} {}",
+            format_ms(e.at_ms),
+            e.node,
+            e.epoch,
+            e.kind,
+            e.detail
+        );
+    }
+}
+
+/// `HH:MM:SS.mmm` UTC of a Unix time in milliseconds (the CSV export carries the full date).
+fn format_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}Z",
+        s / 3600 % 24,
+        s / 60 % 60,
+        s % 60,
+        ms % 1000
+    )
+}
+
+async fn events(cli: &Cli, timeout: Duration, query: EventsQuery, csv: bool, follow: bool) -> anyhow::Result<()> {
+    let first = first_answer(&cli.nodes, timeout).await?;
+    let me = first
+        .members
+        .iter()
+        .find(|m| m.id == first.node_id)
+        .map_or_else(|| cli.nodes[0].clone(), |m| m.admin_addr.clone());
+    let client = Client::new(me).with_timeout(timeout);
+    if csv {
+        print!("{}", client.events_csv(&query).await?);
+        return Ok(());
+    }
+    if !follow {
+        let page = client.events(&query).await?;
+        for e in &page.events {
+            print_event(e, cli.json);
+        }
+        for u in &page.unreachable {
+            eprintln!("warning: events of {u} are missing");
+        }
+        return Ok(());
+    }
+    // Follow every member's live stream; a stream that ends is opened again.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<EventInfo>();
+    let members: Vec<MemberInfo> = first
+        .members
+        .into_iter()
+        .filter(|m| query.node.as_ref().is_none_or(|n| *n == m.name))
+        .collect();
+    for m in members {
+        let (tx, kind) = (tx.clone(), query.kind.clone());
+        tokio::spawn(async move {
+            let client = Client::new(m.admin_addr.clone()).with_timeout(Duration::from_secs(2));
+            loop {
+                let sent = tx.clone();
+                let result = client.follow_events(kind.as_deref(), move |e| drop(sent.send(e))).await;
+                if let Err(e) = result {
+                    eprintln!("warning: {} ({}): {e}; trying again", m.name, m.admin_addr);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+    drop(tx);
+    while let Some(e) = rx.recv().await {
+        print_event(&e, cli.json);
+    }
+    Ok(())
 }
 
 /// How long a write keeps looking for a leader.
@@ -686,6 +885,16 @@ async fn set_policies(cli: &Cli, timeout: Duration, update: PolicyUpdate) -> any
         "max-auto-switches        {} per {} s",
         policies.max_auto_switches, policies.switch_window_secs
     );
+    if policies.windows.is_empty() {
+        println!("effective windows        always");
+    } else {
+        println!(
+            "effective windows        {} (UTC{:+03}:{:02})",
+            policies.windows.join("; "),
+            policies.window_utc_offset_min / 60,
+            (policies.window_utc_offset_min % 60).abs()
+        );
+    }
     Ok(())
 }
 

@@ -5,18 +5,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::Query;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::sse::Event as SseEvent;
+use axum::response::sse::KeepAlive;
+use axum::response::sse::Sse;
 use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::get;
 use axum::routing::post;
 use axum::Json;
 use axum::Router;
+use serde::Deserialize;
 use tandem_client::api::ApiError;
 use tandem_client::api::AuditInfo;
 use tandem_client::api::CancelResult;
+use tandem_client::api::ClusterNode;
+use tandem_client::api::ClusterView;
+use tandem_client::api::EventsPage;
 use tandem_client::api::FailoverReport;
 use tandem_client::api::FailoverRequest;
 use tandem_client::api::InitResult;
@@ -38,11 +47,14 @@ use tandem_client::api::WriteTestRecordResult;
 use tandem_raft_store::records::validate;
 use tandem_raft_store::records::AuditEntry;
 use tandem_raft_store::records::Record;
+use tandem_raft_store::records::SwitchWindow;
 use tandem_raft_store::records::TestRecord;
 use tandem_raft_store::state::AUDIT_TRAIL_CAPACITY;
 use tandem_raft_store::MemberRole;
+use tokio::sync::broadcast;
 use tokio::sync::Notify;
 
+use crate::cluster::ClusterState;
 use crate::config::MemberConfig;
 use crate::config::ValidConfig;
 use crate::consensus::policies_info;
@@ -50,6 +62,7 @@ use crate::consensus::Consensus;
 use crate::consensus::InitError;
 use crate::consensus::ProposeError;
 use crate::consensus::SYNC_LAG_MAX_ENTRIES;
+use crate::events;
 use crate::failover::driver::Failover;
 use crate::recovery;
 use crate::recovery::RECOVER_SILENCE_MIN;
@@ -69,17 +82,15 @@ pub struct AdminState {
     pub restart: Arc<Notify>,
     pub identity: Arc<Identity>,
     pub agent: Arc<ResourceAgent>,
+    pub cluster: Arc<ClusterState>,
 }
 
-pub fn router(
-    consensus: Consensus,
-    failover: Failover,
-    restart: Arc<Notify>,
-    identity: Arc<Identity>,
-    agent: Arc<ResourceAgent>,
-) -> Router {
+pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/v1/status", get(status))
+        .route("/v1/cluster", get(cluster_view))
+        .route("/v1/events", get(events_list))
+        .route("/v1/events/stream", get(events_stream))
         .route("/v1/cluster/init", post(init))
         .route("/v1/test-records", post(write_test_record))
         .route("/v1/switchover", post(switchover))
@@ -95,13 +106,7 @@ pub fn router(
         .route("/health/standby", get(health_standby))
         .fallback(|| async { AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /v1/status") })
         .layer(DefaultBodyLimit::max(ADMIN_BODY_MAX_BYTES))
-        .with_state(AdminState {
-            consensus,
-            failover,
-            restart,
-            identity,
-            agent,
-        })
+        .with_state(state)
 }
 
 /// 200 only while this node is the lease-holding active (DESIGN §4), for load balancers.
@@ -189,6 +194,10 @@ impl From<ProposeError> for AdminError {
 }
 
 async fn status(State(app): State<AdminState>) -> Json<NodeStatus> {
+    Json(node_status(&app))
+}
+
+fn node_status(app: &AdminState) -> NodeStatus {
     let mut status = app.consensus.status();
     status.active_epoch = app.failover.active_epoch();
     status.service = match (status.kind.as_str(), status.active_epoch) {
@@ -197,7 +206,203 @@ async fn status(State(app): State<AdminState>) -> Json<NodeStatus> {
         _ => "standby",
     }
     .into();
-    Json(status)
+    status.role = app.cluster.role().as_str().into();
+    status.cluster_status = app.cluster.cluster_status();
+    status.links = app.cluster.links();
+    status.witness_contact = app.cluster.witness_contact();
+    status.monitors = app.cluster.monitor_infos();
+    status
+}
+
+/// How long `/v1/cluster` and `/v1/events` wait for each other member.
+pub const FAN_OUT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Every member's own status, asked in parallel, and the cluster status: as the active sees
+/// it when the active answers, else as this node sees it.
+async fn cluster_view(State(app): State<AdminState>) -> Json<ClusterView> {
+    let cfg = app.consensus.config();
+    let asks = cfg.members.iter().map(|m| {
+        let mine = m.id == cfg.node_id;
+        let local = mine.then(|| node_status(&app));
+        let client = tandem_client::Client::new(m.admin_addr.clone()).with_timeout(FAN_OUT_TIMEOUT);
+        async move {
+            let (status, error) = match local {
+                Some(s) => (Some(s), None),
+                None => match client.status().await {
+                    Ok(s) => (Some(s), None),
+                    Err(e) => (None, Some(e.to_string())),
+                },
+            };
+            ClusterNode {
+                name: m.name.clone(),
+                admin_addr: m.admin_addr.clone(),
+                status,
+                error,
+            }
+        }
+    });
+    let nodes = futures_util::future::join_all(asks).await;
+    let active = nodes
+        .iter()
+        .find(|n| n.status.as_ref().is_some_and(|s| s.role == "active"))
+        .map(|n| n.name.clone());
+    let cluster_status = nodes
+        .iter()
+        .find(|n| Some(&n.name) == active.as_ref())
+        .and_then(|n| n.status.as_ref())
+        .map_or_else(|| app.cluster.cluster_status(), |s| s.cluster_status.clone());
+    Json(ClusterView {
+        cluster_status,
+        active,
+        nodes,
+    })
+}
+
+/// Most events one `/v1/events` answer carries (the newest ones).
+pub const EVENTS_PAGE_MAX: usize = 10_000;
+
+/// `GET /v1/events` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    since_ms: Option<u64>,
+    until_ms: Option<u64>,
+    /// Comma-separated kinds.
+    kind: Option<String>,
+    node: Option<String>,
+    limit: Option<usize>,
+    /// `json` (default) or `csv`.
+    format: Option<String>,
+    /// Only this node's events (no asking the other members).
+    #[serde(default)]
+    local: bool,
+}
+
+fn events_filter(q: &EventsQuery) -> Result<events::Filter, AdminError> {
+    let kinds = match &q.kind {
+        Some(k) => k
+            .split(',')
+            .map(|k| events::Kind::parse(k.trim()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| AdminError::new(StatusCode::BAD_REQUEST, "bad_kind", e))?,
+        None => Vec::new(),
+    };
+    Ok(events::Filter {
+        since_ms: q.since_ms,
+        until_ms: q.until_ms,
+        kinds,
+        node: q.node.clone(),
+    })
+}
+
+/// The events of every member (or only this node's with `local=true`), oldest first, as JSON
+/// or CSV.
+async fn events_list(
+    State(app): State<AdminState>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, AdminError> {
+    let Query(q) = query.map_err(|e| AdminError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
+    let filter = events_filter(&q)?;
+    let limit = q.limit.unwrap_or(EVENTS_PAGE_MAX);
+    if limit == 0 || limit > EVENTS_PAGE_MAX {
+        return Err(AdminError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_limit",
+            format!("limit must be 1 to EVENTS_PAGE_MAX ({EVENTS_PAGE_MAX})"),
+        ));
+    }
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(AdminError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_format",
+                format!("format {other:?} is not known; use json or csv"),
+            ))
+        }
+    };
+    let cfg = app.consensus.config();
+    if let Some(n) = &q.node {
+        member_named(cfg, n)?;
+    }
+    let mut events = app.cluster.events.query(&filter, limit);
+    let mut unreachable = Vec::new();
+    if !q.local {
+        let others = cfg
+            .members
+            .iter()
+            .filter(|m| m.id != cfg.node_id && q.node.as_ref().is_none_or(|n| *n == m.name));
+        let asks = others.map(|m| {
+            let client = tandem_client::Client::new(m.admin_addr.clone()).with_timeout(FAN_OUT_TIMEOUT);
+            let query = tandem_client::EventsQuery {
+                since_ms: q.since_ms,
+                until_ms: q.until_ms,
+                kind: q.kind.clone(),
+                node: q.node.clone(),
+                limit: Some(limit),
+                local: true,
+            };
+            async move { (m.name.clone(), client.events(&query).await) }
+        });
+        for (name, answer) in futures_util::future::join_all(asks).await {
+            match answer {
+                Ok(page) => events.extend(page.events),
+                Err(e) => unreachable.push(format!("{name}: {e}")),
+            }
+        }
+        events.sort_by(|a, b| (a.at_ms, &a.node, a.seq).cmp(&(b.at_ms, &b.node, b.seq)));
+        let skip = events.len().saturating_sub(limit);
+        events.drain(..skip);
+    }
+    if csv {
+        return Ok((
+            [
+                (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    axum::http::header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"tandem-events.csv\"",
+                ),
+            ],
+            events::to_csv(&events),
+        )
+            .into_response());
+    }
+    Ok(Json(EventsPage { events, unreachable }).into_response())
+}
+
+/// How often an idle event stream sends a keep-alive comment.
+pub const EVENT_STREAM_KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// `GET /v1/events/stream`: this node's events as server-sent events (`event: <kind>`, JSON
+/// data), from now on; `kind` filters as in `/v1/events`.
+async fn events_stream(
+    State(app): State<AdminState>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, AdminError> {
+    let Query(q) = query.map_err(|e| AdminError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
+    let filter = events_filter(&q)?;
+    let rx = app.cluster.events.subscribe();
+    let stream = futures_util::stream::unfold((rx, filter), |(mut rx, filter)| async move {
+        loop {
+            let sse = match rx.recv().await {
+                Ok(e) if !filter.matches(&e) => continue,
+                Ok(e) => SseEvent::default()
+                    .event(e.kind.clone())
+                    .id(e.seq.to_string())
+                    .json_data(&e)
+                    .unwrap_or_else(|_| SseEvent::default().comment("unencodable event")),
+                Err(broadcast::error::RecvError::Lagged(n)) => SseEvent::default()
+                    .event("lagged")
+                    .data(format!("{n} events were dropped: this stream fell more than EVENT_STREAM_BACKLOG behind; fetch them from /v1/events")),
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            return Some((Ok::<_, std::convert::Infallible>(sse), (rx, filter)));
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(EVENT_STREAM_KEEPALIVE))
+        .into_response())
 }
 
 async fn init(State(app): State<AdminState>) -> Result<Json<InitResult>, AdminError> {
@@ -653,8 +858,21 @@ async fn put_policies(
         auto_failback,
         min_active_secs,
         max_auto_switches,
-        switch_window_secs
+        switch_window_secs,
+        window_utc_offset_min
     );
+    if let Some(texts) = update.windows {
+        let windows = texts
+            .iter()
+            .map(|t| SwitchWindow::parse(t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| AdminError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_policy", e))?;
+        if p.windows != windows {
+            let show = |ws: &[SwitchWindow]| ws.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("; ");
+            changes.push(format!("windows [{}] -> [{}]", show(&p.windows), show(&windows)));
+            p.windows = windows;
+        }
+    }
     let record = Record::SetPolicies(p.clone());
     validate(&record)
         .map_err(|e| AdminError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_policy", e.to_string()))?;
@@ -663,7 +881,7 @@ async fn put_policies(
     }
     app.consensus.propose(record).await?;
     let detail = changes.join(", ");
-    tracing::info!(%detail, "policies changed");
+    app.cluster.events.record(events::Kind::Policy, detail.clone());
     audit_action(&app, "set-policies", detail).await;
     Ok(Json(policies_info(&p)))
 }
@@ -671,6 +889,9 @@ async fn put_policies(
 /// Record an operator action in the replicated audit trail; a failure is logged, since the
 /// action itself already happened.
 async fn audit_action(app: &AdminState, action: &str, detail: String) {
+    app.cluster
+        .events
+        .record(events::Kind::Operator, format!("{action}: {detail}"));
     let entry = AuditEntry {
         at_ms: unix_ms(),
         actor: format!("admin-api@{}", app.consensus.config().me().name),

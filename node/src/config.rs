@@ -63,6 +63,8 @@ struct RawConfig {
     members: Vec<RawMember>,
     #[serde(default)]
     resources: Vec<RawResource>,
+    #[serde(default)]
+    monitors: Vec<crate::monitor::spec::RawMonitor>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -331,6 +333,8 @@ pub struct ValidConfig {
     pub resources: Vec<ResourceConfig>,
     /// All voters, ordered by id.
     pub members: Vec<MemberConfig>,
+    /// Health checks of the protected service (DESIGN §6).
+    pub monitors: Vec<crate::monitor::spec::MonitorSpec>,
 }
 
 impl ValidConfig {
@@ -532,6 +536,13 @@ fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
             "the witness never runs the service: remove [[resources]] from its config",
         ));
     }
+    let monitors = crate::monitor::spec::validate_monitors(raw.monitors)?;
+    if witness && !monitors.is_empty() {
+        return Err(err(
+            "monitors",
+            "the witness never runs the service: remove [[monitors]] from its config",
+        ));
+    }
     let timers = validate_timers(&raw.timers, &resources)?;
     if raw.log.snapshot_every_entries == 0 {
         return Err(err("log.snapshot_every_entries", "must be greater than 0"));
@@ -565,6 +576,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
         vips,
         resources,
         members,
+        monitors,
     })
 }
 

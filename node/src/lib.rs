@@ -8,6 +8,9 @@
 //! - [`failover`]: who may hold the service (DESIGN §4): a pure controller and the driver that
 //!   runs it against the node;
 //! - [`resources`]: what the active holds: its VIPs, then script resources;
+//! - [`monitor`]: health checks of the protected service and the switch rule they feed;
+//! - [`cluster`]: heartbeats between the members and the status model shown to operators;
+//! - [`events`]: the node's event log (role changes, monitor transitions, actions);
 //! - [`admin`]: the admin HTTP API and health routes;
 //! - [`recovery`]: making one data node a cluster of its own when quorum is gone for good;
 //! - [`run`]: wiring: open the store, bind the listeners, start Raft and the failover driver,
@@ -26,9 +29,12 @@
 compile_error!("mutation switches are for the simulator's build only (simulation/, with --cfg tokio_unstable)");
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod consensus;
+pub mod events;
 pub mod failover;
+pub mod monitor;
 pub mod recovery;
 pub mod resources;
 
@@ -195,9 +201,11 @@ where
             seed: _,
         } = parts;
         let network = PeerNetwork::with_connector(cfg.node_id, cfg.cluster_secret.clone(), connector);
-        let consensus = Consensus::start(cfg.clone(), log, sm, network)
+        let consensus = Consensus::start(cfg.clone(), log, sm, network.clone())
             .await
             .context("cannot start raft")?;
+        let events = Arc::new(events::EventLog::new(me.name.clone()));
+        agent.report_to(events.clone());
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let serve = |listener: L, app: axum::Router, what: &'static str| {
@@ -213,11 +221,6 @@ where
                 }
             })
         };
-        let peer_server = serve(
-            peer_listener,
-            consensus::peer_api::router(&consensus, &cfg.cluster_secret),
-            "peer",
-        );
         let identity = Identity::new(cfg.vips.clone());
         let failover = Failover::new(ControllerConfig {
             node: cfg.node_id,
@@ -231,17 +234,44 @@ where
             // Time for the target to win the election a transfer starts.
             handoff_grace: cfg.timers.election_timeout_max * 2,
         });
+        let monitors = monitor::Monitors::new(cfg.monitors.clone(), events.clone());
+        let cluster = cluster::ClusterState::new(
+            cfg.clone(),
+            consensus.clone(),
+            failover.clone(),
+            monitors.clone(),
+            events.clone(),
+        );
+        let peer_server = serve(
+            peer_listener,
+            consensus::peer_api::router(&consensus, &cfg.cluster_secret, cluster.clone()),
+            "peer",
+        );
         let failover_driver = tokio::spawn(failover::driver::run(
             consensus.clone(),
             failover.clone(),
             identity.clone(),
             agent.clone(),
+            events.clone(),
             stop_rx.clone(),
         ));
+        let (standing_tx, standing_rx) = watch::channel(monitor::Standing::Neither);
+        let health = [
+            tokio::spawn(cluster::run(cluster.clone(), network, standing_tx, stop_rx.clone())),
+            tokio::spawn(monitors.run(standing_rx, stop_rx.clone())),
+            tokio::spawn(monitor::switch::run(cluster.clone(), stop_rx.clone())),
+        ];
         let restart = Arc::new(tokio::sync::Notify::new());
         let admin_server = serve(
             admin_listener,
-            admin::router(consensus.clone(), failover.clone(), restart.clone(), identity, agent),
+            admin::router(admin::AdminState {
+                consensus: consensus.clone(),
+                failover: failover.clone(),
+                restart: restart.clone(),
+                identity,
+                agent,
+                cluster,
+            }),
             "admin",
         );
         // Spawned through openraft's runtime: its election timer draws from the seeded randomness.
@@ -268,6 +298,9 @@ where
         // Let go of the service first, then leave the cluster.
         let _ = stop_tx.send(true);
         let _ = failover_driver.await;
+        for task in health {
+            let _ = task.await;
+        }
         consensus.shutdown(SHUTDOWN_TIMEOUT).await;
         let servers = async {
             let _ = peer_server.await;

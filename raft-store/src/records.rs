@@ -90,6 +90,132 @@ pub struct Policies {
     /// Anti-flap: at most this many automatic switches per `switch_window_secs`.
     pub max_auto_switches: u32,
     pub switch_window_secs: u64,
+    /// Effective windows: automatic switches happen only inside one of them (none = always).
+    /// Outside, a failing active only raises a warning.
+    pub windows: Vec<SwitchWindow>,
+    /// The windows' times of day are local to this offset from UTC, in minutes.
+    pub window_utc_offset_min: i16,
+}
+
+/// Most effective windows in a policy.
+pub const POLICY_WINDOWS_MAX: usize = 16;
+/// Largest UTC offset accepted for the windows (±14 h, the widest in use).
+pub const UTC_OFFSET_MAX_MIN: i16 = 14 * 60;
+const MINUTES_PER_DAY: u16 = 24 * 60;
+const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// Weekdays and a time of day, written `mon-fri 08:00-18:00` or `sat,sun 22:00-06:00`
+/// (an end before the start runs past midnight into the next day).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchWindow {
+    /// Bit 0 = Monday … bit 6 = Sunday: the days the window starts on.
+    pub days: u8,
+    /// Minutes after midnight.
+    pub start_min: u16,
+    pub end_min: u16,
+}
+
+impl SwitchWindow {
+    /// Parse `DAYS HH:MM-HH:MM`; DAYS is `daily` or a comma list of days and day ranges.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let usage = || {
+            format!("window {text:?}: expected DAYS HH:MM-HH:MM, e.g. \"mon-fri 08:00-18:00\" or \"daily 22:00-06:00\"")
+        };
+        let (days_text, times) = text.trim().split_once(' ').ok_or_else(usage)?;
+        let day = |d: &str| WEEKDAYS.iter().position(|w| *w == d.trim().to_ascii_lowercase());
+        let mut days = 0u8;
+        if days_text == "daily" {
+            days = 0x7f;
+        } else {
+            for part in days_text.split(',') {
+                let (a, b) = part.split_once('-').unwrap_or((part, part));
+                let (Some(a), Some(b)) = (day(a), day(b)) else {
+                    return Err(format!(
+                        "window {text:?}: unknown day in {part:?}; use mon, tue, wed, thu, fri, sat, sun or daily"
+                    ));
+                };
+                let mut d = a;
+                loop {
+                    days |= 1 << d;
+                    if d == b {
+                        break;
+                    }
+                    d = (d + 1) % 7;
+                }
+            }
+        }
+        let (start, end) = times.trim().split_once('-').ok_or_else(usage)?;
+        let minute = |t: &str| -> Result<u16, String> {
+            let (h, m) = t.split_once(':').ok_or_else(usage)?;
+            match (h.parse::<u16>(), m.parse::<u16>()) {
+                (Ok(h), Ok(m)) if h < 24 && m < 60 => Ok(h * 60 + m),
+                (Ok(24), Ok(0)) => Ok(MINUTES_PER_DAY),
+                _ => Err(format!("window {text:?}: {t:?} is not a time of day (00:00 to 24:00)")),
+            }
+        };
+        let w = Self {
+            days,
+            start_min: minute(start)?,
+            end_min: minute(end)?,
+        };
+        w.check().map(|()| w)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.days == 0 || self.days > 0x7f {
+            return Err(format!("window {self}: no valid weekday"));
+        }
+        if self.start_min >= MINUTES_PER_DAY || self.end_min > MINUTES_PER_DAY {
+            return Err(format!("window {self}: times must lie within a day"));
+        }
+        if self.start_min == self.end_min {
+            return Err(format!(
+                "window {self}: starts and ends at the same time; use 00:00-24:00 for a whole day"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether minute `minute` of weekday `weekday` (0 = Monday) falls inside the window.
+    pub fn contains(&self, weekday: u8, minute: u16) -> bool {
+        let on = |d: u8| self.days & (1 << (d % 7)) != 0;
+        if self.start_min < self.end_min {
+            on(weekday) && minute >= self.start_min && minute < self.end_min
+        } else {
+            (on(weekday) && minute >= self.start_min) || (on(weekday + 6) && minute < self.end_min)
+        }
+    }
+}
+
+impl fmt::Display for SwitchWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = (0..7)
+            .filter(|d| self.days & (1 << d) != 0)
+            .map(|d| WEEKDAYS[d])
+            .collect();
+        let days = if self.days == 0x7f {
+            "daily".to_string()
+        } else {
+            names.join(",")
+        };
+        let hm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
+        write!(f, "{days} {}-{}", hm(self.start_min), hm(self.end_min))
+    }
+}
+
+impl Policies {
+    /// Whether automatic switches are allowed at `unix_ms` by the effective windows.
+    pub fn in_window(&self, unix_ms: u64) -> bool {
+        if self.windows.is_empty() {
+            return true;
+        }
+        let local_min = (unix_ms / 60_000) as i64 + i64::from(self.window_utc_offset_min);
+        let day = local_min.div_euclid(i64::from(MINUTES_PER_DAY));
+        let minute = local_min.rem_euclid(i64::from(MINUTES_PER_DAY)) as u16;
+        // 1970-01-01 was a Thursday (weekday 3 counting from Monday = 0).
+        let weekday = (day + 3).rem_euclid(7) as u8;
+        self.windows.iter().any(|w| w.contains(weekday, minute))
+    }
 }
 
 /// Longest anti-flap time accepted in a policy (one week).
@@ -105,6 +231,8 @@ impl Default for Policies {
             min_active_secs: 60,
             max_auto_switches: 3,
             switch_window_secs: 3600,
+            windows: Vec::new(),
+            window_utc_offset_min: 0,
         }
     }
 }
@@ -257,6 +385,21 @@ pub fn validate(record: &Record) -> Result<(), Rejection> {
                     ));
                 }
             }
+            if p.windows.len() > POLICY_WINDOWS_MAX {
+                return invalid(format!(
+                    "{} effective windows, more than POLICY_WINDOWS_MAX ({POLICY_WINDOWS_MAX})",
+                    p.windows.len()
+                ));
+            }
+            for w in &p.windows {
+                w.check().map_err(Rejection::Invalid)?;
+            }
+            if p.window_utc_offset_min.abs() > UTC_OFFSET_MAX_MIN {
+                return invalid(format!(
+                    "window_utc_offset_min is {}, beyond ±UTC_OFFSET_MAX_MIN ({UTC_OFFSET_MAX_MIN})",
+                    p.window_utc_offset_min
+                ));
+            }
             if p.max_auto_switches == 0 && p.auto_switch {
                 return invalid("max_auto_switches is 0 while auto_switch is on; turn auto_switch off instead".into());
             }
@@ -308,6 +451,86 @@ pub fn check_rel_path(path: &str) -> Result<(), Rejection> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn switch_windows_parse_print_and_match() {
+        let w = SwitchWindow::parse("mon-fri 08:00-18:00").unwrap();
+        assert_eq!(w.days, 0b001_1111);
+        assert_eq!(w.to_string(), "mon,tue,wed,thu,fri 08:00-18:00");
+        assert!(w.contains(0, 8 * 60) && w.contains(4, 18 * 60 - 1));
+        assert!(
+            !w.contains(0, 18 * 60) && !w.contains(5, 9 * 60),
+            "after the end; Saturday"
+        );
+        let night = SwitchWindow::parse("fri 22:00-06:00").unwrap();
+        assert!(
+            night.contains(4, 23 * 60) && night.contains(5, 5 * 60),
+            "runs past midnight into Saturday"
+        );
+        assert!(
+            !night.contains(4, 5 * 60),
+            "Friday early morning belongs to Thursday's night"
+        );
+        assert_eq!(
+            SwitchWindow::parse("sat-mon 00:00-24:00").unwrap().days,
+            0b110_0001,
+            "wraps the week"
+        );
+        assert_eq!(
+            SwitchWindow::parse("daily 00:00-24:00").unwrap().to_string(),
+            "daily 00:00-24:00"
+        );
+        for bad in [
+            "mon",
+            "funday 08:00-09:00",
+            "mon 25:00-26:00",
+            "mon 08:00-08:00",
+            "mon 8-9",
+            "mon 08:60-09:00",
+        ] {
+            assert!(SwitchWindow::parse(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn policies_are_in_window_by_local_weekday_and_time() {
+        // 2026-11-20 is a Friday; 09:00 UTC.
+        let friday_9_utc = 1_795_132_800_000 + 9 * 3_600_000;
+        let mut p = Policies::default();
+        assert!(p.in_window(friday_9_utc), "no windows: always");
+        p.windows = vec![SwitchWindow::parse("mon-fri 08:00-18:00").unwrap()];
+        assert!(p.in_window(friday_9_utc));
+        p.window_utc_offset_min = 10 * 60; // 19:00 local
+        assert!(!p.in_window(friday_9_utc));
+        p.window_utc_offset_min = -2 * 60; // 07:00 local
+        assert!(!p.in_window(friday_9_utc));
+        p.window_utc_offset_min = 0;
+        assert!(!p.in_window(friday_9_utc + 86_400_000), "Saturday");
+    }
+
+    #[test]
+    fn policies_with_too_many_or_bad_windows_are_refused() {
+        let mut p = Policies {
+            windows: vec![SwitchWindow::parse("daily 01:00-02:00").unwrap(); POLICY_WINDOWS_MAX],
+            ..Policies::default()
+        };
+        assert!(validate(&Record::SetPolicies(p.clone())).is_ok());
+        p.windows.push(p.windows[0]);
+        let e = validate(&Record::SetPolicies(p.clone())).unwrap_err().to_string();
+        assert!(e.contains("POLICY_WINDOWS_MAX"), "{e}");
+        p.windows = vec![SwitchWindow {
+            days: 0,
+            start_min: 0,
+            end_min: 10,
+        }];
+        assert!(validate(&Record::SetPolicies(p.clone())).is_err());
+        p.windows.clear();
+        p.window_utc_offset_min = UTC_OFFSET_MAX_MIN;
+        assert!(validate(&Record::SetPolicies(p.clone())).is_ok());
+        p.window_utc_offset_min = UTC_OFFSET_MAX_MIN + 1;
+        let e = validate(&Record::SetPolicies(p)).unwrap_err().to_string();
+        assert!(e.contains("UTC_OFFSET_MAX_MIN"), "{e}");
+    }
 
     #[test]
     fn paths_that_leave_the_folder_are_rejected() {

@@ -94,7 +94,8 @@ pub struct ClusterOptions {
     pub own_addresses: Option<u8>,
     /// TOML inserted into every node's config before the members (e.g. a `[log]` table).
     pub extra_config: String,
-    /// TOML appended to the data nodes' configs only (e.g. `[[resources]]`).
+    /// TOML appended to the data nodes' configs only (e.g. `[[resources]]`); `@NODE@` and
+    /// `@NODE_ID@` in it become the node's name and id.
     pub data_config: String,
 }
 
@@ -158,7 +159,11 @@ impl Cluster {
                 opts.extra_config
             );
             let cfg = if n.role == "data" {
-                format!("{cfg}\n{}", opts.data_config)
+                let own = opts
+                    .data_config
+                    .replace("@NODE@", n.name)
+                    .replace("@NODE_ID@", &n.id.to_string());
+                format!("{cfg}\n{own}")
             } else {
                 cfg
             };
@@ -348,6 +353,11 @@ impl Cluster {
 
     pub fn client(&self, name: &str) -> Client {
         Client::new(self.spec(name).admin_addr()).with_timeout(Duration::from_millis(1000))
+    }
+
+    /// Run an admin API call (or any future) on the cluster's runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
     }
 
     pub fn status(&self, name: &str) -> Result<NodeStatus, ClientError> {

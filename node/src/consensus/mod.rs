@@ -409,6 +409,25 @@ impl Consensus {
         m.state == ServerState::Leader && synced(committed, matched, last_ack, within)
     }
 
+    /// On the leader: how many committed records `node` lacks, and whether it never matched
+    /// any (a first, full copy is under way). `None` when not leader.
+    pub fn records_behind(&self, node: NodeId) -> Option<(u64, bool)> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        if m.state != ServerState::Leader {
+            return None;
+        }
+        let committed = m.local_committed.as_ref().map(|l| l.index);
+        let (matched, _) = progress_of(&m, node);
+        let missing = committed.map_or(0, |c| (c + 1).saturating_sub(matched.map_or(0, |i| i + 1)));
+        Some((missing, matched.is_none() && missing > 0))
+    }
+
+    /// Whether this node is a voter of an initialized cluster.
+    pub fn is_voter(&self) -> bool {
+        self.voter_ids().contains(&self.cfg.node_id)
+    }
+
     /// How long this node has been without a quorum: as leader, since the last quorum ack;
     /// otherwise since it last heard from a leader (or since start).
     pub fn quorum_silence(&self) -> Duration {
@@ -516,6 +535,16 @@ impl Consensus {
             service: String::new(),
             active_epoch: None,
             policies: policies_info(&state.meta.policies),
+            // Filled in by the admin API from the cluster view.
+            role: String::new(),
+            cluster_status: tandem_client::api::ClusterStatusInfo {
+                state: "unknown".into(),
+                reason: String::new(),
+                warnings: Vec::new(),
+            },
+            links: Vec::new(),
+            witness_contact: None,
+            monitors: Vec::new(),
             test_records: state.meta.test_log.count,
             test_digest: format!("{:016x}", state.meta.test_log.digest),
             members: self.member_infos(),
@@ -541,6 +570,8 @@ pub fn policies_info(p: &Policies) -> PoliciesInfo {
         min_active_secs: p.min_active_secs,
         max_auto_switches: p.max_auto_switches,
         switch_window_secs: p.switch_window_secs,
+        windows: p.windows.iter().map(|w| w.to_string()).collect(),
+        window_utc_offset_min: p.window_utc_offset_min,
     }
 }
 

@@ -83,6 +83,34 @@ impl<C: PeerConnector> PeerNetwork<C> {
     }
 }
 
+impl<C: PeerConnector> PeerNetwork<C> {
+    /// POST `body` to `path` on the peer port at `addr` with the cluster secret, within
+    /// `timeout`; the answer's body, or why there is none.
+    pub async fn exchange(&self, addr: &str, path: &str, body: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, String> {
+        let request = hyper::Request::post(format!("http://{addr}{path}"))
+            .header(SECRET_HEADER, &self.secret)
+            .header("content-type", "application/octet-stream")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let exchange = async {
+            let resp = self.http.request(request).await.map_err(|e| format!("{addr}: {e}"))?;
+            let status = resp.status();
+            let bytes = http_body_util::Limited::new(resp.into_body(), PEER_BODY_MAX_BYTES)
+                .collect()
+                .await
+                .map_err(|e| format!("{addr}: reading answer: {e}"))?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(format!("{addr}: HTTP {status}: {}", String::from_utf8_lossy(&bytes)));
+            }
+            Ok(bytes.to_vec())
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| format!("{addr}: no answer within {timeout:?}"))?
+    }
+}
+
 impl<C: PeerConnector> RaftNetworkFactory<TypeConfig> for PeerNetwork<C> {
     type Network = PeerClient<C>;
 

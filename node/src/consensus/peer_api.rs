@@ -25,6 +25,8 @@ use tandem_raft_store::Vote;
 use super::Consensus;
 use super::LeaderContact;
 use super::Raft;
+use crate::cluster::ClusterState;
+use crate::cluster::Summary;
 use openraft::async_runtime::WatchReceiver;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
@@ -41,13 +43,15 @@ struct PeerState {
     raft: Raft,
     secret: std::sync::Arc<str>,
     contact: LeaderContact,
+    cluster: std::sync::Arc<ClusterState>,
 }
 
-pub fn router(consensus: &Consensus, secret: &str) -> Router {
+pub fn router(consensus: &Consensus, secret: &str, cluster: std::sync::Arc<ClusterState>) -> Router {
     let state = PeerState {
         raft: consensus.raft().clone(),
         secret: secret.into(),
         contact: consensus.leader_contact().clone(),
+        cluster,
     };
     Router::new()
         .route("/raft/append", post(append))
@@ -55,6 +59,7 @@ pub fn router(consensus: &Consensus, secret: &str) -> Router {
         .route("/raft/pre-vote", post(pre_vote))
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/transfer-leader", post(transfer_leader))
+        .route("/peer/heartbeat", post(heartbeat))
         .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(PEER_BODY_MAX_BYTES))
         .with_state(state)
@@ -172,6 +177,27 @@ async fn snapshot(State(s): State<PeerState>, body: Bytes) -> Response {
             .await
             .map_err(RaftError::Fatal),
     )
+}
+
+/// A member's summary: kept, and answered with this node's own.
+async fn heartbeat(State(s): State<PeerState>, body: Bytes) -> Response {
+    match decode::<Summary>(&body) {
+        Ok(summary) => {
+            if !s.cluster.config().members.iter().any(|m| m.id == summary.node) {
+                return (
+                    StatusCode::FORBIDDEN,
+                    format!("node {} is not a member of this cluster", summary.node),
+                )
+                    .into_response();
+            }
+            s.cluster.heard(summary);
+            match codec::encode(&s.cluster.summary()) {
+                Ok(bytes) => ([("content-type", "application/octet-stream")], bytes).into_response(),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode answer: {e}")).into_response(),
+            }
+        }
+        Err(e) => bad_request(e),
+    }
 }
 
 async fn transfer_leader(State(s): State<PeerState>, body: Bytes) -> Response {

@@ -186,6 +186,8 @@ pub struct Controller {
     proposed_for: Option<u64>,
     waits: Option<Waits>,
     identity_held: Option<Epoch>,
+    /// When the identity was taken.
+    identity_since: Option<Duration>,
     resources: Resources,
     switchover: Option<Switchover>,
     /// When this node, still leader, first saw its own activation of the current term released.
@@ -205,6 +207,7 @@ impl Controller {
             proposed_for: None,
             waits: None,
             identity_held: None,
+            identity_since: None,
             resources: Resources::None,
             switchover: None,
             released_seen: None,
@@ -230,6 +233,19 @@ impl Controller {
     /// Whether `/health/active` may answer 200: active and holding the identity.
     pub fn serves(&self, now: Duration) -> bool {
         self.active_epoch(now).is_some_and(|e| self.identity_held == Some(e))
+    }
+
+    /// Whether this node is between roles: a switchover under way, resources being acquired or
+    /// released, or active but still waiting out the previous active's lease.
+    pub fn switching(&self, now: Duration) -> bool {
+        self.switchover.is_some()
+            || matches!(self.resources, Resources::Acquiring(_) | Resources::Releasing)
+            || (self.active_epoch(now).is_some() && self.resources_held().is_none())
+    }
+
+    /// Since when this node serves (took its identity), while it does.
+    pub fn serving_since(&self, now: Duration) -> Option<Duration> {
+        self.identity_since.filter(|_| self.serves(now))
     }
 
     /// The epoch the resources are held in (all acquired), if they are.
@@ -477,6 +493,7 @@ impl Controller {
             effects.push(Effect::AcquireIdentity { epoch });
             effects.push(Effect::Event(ControllerEvent::Activated { epoch }));
             self.identity_held = Some(epoch);
+            self.identity_since = Some(now);
         }
         if self.resources == Resources::None && now >= w.takeover_at {
             effects.push(Effect::AcquireResources { epoch });

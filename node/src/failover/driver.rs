@@ -27,6 +27,8 @@ use super::controller::ControllerEvent;
 use super::controller::Effect;
 use super::controller::Input;
 use crate::consensus::Consensus;
+use crate::events::EventLog;
+use crate::events::Kind;
 use crate::resources::vip::Identity;
 use crate::resources::vip::VIP_RENEW_INTERVAL;
 use crate::resources::vip::VIP_RENEW_WINDOW;
@@ -103,6 +105,18 @@ impl Failover {
         self.lock().may_renew_identity(now, VIP_RENEW_WINDOW)
     }
 
+    /// Whether this node is between roles (see [`Controller::switching`]).
+    pub fn switching(&self) -> bool {
+        let now = self.now();
+        self.lock().switching(now)
+    }
+
+    /// How long this node has served without a break, while it does.
+    pub fn serving_for(&self) -> Option<Duration> {
+        let now = self.now();
+        self.lock().serving_since(now).map(|since| now.saturating_sub(since))
+    }
+
     /// The epoch the resources are held in, if all are acquired.
     pub fn resources_held(&self) -> Option<Epoch> {
         self.lock().resources_held()
@@ -133,6 +147,7 @@ pub async fn run(
     failover: Failover,
     identity: Arc<Identity>,
     agent: Arc<ResourceAgent>,
+    events: Arc<EventLog>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // A node starts as standby: whatever a previous process held is let go first.
@@ -159,7 +174,7 @@ pub async fn run(
         results_tx.clone(),
         shutdown.clone(),
     ));
-    let act = |effects| carry_out(&consensus, &identity, &agent, &results_tx, effects);
+    let act = |effects| carry_out(&consensus, &identity, &agent, &events, &results_tx, effects);
     let mut renewed_at = Instant::now();
     for input in first {
         act(failover.step(input));
@@ -260,6 +275,7 @@ fn carry_out(
     consensus: &Consensus,
     identity: &Arc<Identity>,
     agent: &Arc<ResourceAgent>,
+    events: &EventLog,
     results: &mpsc::Sender<Input>,
     effects: Vec<Effect>,
 ) {
@@ -307,7 +323,36 @@ fn carry_out(
                 let consensus = consensus.clone();
                 tokio::spawn(async move { consensus.transfer_leadership(to).await });
             }
-            Effect::Event(event) => tracing::info!(?event, "failover"),
+            Effect::Event(event) => events.record(Kind::Failover, describe(&event)),
+        }
+    }
+}
+
+/// A controller event in words, for the event log.
+fn describe(event: &ControllerEvent) -> String {
+    match event {
+        ControllerEvent::Activated { epoch } => format!("active in epoch {epoch}: identity taken"),
+        ControllerEvent::LostActive { epoch, reason } => format!("stopped being active (epoch {epoch}): {reason}"),
+        ControllerEvent::TakeoverWait {
+            epoch,
+            identity_at,
+            takeover_at,
+        } => format!(
+            "epoch {epoch}: waiting out the previous active's lease (identity at {} ms, resources at {} ms after start)",
+            identity_at.as_millis(),
+            takeover_at.as_millis()
+        ),
+        ControllerEvent::AcquireFailed { epoch } => {
+            format!("acquiring the resources failed in epoch {epoch}; releasing and trying again")
+        }
+        ControllerEvent::CheckFailed { epoch } => {
+            format!("a resource check failed in epoch {epoch}; starting the resources over")
+        }
+        ControllerEvent::ReleaseFailed => "releasing a resource failed".to_string(),
+        ControllerEvent::SwitchoverStarted { to } => format!("switchover to node {to} started: releasing"),
+        ControllerEvent::SwitchoverRefused { reason } => format!("switchover refused: {reason}"),
+        ControllerEvent::HandOffFailed { epoch } => {
+            format!("the hand-off did not happen; activating again in epoch {epoch}")
         }
     }
 }

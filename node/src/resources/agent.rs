@@ -106,6 +106,8 @@ pub struct ResourceAgent {
     runs: std::sync::Mutex<VecDeque<ScriptRun>>,
     /// `None`: the shell commands of the config.
     runner: Option<Arc<dyn ActionRunner>>,
+    /// Where each finished action is reported, once the node set it.
+    events: std::sync::OnceLock<Arc<crate::events::EventLog>>,
 }
 
 impl ResourceAgent {
@@ -128,7 +130,13 @@ impl ResourceAgent {
             running: std::sync::Mutex::new(None),
             runs: std::sync::Mutex::new(VecDeque::new()),
             runner,
+            events: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Report every finished action, with its output, to `events`.
+    pub fn report_to(&self, events: Arc<crate::events::EventLog>) {
+        let _ = self.events.set(events);
     }
 
     pub fn resources(&self) -> &[ResourceConfig] {
@@ -318,6 +326,21 @@ impl ResourceAgent {
     }
 
     fn record(&self, run: ScriptRun) {
+        if let Some(events) = self.events.get() {
+            let mut detail = format!(
+                "{} of {} (epoch {}): {} in {} ms",
+                run.action, run.resource, run.epoch, run.outcome, run.duration_ms
+            );
+            for (name, text) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
+                if !text.trim().is_empty() {
+                    detail.push_str(&format!("; {name}: {}", text.trim()));
+                }
+            }
+            // Passing checks are routine; everything else is news.
+            if run.action != "check" || run.outcome != "ok" {
+                events.record(crate::events::Kind::Resource, detail);
+            }
+        }
         let mut runs = self.runs.lock().expect("runs lock");
         if runs.len() == SCRIPT_RUNS_KEPT {
             runs.pop_front();
