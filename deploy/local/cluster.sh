@@ -8,6 +8,7 @@
 #   deploy/local/cluster.sh kill <node>     SIGKILL one node (a, b or w)
 #   deploy/local/cluster.sh restart <node>  start a stopped or killed node again
 #   deploy/local/cluster.sh logs <node>     follow a node's log
+#   deploy/local/cluster.sh events [args]   every node's events (tandemctl events, e.g. --follow)
 #   deploy/local/cluster.sh down            stop all three (SIGTERM), keep the data
 #   deploy/local/cluster.sh clean           stop and delete the data
 #
@@ -142,6 +143,7 @@ The cluster is up. Things to try:
 NEXT
     ;;
   status) "$bin/tandemctl" status ;;
+  events) shift; "$bin/tandemctl" events "$@" ;;
   write) "$bin/tandemctl" write-test-record --count "${2:-1}" --payload "hello from $(uname -n)" ;;
   switchover)
     if [ -n "${2:-}" ]; then "$bin/tandemctl" switchover --to "$2"; else "$bin/tandemctl" switchover; fi ;;
@@ -166,6 +168,6 @@ NEXT
     "$0" down
     rm -rf "$dir"; echo "removed $dir" ;;
   *)
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     [ "$cmd" = help ] || exit 2 ;;
 esac

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
+use tandem_tests::other_data_node;
 use tandem_tests::tandem;
 use tandem_tests::tandemctl;
 use tandem_tests::Cluster;
@@ -248,7 +249,17 @@ fn policies_and_maintenance_are_replicated_and_every_change_is_audited() {
     assert_eq!(code, 400, "{body}");
     let (code, _) = http(&leader_addr, "PUT", "/v1/policies", &json, b"{\"maintenance\": ");
     assert_eq!(code, 400);
+    let (code, body) = http(
+        &leader_addr,
+        "PUT",
+        "/v1/policies",
+        &json,
+        b"{\"windows\": [\"mon-fri 08:00-18:00\", \"funday 08:00-09:00\"]}",
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("unknown day in \\\"funday\\\""), "{body}");
     assert_eq!(cluster.status(&leader).unwrap().policies.min_active_secs, 60);
+    assert!(cluster.status(&leader).unwrap().policies.windows.is_empty());
 
     // The change, and only it, is in the audit trail — on every node, the witness included.
     let out = tandemctl()
@@ -262,6 +273,31 @@ fn policies_and_maintenance_are_replicated_and_every_change_is_audited() {
     assert_eq!(entries[0]["action"], "set-policies");
     assert_eq!(entries[0]["detail"], "maintenance false -> true");
     assert_eq!(entries[0]["actor"], format!("admin-api@{leader}"));
+
+    // Effective windows through tandemctl, replicated like the rest, and removed again.
+    let (code, out) = cluster.ctl(&[
+        "policy",
+        "--window",
+        "mon-fri 08:00-18:00",
+        "--window",
+        "sat 22:00-02:00",
+        "--window-utc-offset-min",
+        "-300",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("effective windows        mon,tue,wed,thu,fri 08:00-18:00; sat 22:00-02:00 (UTC-05:00)"),
+        "{out}"
+    );
+    cluster
+        .wait_for("the witness applied the windows", Duration::from_secs(10), |s| {
+            s.get("w")
+                .is_some_and(|w| w.policies.windows.len() == 2 && w.policies.window_utc_offset_min == -300)
+        })
+        .unwrap();
+    let (code, out) = cluster.ctl(&["policy", "--no-windows"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("effective windows        always"), "{out}");
 }
 
 #[test]
@@ -304,5 +340,63 @@ fn a_write_carrying_an_old_or_future_epoch_is_refused_and_changes_nothing() {
         status(&cluster).test_records,
         before.test_records,
         "the stale write changed nothing"
+    );
+}
+
+#[test]
+fn the_cluster_view_shows_roles_links_and_the_witness_and_notices_a_lost_member() {
+    let mut cluster = Cluster::start_initialized(ClusterOptions::default()).unwrap();
+    let active = cluster.wait_active(None, Duration::from_secs(10));
+    let view = |cluster: &Cluster| cluster.block_on(cluster.client("a").cluster()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let ready = loop {
+        let v = view(&cluster);
+        if v.cluster_status.state == "ready" {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ready: {v:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(ready.active.as_deref(), Some(active));
+    let role = |v: &tandem_client::api::ClusterView, n: &str| {
+        let node = v.nodes.iter().find(|x| x.name == n).unwrap();
+        node.status.as_ref().map(|s| s.role.clone())
+    };
+    assert_eq!(role(&ready, active).as_deref(), Some("active"));
+    assert_eq!(role(&ready, other_data_node(active)).as_deref(), Some("standby"));
+    assert_eq!(role(&ready, "w").as_deref(), Some("witness"));
+    for node in &ready.nodes {
+        let s = node.status.as_ref().unwrap();
+        assert_eq!(s.links.len(), 2, "{s:#?}");
+        assert!(s.links.iter().all(|l| l.state == "up"), "{:#?}", s.links);
+        let expected = (s.kind == "data").then_some(true);
+        assert_eq!(s.witness_contact, expected, "{}", node.name);
+    }
+
+    // The witness goes: the data nodes lose contact, the cluster warns and names the links.
+    cluster.kill("w");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let warned = loop {
+        let v = view(&cluster);
+        if v.cluster_status.state == "warning" {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "no warning: {v:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let w = warned.nodes.iter().find(|n| n.name == "w").unwrap();
+    assert!(w.status.is_none() && w.error.is_some(), "{w:#?}");
+    let reasons = warned.cluster_status.warnings.join("; ");
+    assert!(reasons.contains(&format!("link {active} -> w is down")), "{reasons}");
+    let s = cluster.status(active).unwrap();
+    assert_eq!(s.witness_contact, Some(false));
+    // tandemctl shows the same.
+    let nodes = ["a", "b", "w"].map(|n| cluster.spec(n).admin_addr()).join(",");
+    let out = tandemctl().args(["--nodes", &nodes, "status"]).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("cluster: warning (link"), "{table}");
+    assert!(
+        table.contains(&format!("links of {active}: ")) && table.contains("w down"),
+        "{table}"
     );
 }

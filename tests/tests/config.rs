@@ -91,6 +91,31 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             vec!["`peer_listen`", "not an IP address with a port"],
         ),
         ("not TOML", "node_id = [".to_string(), vec!["invalid config"]),
+        (
+            "unknown monitor type",
+            format!("{GOOD}\n[[monitors]]\nname = \"web\"\ntype = \"ping\"\n"),
+            vec!["`monitors[0].type`", "unknown monitor type \"ping\"", "tcp, http"],
+        ),
+        (
+            "zero monitor interval",
+            format!(
+                "{GOOD}\n[[monitors]]\nname = \"web\"\ntype = \"tcp\"\naddress = \"127.0.0.1:80\"\ninterval_ms = 0\n"
+            ),
+            vec!["`monitors[0].interval_ms`", "below MONITOR_INTERVAL_MIN_MS"],
+        ),
+        (
+            "monitor without its target",
+            format!("{GOOD}\n[[monitors]]\nname = \"web\"\ntype = \"tcp\"\n"),
+            vec!["`monitors[0].address`", "a tcp monitor needs address"],
+        ),
+        (
+            "monitors on the witness",
+            format!(
+                "{}\n[[monitors]]\nname = \"m\"\ntype = \"memory\"\nmax_used_percent = 90\n",
+                GOOD.replace("node_id = 1", "node_id = 3")
+            ),
+            vec!["`monitors`", "the witness never runs the service"],
+        ),
     ]
 }
 
