@@ -923,26 +923,10 @@ async fn audit(cli: &Cli, timeout: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `YYYY-MM-DD HH:MM:SS UTC` from milliseconds since the Unix epoch (proleptic Gregorian).
+/// `YYYY-MM-DD HH:MM:SS UTC` from milliseconds since the Unix epoch.
 fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Days to civil date (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    let iso = tandem_client::utc_time(ms);
+    format!("{} {} UTC", &iso[..10], &iso[11..19])
 }
 
 #[cfg(test)]

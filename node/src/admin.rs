@@ -661,7 +661,10 @@ async fn recover(
             format!("cannot write the recovery request into {}: {e}", cfg.data_dir.display()),
         )
     })?;
-    tracing::warn!("FORCED SINGLE-NODE RECOVERY requested; restarting in place to carry it out");
+    app.cluster.events.record(
+        events::Kind::Operator,
+        "forced single-node recovery requested; restarting in place to carry it out",
+    );
     app.restart.notify_one();
     Ok((
         StatusCode::ACCEPTED,

@@ -99,6 +99,16 @@ pub struct ClusterOptions {
     pub data_config: String,
 }
 
+/// A bench binary's numeric option `name` (`--seconds 60`), or `default`.
+pub fn bench_arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} needs a number")))
+        .unwrap_or(default)
+}
+
 /// Clusters in one test binary run one at a time: three nodes with sub-second timers per
 /// cluster are all two cores can run without starving elections.
 static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());

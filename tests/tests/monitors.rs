@@ -236,8 +236,35 @@ fn with_auto_switch_off_a_failing_active_raises_a_warning_and_nothing_moves() {
     let warnings = setup.events(first, "warning");
     assert_eq!(warnings.len(), 1, "one warning event for one condition: {warnings:#?}");
 
+    // `tandemctl events --follow` shows the policy change live.
+    let nodes: Vec<String> = ["a", "b", "w"]
+        .iter()
+        .map(|n| setup.cluster.spec(n).admin_addr())
+        .collect();
+    let mut follow = tandem_tests::tandemctl()
+        .args(["--nodes", &nodes.join(","), "events", "--follow", "--kind", "policy"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
     // The policy is what held it: turned on, the waiting switch happens.
     setup.policy(&["--auto-switch", "on"]);
+    let line = lines.recv_timeout(SETTLE).expect("a followed policy event");
+    assert!(
+        line.contains(" policy ") && line.contains("auto_switch false -> true"),
+        "{line}"
+    );
+    let _ = follow.kill();
+    let _ = follow.wait();
     assert_eq!(setup.cluster.wait_active(Some(first), SETTLE), other_data_node(first));
     let policy = setup.events(first, "policy");
     assert!(

@@ -17,17 +17,9 @@ use std::time::Instant;
 
 use tandem_client::api::SwitchoverRequest;
 use tandem_client::api::WriteTestRecord;
+use tandem_tests::bench_arg as arg;
 use tandem_tests::Cluster;
 use tandem_tests::ClusterOptions;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} needs a number")))
-        .unwrap_or(default)
-}
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -26,18 +26,10 @@ use tandem_node::monitor::spec::Probe;
 use tandem_node::monitor::spec::Scope;
 use tandem_node::monitor::Monitors;
 use tandem_node::monitor::Standing;
+use tandem_tests::bench_arg as arg;
 use tandem_tests::bin_dir;
 use tandem_tests::Cluster;
 use tandem_tests::ClusterOptions;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} needs a number")))
-        .unwrap_or(default)
-}
 
 /// CPU time of this process and its waited-for children, in clock ticks.
 fn cpu_ticks() -> u64 {
