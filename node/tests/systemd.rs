@@ -2,7 +2,7 @@
 //! own PID, mount and network namespaces, with a private `/run`, a target that pulls in
 //! nothing, and the units that would touch shared files or kernel settings (tmpfiles cleaning
 //! `/tmp`, sysctl) masked, so it changes nothing of this machine; a test unit lives in its `/run/systemd/system`; the resource agent then runs inside its mount namespace,
-//! where `systemctl` reaches it. Needs root, util-linux and the systemd package (tests/run.sh
+//! where `systemctl` reaches it; so does the `systemd` health monitor. Needs root, util-linux and the systemd package (tests/run.sh
 //! installs it).
 
 use std::process::Child;
@@ -13,6 +13,9 @@ use std::time::Duration;
 use std::time::Instant;
 
 use tandem_node::config::ValidConfig;
+use tandem_node::monitor::probe;
+use tandem_node::monitor::probe::ProbeState;
+use tandem_node::monitor::spec::Probe;
 use tandem_node::resources::ResourceAgent;
 
 const UNIT: &str = "tandem-probe.service";
@@ -190,6 +193,11 @@ unit = "{UNIT}"
         agent.acquire(1).await.expect("systemctl start");
         assert_eq!(systemctl(&["is-active", UNIT]), "active");
         assert!(matches!(agent.check(0, 1).await, Some(Ok(()))), "is-active passes");
+        // A `systemd` health monitor of the same unit passes too.
+        let monitor = Probe::Systemd { unit: UNIT.into() };
+        let mut probe_state = ProbeState::default();
+        let passed = probe::run(&monitor, &mut probe_state, Duration::from_secs(5)).await;
+        assert_eq!(passed, Ok(format!("unit {UNIT} is active")));
 
         // The unit dies behind tandem's back: the check says so.
         systemctl(&["kill", "--signal=KILL", UNIT]);
@@ -200,6 +208,13 @@ unit = "{UNIT}"
         }
         let failed = agent.check(0, 1).await.expect("ran").unwrap_err();
         assert!(failed.to_string().contains("resource probe: check exited"), "{failed}");
+        // The monitor fails and names the unit's state.
+        let failed = probe::run(&monitor, &mut probe_state, Duration::from_secs(5)).await;
+        let reason = failed.expect_err("a killed unit fails the monitor");
+        assert!(
+            reason == format!("unit {UNIT} is failed") || reason == format!("unit {UNIT} is inactive"),
+            "{reason}"
+        );
 
         // Started over, then released: the unit ends stopped.
         agent.release().await.expect("systemctl stop");
