@@ -6,15 +6,17 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # The partition tests cut nodes off with iptables; the VIP tests and the lab build network
 # namespaces with iproute2; the systemd-unit test boots a private systemd in namespaces of its
-# own (util-linux's unshare and nsenter). All need root.
+# own (util-linux's unshare and nsenter). All need root. The HTTPS monitor test makes its
+# certificates with openssl.
 missing=()
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 [ -x /lib/systemd/systemd ] || missing+=(systemd)
 command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
-    echo "installing ${missing[*]} (needed by the partition, VIP, lab and systemd tests)..."
+    echo "installing ${missing[*]} (needed by the partition, VIP, lab, systemd and HTTPS monitor tests)..."
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else

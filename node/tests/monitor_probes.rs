@@ -17,6 +17,7 @@ use tandem_node::monitor::spec::Probe;
 use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
+#[cfg(feature = "https-monitors")]
 use tokio_rustls::rustls;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -255,6 +256,7 @@ async fn http_passes_on_the_expected_status_and_body_and_fails_otherwise() {
 }
 
 /// A private CA and a certificate it signed for 127.0.0.1, made with the `openssl` CLI.
+#[cfg(feature = "https-monitors")]
 fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let openssl = |args: &[&str]| {
         let out = Command::new("openssl")
@@ -321,6 +323,7 @@ fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 /// An HTTPS server answering 200 "ok" with the given certificate.
+#[cfg(feature = "https-monitors")]
 async fn https_server(cert: &Path, key: &Path) -> String {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
@@ -361,6 +364,7 @@ async fn https_server(cert: &Path, key: &Path) -> String {
     address
 }
 
+#[cfg(feature = "https-monitors")]
 #[tokio::test]
 async fn https_trusts_a_private_ca_only_through_ca_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,6 +9,7 @@
 
 use std::path::Path;
 use std::process::Stdio;
+#[cfg(feature = "https-monitors")]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use http_body_util::BodyExt;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+#[cfg(feature = "https-monitors")]
 use tokio_rustls::rustls;
 
 use super::spec::Probe;
@@ -32,6 +34,13 @@ pub const MONITOR_RESULT_FILE_READ_BYTES: usize = 1024;
 /// in the background may hold the pipes open.
 const OUTPUT_GRACE: Duration = Duration::from_millis(100);
 
+/// An https probe's TLS client setup, once built.
+#[cfg(feature = "https-monitors")]
+type TlsCache = Option<Arc<rustls::ClientConfig>>;
+/// A build without the `https-monitors` feature has no TLS (its configs refuse https URLs).
+#[cfg(not(feature = "https-monitors"))]
+type TlsCache = ();
+
 /// Per-monitor memory between runs (e.g. the previous /proc/stat sample for cpu).
 #[derive(Default)]
 pub struct ProbeState {
@@ -39,7 +48,7 @@ pub struct ProbeState {
     cpu: Option<CpuSample>,
     /// The TLS client setup of an https probe, built on its first run (loading the system
     /// roots every second would cost more than the check).
-    tls: Option<Arc<rustls::ClientConfig>>,
+    tls: TlsCache,
     /// A blocking run that timed out and has not returned yet.
     stuck: Option<tokio::task::JoinHandle<Result<String, String>>>,
 }
@@ -282,7 +291,7 @@ async fn http(
     expect_status: u16,
     body_contains: Option<&str>,
     ca_file: Option<&Path>,
-    tls: &mut Option<Arc<rustls::ClientConfig>>,
+    tls: &mut TlsCache,
 ) -> Result<String, String> {
     let started = Instant::now();
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
@@ -309,17 +318,7 @@ async fn http(
 
     let stream = connect(&address).await?;
     let (status, body) = if https {
-        let config = match tls {
-            Some(config) => config.clone(),
-            None => tls.insert(tls_config(ca_file).await?).clone(),
-        };
-        let name = rustls::pki_types::ServerName::try_from(host.clone())
-            .map_err(|_| format!("{host:?} is not a valid TLS server name"))?;
-        let stream = tokio_rustls::TlsConnector::from(config)
-            .connect(name, stream)
-            .await
-            .map_err(|e| tls_reason(&host, e))?;
-        exchange(stream, request, body_contains.is_some()).await?
+        https_exchange(stream, &host, ca_file, tls, request, body_contains.is_some()).await?
     } else {
         exchange(stream, request, body_contains.is_some()).await?
     };
@@ -389,7 +388,43 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The exchange over TLS, trusting `ca_file` or the system's roots.
+#[cfg(feature = "https-monitors")]
+async fn https_exchange(
+    stream: TcpStream,
+    host: &str,
+    ca_file: Option<&Path>,
+    tls: &mut TlsCache,
+    request: hyper::Request<http_body_util::Empty<bytes::Bytes>>,
+    read_body: bool,
+) -> Result<(u16, Vec<u8>), String> {
+    let config = match tls {
+        Some(config) => config.clone(),
+        None => tls.insert(tls_config(ca_file).await?).clone(),
+    };
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|_| format!("{host:?} is not a valid TLS server name"))?;
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, stream)
+        .await
+        .map_err(|e| tls_reason(host, e))?;
+    exchange(stream, request, read_body).await
+}
+
+#[cfg(not(feature = "https-monitors"))]
+async fn https_exchange(
+    _stream: TcpStream,
+    _host: &str,
+    _ca_file: Option<&Path>,
+    _tls: &mut TlsCache,
+    _request: hyper::Request<http_body_util::Empty<bytes::Bytes>>,
+    _read_body: bool,
+) -> Result<(u16, Vec<u8>), String> {
+    Err("this build has no TLS (built without the https-monitors feature)".into())
+}
+
 /// Trust only the CAs of `ca_file` when given, else the system's roots.
+#[cfg(feature = "https-monitors")]
 async fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
@@ -432,6 +467,7 @@ async fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>,
     Ok(Arc::new(config))
 }
 
+#[cfg(feature = "https-monitors")]
 fn tls_reason(host: &str, e: std::io::Error) -> String {
     use rustls::CertificateError;
     let tls_error = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());

@@ -625,6 +625,12 @@ fn validate_url(url: &str, key: &str) -> Result<(), ConfigError> {
         .parse()
         .map_err(|e| err(key, format!("{url:?} is not a URL: {e}")))?;
     match uri.scheme_str() {
+        Some("https") if !cfg!(feature = "https-monitors") => {
+            return Err(err(
+                key,
+                format!("{url:?}: this build has no TLS (built without the https-monitors feature); use http://"),
+            ))
+        }
         Some("http") | Some("https") => {}
         Some(other) => {
             return Err(err(
