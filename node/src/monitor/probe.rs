@@ -22,6 +22,8 @@ use tokio_rustls::rustls;
 
 use super::spec::Probe;
 use super::spec::MONITOR_HTTP_BODY_MAX_BYTES;
+use crate::resources::agent::collect;
+use crate::resources::agent::read_bounded;
 use crate::resources::agent::KILL_GRACE;
 
 /// Output kept from one script check (stdout and stderr each); the rest is read and dropped.
@@ -30,9 +32,6 @@ pub const MONITOR_SCRIPT_OUTPUT_MAX_BYTES: usize = 4096;
 pub const MONITOR_REASON_LINE_MAX_CHARS: usize = 200;
 /// Bytes of a result file read: enough for `false` and a short explanation after it.
 pub const MONITOR_RESULT_FILE_READ_BYTES: usize = 1024;
-/// How long a script's output is still collected after the script exited: a process it left
-/// in the background may hold the pipes open.
-const OUTPUT_GRACE: Duration = Duration::from_millis(100);
 
 /// An https probe's TLS client setup, once built.
 #[cfg(feature = "https-monitors")]
@@ -534,15 +533,15 @@ async fn run_command(command: &str, timeout: Duration) -> Result<String, String>
     // Declared after `child`, so dropped first: the group is killed before the shell is reaped,
     // while its id cannot have been reused.
     let mut group = GroupKill(child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)));
-    let stdout = tokio::spawn(read_bounded(child.stdout.take()));
-    let stderr = tokio::spawn(read_bounded(child.stderr.take()));
+    let stdout = tokio::spawn(read_script_output(child.stdout.take()));
+    let stderr = tokio::spawn(read_script_output(child.stderr.take()));
     let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(status) => status.map_err(|e| format!("cannot wait for the script: {e}"))?,
         Err(_) => {
             group.kill();
             // Reap the shell; the rest of the group was killed with it.
             let _ = tokio::time::timeout(KILL_GRACE, child.wait()).await;
-            let said = output_line(&collect(stdout).await, &collect(stderr).await);
+            let said = output_line(&collect_output(stdout).await, &collect_output(stderr).await);
             let said = if said.is_empty() {
                 String::new()
             } else {
@@ -553,7 +552,7 @@ async fn run_command(command: &str, timeout: Duration) -> Result<String, String>
     };
     // The script ended by itself: whatever it left in the background is its own business.
     group.0 = None;
-    let (out, err) = (collect(stdout).await, collect(stderr).await);
+    let (out, err) = (collect_output(stdout).await, collect_output(stderr).await);
     let took = human_duration(started.elapsed());
     if status.success() {
         return Ok(format!("exit 0 in {took}"));
@@ -580,33 +579,13 @@ fn output_line(stdout: &str, stderr: &str) -> String {
         .unwrap_or_default()
 }
 
-async fn collect(reader: tokio::task::JoinHandle<String>) -> String {
-    let abort = reader.abort_handle();
-    match tokio::time::timeout(OUTPUT_GRACE, reader).await {
-        Ok(Ok(text)) => text,
-        _ => {
-            abort.abort();
-            String::new()
-        }
-    }
+async fn collect_output(reader: tokio::task::JoinHandle<String>) -> String {
+    collect(reader).await.unwrap_or_default()
 }
 
-/// Read a pipe to its end, keeping the first [`MONITOR_SCRIPT_OUTPUT_MAX_BYTES`]; the rest is
-/// drained so a chatty script never blocks on a full pipe.
-async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>) -> String {
-    let Some(mut pipe) = pipe else { return String::new() };
-    let mut kept = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match pipe.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let room = MONITOR_SCRIPT_OUTPUT_MAX_BYTES - kept.len();
-                kept.extend_from_slice(&chunk[..n.min(room)]);
-            }
-        }
-    }
-    String::from_utf8_lossy(&kept).into_owned()
+/// A script's output, up to [`MONITOR_SCRIPT_OUTPUT_MAX_BYTES`] (only its first line is shown).
+async fn read_script_output<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>) -> String {
+    read_bounded(pipe, MONITOR_SCRIPT_OUTPUT_MAX_BYTES, "MONITOR_SCRIPT_OUTPUT_MAX_BYTES").await
 }
 
 /// Result-file mode: a file whose first five characters are `false` fails the check.
@@ -834,8 +813,16 @@ mod tests {
         let reason = run_command(cmd, Duration::from_secs(10)).await.unwrap_err();
         assert!(reason.starts_with("exit status 4: yyy"), "{}", &reason[..40]);
         assert!(reason.len() <= "exit status 4: ".len() + MONITOR_REASON_LINE_MAX_CHARS + 3);
-        let kept = read_bounded(Some(&b"z".repeat(MONITOR_SCRIPT_OUTPUT_MAX_BYTES + 10)[..])).await;
-        assert_eq!(kept.len(), MONITOR_SCRIPT_OUTPUT_MAX_BYTES);
+        let kept = read_script_output(Some(&b"z".repeat(MONITOR_SCRIPT_OUTPUT_MAX_BYTES + 10)[..])).await;
+        assert!(
+            kept.starts_with(&"z".repeat(MONITOR_SCRIPT_OUTPUT_MAX_BYTES)),
+            "the limit is kept"
+        );
+        assert!(
+            kept.ends_with("\n(10 more bytes not kept: MONITOR_SCRIPT_OUTPUT_MAX_BYTES)"),
+            "{}",
+            &kept[kept.len() - 60..]
+        );
     }
 
     #[tokio::test]

@@ -358,8 +358,16 @@ impl ResourceAgent {
         pgid: Option<u32>,
         cancelled: &AtomicBool,
     ) -> (Result<std::process::ExitStatus, ResourceError>, String, String) {
-        let stdout = tokio::spawn(read_bounded(child.stdout.take()));
-        let stderr = tokio::spawn(read_bounded(child.stderr.take()));
+        let stdout = tokio::spawn(read_bounded(
+            child.stdout.take(),
+            SCRIPT_OUTPUT_MAX_BYTES,
+            "SCRIPT_OUTPUT_MAX_BYTES",
+        ));
+        let stderr = tokio::spawn(read_bounded(
+            child.stderr.take(),
+            SCRIPT_OUTPUT_MAX_BYTES,
+            "SCRIPT_OUTPUT_MAX_BYTES",
+        ));
         let status = match tokio::time::timeout(timeout, child.wait()).await {
             Ok(status) => status,
             Err(_) => {
@@ -370,7 +378,7 @@ impl ResourceAgent {
                     std::process::exit(70);
                 }
                 // Whatever it printed before the kill is still worth keeping.
-                let (out, err) = (collect(stdout).await, collect(stderr).await);
+                let (out, err) = (collect_or_note(stdout).await, collect_or_note(stderr).await);
                 let timed_out = ResourceError::TimedOut {
                     name: r.name.clone(),
                     action,
@@ -380,8 +388,8 @@ impl ResourceAgent {
             }
         };
         // A daemon started in the background may keep the pipes open: take what arrived.
-        let out = collect(stdout).await;
-        let err = collect(stderr).await;
+        let out = collect_or_note(stdout).await;
+        let err = collect_or_note(stderr).await;
         if !out.is_empty() {
             tracing::info!(resource = %r.name, action, output = %out.trim_end(), "script output");
         }
@@ -410,23 +418,31 @@ fn kill_group(pgid: Option<u32>) {
     }
 }
 
-/// How long output is still collected after the script exited.
-const OUTPUT_GRACE: Duration = Duration::from_millis(100);
+/// How long a script's output is still collected after the script exited: a process it left in
+/// the background may hold the pipes open.
+pub(crate) const OUTPUT_GRACE: Duration = Duration::from_millis(100);
 
-async fn collect(reader: tokio::task::JoinHandle<String>) -> String {
+/// What a pipe reader read, if it finished within [`OUTPUT_GRACE`]; else it is stopped.
+pub(crate) async fn collect(reader: tokio::task::JoinHandle<String>) -> Option<String> {
     let abort = reader.abort_handle();
     match tokio::time::timeout(OUTPUT_GRACE, reader).await {
-        Ok(Ok(text)) => text,
+        Ok(Ok(text)) => Some(text),
         _ => {
             abort.abort();
-            String::from("(output not collected: a process the script started keeps its output open)")
+            None
         }
     }
 }
 
-/// Read a pipe to its end, keeping the first `SCRIPT_OUTPUT_MAX_BYTES` (the rest is drained,
-/// so a chatty script never blocks on a full pipe).
-async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>) -> String {
+async fn collect_or_note(reader: tokio::task::JoinHandle<String>) -> String {
+    collect(reader)
+        .await
+        .unwrap_or_else(|| String::from("(output not collected: a process the script started keeps its output open)"))
+}
+
+/// Read a pipe to its end, keeping the first `max` bytes (the rest is drained, so a chatty
+/// script never blocks on a full pipe, and counted in a note naming the `limit`).
+pub(crate) async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>, max: usize, limit: &str) -> String {
     let Some(mut pipe) = pipe else { return String::new() };
     let mut kept = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -435,7 +451,7 @@ async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>) -> Strin
         match pipe.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                let room = SCRIPT_OUTPUT_MAX_BYTES - kept.len();
+                let room = max - kept.len();
                 kept.extend_from_slice(&chunk[..n.min(room)]);
                 dropped += n.saturating_sub(room);
             }
@@ -443,7 +459,7 @@ async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>) -> Strin
     }
     let mut text = String::from_utf8_lossy(&kept).into_owned();
     if dropped > 0 {
-        text.push_str(&format!("\n({dropped} more bytes not kept: SCRIPT_OUTPUT_MAX_BYTES)"));
+        text.push_str(&format!("\n({dropped} more bytes not kept: {limit})"));
     }
     text
 }
@@ -552,7 +568,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_chatty_script_neither_blocks_nor_floods_the_log() {
-        let out = read_bounded(Some(std::io::Cursor::new(vec![b'x'; 1024 * 1024]))).await;
+        let out = read_bounded(
+            Some(std::io::Cursor::new(vec![b'x'; 1024 * 1024])),
+            SCRIPT_OUTPUT_MAX_BYTES,
+            "SCRIPT_OUTPUT_MAX_BYTES",
+        )
+        .await;
         assert!(out.len() < SCRIPT_OUTPUT_MAX_BYTES + 200, "{}", out.len());
         assert!(
             out.ends_with("more bytes not kept: SCRIPT_OUTPUT_MAX_BYTES)"),
