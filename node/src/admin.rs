@@ -210,7 +210,7 @@ fn node_status(app: &AdminState) -> NodeStatus {
     status.cluster_status = app.cluster.cluster_status();
     status.links = app.cluster.links();
     status.witness_contact = app.cluster.witness_contact();
-    status.monitors = app.cluster.monitor_infos();
+    status.monitors = app.cluster.monitors.infos();
     status
 }
 

@@ -64,22 +64,12 @@ impl Role {
     }
 }
 
-/// One monitor, as told to the other nodes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MonitorBrief {
-    pub name: String,
-    pub state: String,
-    pub scope: String,
-    pub log_only: bool,
-    pub last_result: Option<String>,
-}
-
 /// What a node tells the others in every heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     pub node: NodeId,
     pub role: Role,
-    pub monitors: Vec<MonitorBrief>,
+    pub monitors: Vec<MonitorInfo>,
     /// The sender's links: (member, up).
     pub links: Vec<(NodeId, bool)>,
     /// The active only: what keeps a failing active from switching, if anything.
@@ -210,18 +200,7 @@ impl ClusterState {
         Summary {
             node: self.cfg.node_id,
             role,
-            monitors: self
-                .monitors
-                .infos()
-                .into_iter()
-                .map(|m| MonitorBrief {
-                    name: m.name,
-                    state: m.state,
-                    scope: m.scope,
-                    log_only: m.log_only,
-                    last_result: m.last_result,
-                })
-                .collect(),
+            monitors: self.monitors.infos(),
             links: self.peers().iter().map(|(id, p)| (*id, Self::link_up(p))).collect(),
             warning: if active { self.warning() } else { None },
             standby_behind: other_data
@@ -241,10 +220,12 @@ impl ClusterState {
             .and_then(|p| p.summary.clone())
     }
 
-    /// A heartbeat from `from` arrived (the other direction of the link works too).
-    pub fn heard(&self, summary: Summary) {
+    /// A member's summary arrived: in a heartbeat it sent (the other direction of the link
+    /// works too), or as the answer to ours after `rtt`.
+    pub fn heard(&self, summary: Summary, rtt: Option<Duration>) {
         if let Some(p) = self.peers().get_mut(&summary.node) {
             p.last_ok = Some(Instant::now());
+            p.rtt = rtt.or(p.rtt);
             p.summary = Some(summary);
         }
     }
@@ -284,11 +265,6 @@ impl ClusterState {
         }
         let names: BTreeMap<NodeId, String> = self.cfg.members.iter().map(|m| (m.id, m.name.clone())).collect();
         cluster_status(&views, &names, self.consensus.policies().maintenance)
-    }
-
-    /// The monitor infos of this node.
-    pub fn monitor_infos(&self) -> Vec<MonitorInfo> {
-        self.monitors.infos()
     }
 }
 
@@ -428,14 +404,7 @@ pub async fn run<C: PeerConnector>(
                 let sent = Instant::now();
                 let answer = network.exchange(&addr, "/peer/heartbeat", body, LINK_TIMEOUT).await;
                 match answer.and_then(|bytes| codec::decode::<Summary>(&bytes).map_err(|e| e.to_string())) {
-                    Ok(summary) if summary.node == id => {
-                        let mut peers = state.peers();
-                        if let Some(p) = peers.get_mut(&id) {
-                            p.last_ok = Some(Instant::now());
-                            p.rtt = Some(sent.elapsed());
-                            p.summary = Some(summary);
-                        }
-                    }
+                    Ok(summary) if summary.node == id => state.heard(summary, Some(sent.elapsed())),
                     Ok(summary) => {
                         tracing::warn!(expected = id, got = summary.node, "heartbeat answered by another node")
                     }
@@ -590,12 +559,17 @@ mod tests {
     #[test]
     fn a_failed_monitor_anywhere_is_a_warning() {
         let sick = Summary {
-            monitors: vec![MonitorBrief {
+            monitors: vec![MonitorInfo {
                 name: "disk".into(),
-                state: "failed".into(),
+                kind: "disk".into(),
+                target: "disk /var".into(),
                 scope: "standby".into(),
                 log_only: false,
+                state: "failed".into(),
                 last_result: Some("failed: 97% used".into()),
+                last_run_ms: None,
+                consecutive_failures: 3,
+                max_failures: 3,
             }],
             ..summary(2, Role::Standby)
         };

@@ -37,7 +37,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
-fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(crate) fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError {
         key: key.into(),
         message: message.into(),

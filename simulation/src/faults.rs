@@ -41,6 +41,13 @@ pub enum Fault {
 /// it is the watchdog's job, DESIGN §4).
 pub const STALL_MS: (u64, u64) = (400, 1200);
 
+/// `node` cut off from both other nodes from `from` until `until`.
+pub fn isolation(node: NodeId, from: Duration, until: Duration) -> Vec<(Duration, Fault)> {
+    let others = || NODES.iter().map(|(id, _)| *id).filter(move |c| *c != node);
+    let cut = others().map(|c| (from, Fault::Partition(node, c)));
+    cut.chain(others().map(|c| (until, Fault::Repair(node, c)))).collect()
+}
+
 /// A random schedule of faults in `[start, start + phase)`: each fault that starts something
 /// also ends it within the phase.
 pub fn random(rng: &mut Rng, start: Duration, phase: Duration) -> Vec<(Duration, Fault)> {
@@ -67,14 +74,8 @@ pub fn random(rng: &mut Rng, start: Duration, phase: Duration) -> Vec<(Duration,
                 out.push((ms(lasting(rng, 200, 5000)), Fault::Repair(a, b)));
             }
             35..=44 => {
-                // One node cut off from both others.
-                for c in ids.iter().copied().filter(|c| *c != a) {
-                    out.push((ms(t), Fault::Partition(a, c)));
-                }
                 let until = lasting(rng, 200, 5000);
-                for c in ids.iter().copied().filter(|c| *c != a) {
-                    out.push((ms(until), Fault::Repair(a, c)));
-                }
+                out.extend(isolation(a, ms(t), ms(until)));
             }
             45..=54 => {
                 out.push((ms(t), Fault::OneWay(a, b)));

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::cluster::Plan;
+use crate::faults::isolation;
 use crate::faults::Fault;
 
 const fn s(secs: u64) -> Duration {
@@ -20,12 +21,7 @@ fn ms(ms: u64) -> Duration {
 pub fn isolated_active(seed: u64) -> Plan {
     Plan {
         seed,
-        faults: vec![
-            (s(6), Fault::Partition(1, 2)),
-            (s(6), Fault::Partition(1, 3)),
-            (s(14), Fault::Repair(1, 2)),
-            (s(14), Fault::Repair(1, 3)),
-        ],
+        faults: isolation(1, s(6), s(14)),
         heal_at: s(20),
     }
 }
@@ -61,12 +57,7 @@ pub fn restarted_ex_leader(seed: u64) -> Plan {
 pub fn standby_blip(seed: u64) -> Plan {
     Plan {
         seed,
-        faults: vec![
-            (s(6), Fault::Partition(2, 1)),
-            (s(6), Fault::Partition(2, 3)),
-            (s(9), Fault::Repair(2, 1)),
-            (s(9), Fault::Repair(2, 3)),
-        ],
+        faults: isolation(2, s(6), s(9)),
         heal_at: s(16),
     }
 }

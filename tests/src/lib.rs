@@ -99,6 +99,18 @@ pub struct ClusterOptions {
     pub data_config: String,
 }
 
+/// A `[[resources]]` script for [`ClusterOptions::data_config`] that runs `lab-service` as the
+/// protected service on `127.0.0.1:<port_prefix><node id>` and keeps its pid in
+/// `pid_dir/svc-<node>.pid` (so a test can kill the service behind Tandem's back).
+pub fn lab_service_resource(pid_dir: &std::path::Path, port_prefix: &str) -> String {
+    let pid = pid_dir.join("svc-@NODE@.pid");
+    format!(
+        "[[resources]]\ntype = \"script\"\nname = \"svc\"\nacquire = 'setsid {service} @NODE@ 127.0.0.1:{port_prefix}@NODE_ID@ >/dev/null 2>&1 </dev/null & echo $! > {pid}'\nrelease = 'if [ -e {pid} ]; then kill $(cat {pid}) 2>/dev/null; rm -f {pid}; fi; true'\n",
+        service = bin_dir().join("lab-service").display(),
+        pid = pid.display(),
+    )
+}
+
 /// A bench binary's numeric option `name` (`--seconds 60`), or `default`.
 pub fn bench_arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();

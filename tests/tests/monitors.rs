@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tandem_client::api::EventInfo;
 use tandem_client::EventsQuery;
-use tandem_tests::bin_dir;
+use tandem_tests::lab_service_resource;
 use tandem_tests::other_data_node;
 use tandem_tests::Cluster;
 use tandem_tests::ClusterOptions;
@@ -42,13 +42,7 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let prefix = port_prefix();
         let monitors = monitors.replace("SERVICE_PORT", &format!("{prefix}@NODE_ID@"));
-        let pid = dir.path().join("svc-@NODE@.pid");
-        let service = bin_dir().join("lab-service");
-        let data_config = format!(
-            "[[resources]]\ntype = \"script\"\nname = \"svc\"\nacquire = 'setsid {service} @NODE@ 127.0.0.1:{prefix}@NODE_ID@ >/dev/null 2>&1 </dev/null & echo $! > {pid}'\nrelease = 'if [ -e {pid} ]; then kill $(cat {pid}) 2>/dev/null; rm -f {pid}; fi; true'\n{monitors}",
-            service = service.display(),
-            pid = pid.display(),
-        );
+        let data_config = format!("{}{monitors}", lab_service_resource(dir.path(), &prefix));
         let cluster = Cluster::start_initialized(ClusterOptions {
             data_config,
             ..Default::default()

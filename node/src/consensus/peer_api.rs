@@ -190,7 +190,7 @@ async fn heartbeat(State(s): State<PeerState>, body: Bytes) -> Response {
                 )
                     .into_response();
             }
-            s.cluster.heard(summary);
+            s.cluster.heard(summary, None);
             match codec::encode(&s.cluster.summary()) {
                 Ok(bytes) => ([("content-type", "application/octet-stream")], bytes).into_response(),
                 Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode answer: {e}")).into_response(),

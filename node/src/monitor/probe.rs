@@ -23,7 +23,9 @@ use tokio_rustls::rustls;
 use super::spec::Probe;
 use super::spec::MONITOR_HTTP_BODY_MAX_BYTES;
 use crate::resources::agent::collect;
+use crate::resources::agent::kill_group;
 use crate::resources::agent::read_bounded;
+use crate::resources::agent::shell_command;
 use crate::resources::agent::KILL_GRACE;
 
 /// Output kept from one script check (stdout and stderr each); the rest is read and dropped.
@@ -501,14 +503,11 @@ async fn script(command: Option<&str>, result_file: Option<&Path>, timeout: Dura
 
 /// Kills a script's process group when dropped, so a check abandoned by its caller does not
 /// leave the script running either.
-struct GroupKill(Option<rustix::process::Pid>);
+struct GroupKill(Option<u32>);
 
 impl GroupKill {
     fn kill(&mut self) {
-        if let Some(pgid) = self.0.take() {
-            // ESRCH: the group is gone already.
-            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-        }
+        kill_group(self.0.take());
     }
 }
 
@@ -520,19 +519,12 @@ impl Drop for GroupKill {
 
 async fn run_command(command: &str, timeout: Duration) -> Result<String, String> {
     let started = Instant::now();
-    let mut child = tokio::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
+    let mut child = shell_command(command)
         .spawn()
         .map_err(|e| format!("cannot start /bin/sh: {e}"))?;
     // Declared after `child`, so dropped first: the group is killed before the shell is reaped,
     // while its id cannot have been reused.
-    let mut group = GroupKill(child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)));
+    let mut group = GroupKill(child.id());
     let stdout = tokio::spawn(read_script_output(child.stdout.take()));
     let stderr = tokio::spawn(read_script_output(child.stderr.take()));
     let status = match tokio::time::timeout(timeout, child.wait()).await {

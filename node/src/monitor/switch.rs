@@ -212,7 +212,7 @@ pub async fn run(state: Arc<ClusterState>, mut shutdown: watch::Receiver<bool>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::MonitorBrief;
+    use tandem_client::api::MonitorInfo;
     use tandem_raft_store::records::SwitchWindow;
 
     fn standby(monitors: Vec<(&str, &str, &str)>) -> Summary {
@@ -221,12 +221,17 @@ mod tests {
             role: Role::Standby,
             monitors: monitors
                 .into_iter()
-                .map(|(name, scope, state)| MonitorBrief {
+                .map(|(name, scope, state)| MonitorInfo {
                     name: name.into(),
-                    state: state.into(),
+                    kind: "http".into(),
+                    target: "http GET http://127.0.0.1/".into(),
                     scope: scope.into(),
                     log_only: false,
+                    state: state.into(),
                     last_result: None,
+                    last_run_ms: None,
+                    consecutive_failures: 0,
+                    max_failures: 3,
                 })
                 .collect(),
             links: Vec::new(),

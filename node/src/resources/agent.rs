@@ -219,19 +219,12 @@ impl ResourceAgent {
             return self.run_with(runner.as_ref(), r, action, epoch).await;
         }
         let role = if action == "release" { "standby" } else { "active" };
-        let mut child = tokio::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(command)
+        let mut child = shell_command(command)
             .env("TANDEM_NODE", &self.node)
             .env("TANDEM_ROLE", role)
             .env("TANDEM_EPOCH", epoch.to_string())
             .env("TANDEM_ACTION", action)
             .env("TANDEM_RESOURCE", &r.name)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
             .spawn()
             .map_err(|source| ResourceError::Spawn {
                 name: r.name.clone(),
@@ -409,12 +402,28 @@ impl ResourceAgent {
     }
 }
 
-fn kill_group(pgid: Option<u32>) {
+/// `sh -c command` in a process group of its own, with its output piped and no input; the
+/// shell is killed if the child handle is dropped.
+pub(crate) fn shell_command(command: &str) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new("/bin/sh");
+    c.arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    c
+}
+
+/// SIGKILL a script's whole process group (a group already gone is no error).
+pub(crate) fn kill_group(pgid: Option<u32>) {
     let Some(pid) = pgid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) else {
         return;
     };
-    if let Err(e) = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL) {
-        tracing::warn!(error = %e, "cannot kill the script's process group");
+    match rustix::process::kill_process_group(pid, rustix::process::Signal::KILL) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot kill the script's process group"),
     }
 }
 

@@ -27,7 +27,7 @@ use tandem_node::monitor::spec::Scope;
 use tandem_node::monitor::Monitors;
 use tandem_node::monitor::Standing;
 use tandem_tests::bench_arg as arg;
-use tandem_tests::bin_dir;
+use tandem_tests::lab_service_resource;
 use tandem_tests::Cluster;
 use tandem_tests::ClusterOptions;
 
@@ -154,13 +154,10 @@ fn overhead(seconds: u64) {
 
 fn failovers(rounds: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let pid = dir.path().join("svc-@NODE@.pid");
-    let service = bin_dir().join("lab-service");
     let port = |id: u64| 29_640 + id as u16;
     let data_config = format!(
-        "[[resources]]\ntype = \"script\"\nname = \"svc\"\nacquire = 'setsid {service} @NODE@ 127.0.0.1:2964@NODE_ID@ >/dev/null 2>&1 </dev/null & echo $! > {pid}'\nrelease = 'if [ -e {pid} ]; then kill $(cat {pid}) 2>/dev/null; rm -f {pid}; fi; true'\n[[monitors]]\nname = \"web\"\ntype = \"http\"\nurl = \"http://127.0.0.1:2964@NODE_ID@/\"\n",
-        service = service.display(),
-        pid = pid.display(),
+        "{}[[monitors]]\nname = \"web\"\ntype = \"http\"\nurl = \"http://127.0.0.1:2964@NODE_ID@/\"\n",
+        lab_service_resource(dir.path(), "2964")
     );
     let cluster = Cluster::start_initialized(ClusterOptions {
         data_config,
