@@ -393,3 +393,74 @@ pub struct ClusterNode {
     /// Why `status` is missing.
     pub error: Option<String>,
 }
+
+/// `GET /v1/files`: this node's file mirror.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilesInfo {
+    /// Every committed change is on this node's disk and nothing is pending.
+    pub synced: bool,
+    /// This node is the active and watches its folders.
+    pub capturing: bool,
+    /// Files whose committed content this node still has to fetch.
+    pub pending_files: u64,
+    pub pending_bytes: u64,
+    /// Why applying stopped (a full disk, a folder missing here), if it did.
+    pub stalled: Option<String>,
+    /// A resync or initial copy under way.
+    pub progress: Option<ResyncProgress>,
+    /// Local changes that never committed, moved aside on rejoin.
+    pub quarantined: Vec<QuarantineInfo>,
+    pub folders: Vec<FolderInfo>,
+    pub counters: FileCounters,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResyncProgress {
+    pub files_done: u64,
+    pub files_total: u64,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    /// Bytes per second fetched since the resync began.
+    pub rate_bytes_per_sec: u64,
+    /// Seconds to go at that rate, once there is one.
+    pub eta_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineInfo {
+    pub folder: String,
+    /// Path inside the folder it had.
+    pub path: String,
+    /// Where it is now.
+    pub moved_to: String,
+    pub epoch: u64,
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderInfo {
+    pub id: String,
+    pub root: String,
+    /// Entries and bytes in the replicated index.
+    pub entries: u64,
+    pub bytes: u64,
+    pub ignore: Vec<String>,
+}
+
+/// Totals since the node started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileCounters {
+    /// File change records this node proposed (as active) and applied to disk (as standby).
+    pub proposed: u64,
+    pub applied: u64,
+    /// Chunk content pushed to the standby before proposing, and fetched from the other node:
+    /// raw bytes and bytes on the wire (compressed).
+    pub pushed_bytes: u64,
+    pub pushed_wire_bytes: u64,
+    pub fetched_bytes: u64,
+    pub fetched_wire_bytes: u64,
+    /// Inline content carried in records.
+    pub inline_bytes: u64,
+    /// Full rescans after the watch queue overflowed or a watch could not be set.
+    pub rescans: u64,
+}

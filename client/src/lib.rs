@@ -211,6 +211,11 @@ impl Client {
         Ok(())
     }
 
+    /// `GET /v1/files`: the node's file mirror.
+    pub async fn files(&self) -> Result<api::FilesInfo, ClientError> {
+        self.call::<(), _>("GET", "/v1/files", None).await
+    }
+
     pub async fn resources(&self) -> Result<ResourcesInfo, ClientError> {
         self.call::<(), _>("GET", "/v1/resources", None).await
     }

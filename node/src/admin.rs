@@ -83,6 +83,8 @@ pub struct AdminState {
     pub identity: Arc<Identity>,
     pub agent: Arc<ResourceAgent>,
     pub cluster: Arc<ClusterState>,
+    /// File replication, on a data node with sync folders.
+    pub files: Option<Arc<crate::files::FileSync>>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -96,6 +98,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/switchover", post(switchover))
         .route("/v1/failover", post(forced_failover))
         .route("/v1/recover", post(recover))
+        .route("/v1/files", get(files))
         .route("/v1/resources", get(resources))
         .route("/v1/resources/cancel", post(cancel_script))
         .route("/v1/cluster/rejoin", post(rejoin))
@@ -117,10 +120,12 @@ async fn health_active(State(app): State<AdminState>) -> (StatusCode, String) {
     }
 }
 
-/// 200 only on a data node that is not active and has applied everything committed.
+/// 200 only on a data node that is not active and has applied everything committed (its sync
+/// folders included).
 async fn health_standby(State(app): State<AdminState>) -> (StatusCode, &'static str) {
     let data = app.consensus.config().role() == MemberRole::Data;
-    if data && app.failover.active_epoch().is_none() && app.consensus.caught_up() {
+    let files_synced = app.files.as_ref().is_none_or(|f| f.synced());
+    if data && app.failover.active_epoch().is_none() && app.consensus.caught_up() && files_synced {
         (StatusCode::OK, "standby, synced\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not a synced standby\n")
@@ -562,6 +567,18 @@ async fn await_handoff(app: &AdminState, target: &MemberConfig) -> Result<HandOf
 }
 
 /// What this node holds and what its scripts did lately.
+/// `GET /v1/files`: this node's file mirror (404 on a node without sync folders).
+async fn files(State(app): State<AdminState>) -> Result<Json<tandem_client::api::FilesInfo>, AdminError> {
+    let files = app.files.as_ref().ok_or_else(|| {
+        AdminError::new(
+            StatusCode::NOT_FOUND,
+            "no_sync_folders",
+            "this node mirrors no folders: add [[sync]] entries to the config of both data nodes",
+        )
+    })?;
+    Ok(Json(files.info()))
+}
+
 async fn resources(State(app): State<AdminState>) -> Json<ResourcesInfo> {
     let held = app.identity.is_held();
     Json(ResourcesInfo {

@@ -65,6 +65,8 @@ struct RawConfig {
     resources: Vec<RawResource>,
     #[serde(default)]
     monitors: Vec<crate::monitor::spec::RawMonitor>,
+    #[serde(default)]
+    sync: Vec<crate::files::spec::RawFolder>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -335,6 +337,8 @@ pub struct ValidConfig {
     pub members: Vec<MemberConfig>,
     /// Health checks of the protected service (DESIGN §6).
     pub monitors: Vec<crate::monitor::spec::MonitorSpec>,
+    /// Sync folders this node mirrors (data nodes only).
+    pub folders: Vec<crate::files::spec::FolderSpec>,
 }
 
 impl ValidConfig {
@@ -543,6 +547,20 @@ fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
             "the witness never runs the service: remove [[monitors]] from its config",
         ));
     }
+    let member_names: BTreeSet<String> = raw.members.iter().map(|m| m.name.clone()).collect();
+    let me_name = raw
+        .members
+        .iter()
+        .find(|m| m.id == raw.node_id)
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    if witness && !raw.sync.is_empty() {
+        return Err(err(
+            "sync",
+            "the witness keeps no sync folders (it holds only the small files in its log): remove [[sync]] from its config",
+        ));
+    }
+    let folders = crate::files::spec::validate_folders(raw.sync, &me_name, &member_names, base, &data_dir)?;
     let timers = validate_timers(&raw.timers, &resources)?;
     if raw.log.snapshot_every_entries == 0 {
         return Err(err("log.snapshot_every_entries", "must be greater than 0"));
@@ -577,6 +595,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
         resources,
         members,
         monitors,
+        folders,
     })
 }
 

@@ -9,6 +9,8 @@
 //!   runs it against the node;
 //! - [`resources`]: what the active holds: its VIPs, then script resources;
 //! - [`monitor`]: health checks of the protected service and the switch rule they feed;
+//! - [`files`]: file replication of the sync folders (capture on the active, mirror on the
+//!   standby, contents over the peer port);
 //! - [`cluster`]: heartbeats between the members and the status model shown to operators;
 //! - [`events`]: the node's event log (role changes, monitor transitions, actions);
 //! - [`admin`]: the admin HTTP API and health routes;
@@ -34,6 +36,7 @@ pub mod config;
 pub mod consensus;
 pub mod events;
 pub mod failover;
+pub mod files;
 pub mod monitor;
 pub mod recovery;
 pub mod resources;
@@ -201,6 +204,7 @@ where
             seed: _,
         } = parts;
         let network = PeerNetwork::with_connector(cfg.node_id, cfg.cluster_secret.clone(), connector);
+        let file_feed = (!cfg.folders.is_empty()).then(|| sm.subscribe_files());
         let consensus = Consensus::start(cfg.clone(), log, sm, network.clone())
             .await
             .context("cannot start raft")?;
@@ -242,11 +246,22 @@ where
             monitors.clone(),
             events.clone(),
         );
-        let peer_server = serve(
-            peer_listener,
-            consensus::peer_api::router(&consensus, &cfg.cluster_secret, cluster.clone()),
-            "peer",
-        );
+        let exchange: files::Exchange = {
+            let network = network.clone();
+            Arc::new(move |addr, path, body, timeout| {
+                let network = network.clone();
+                Box::pin(async move { network.exchange(&addr, path, body, timeout).await })
+            })
+        };
+        let file_sync = files::FileSync::new(&cfg, consensus.clone(), failover.clone(), events.clone(), exchange)?;
+        let mut peer_routes = consensus::peer_api::router(&consensus, &cfg.cluster_secret, cluster.clone());
+        if let Some(f) = &file_sync {
+            peer_routes = peer_routes.merge(consensus::peer_api::with_secret(
+                files::transfer::routes(f.clone()),
+                &cfg.cluster_secret,
+            ));
+        }
+        let peer_server = serve(peer_listener, peer_routes, "peer");
         let failover_driver = tokio::spawn(failover::driver::run(
             consensus.clone(),
             failover.clone(),
@@ -256,11 +271,14 @@ where
             stop_rx.clone(),
         ));
         let (standing_tx, standing_rx) = watch::channel(monitor::Standing::Neither);
-        let health = [
+        let mut health = vec![
             tokio::spawn(cluster::run(cluster.clone(), network, standing_tx, stop_rx.clone())),
             tokio::spawn(monitors.run(standing_rx, stop_rx.clone())),
             tokio::spawn(monitor::switch::run(cluster.clone(), stop_rx.clone())),
         ];
+        if let (Some(f), Some(feed)) = (&file_sync, file_feed) {
+            health.push(tokio::spawn(f.clone().run(feed, stop_rx.clone())));
+        }
         let restart = Arc::new(tokio::sync::Notify::new());
         let admin_server = serve(
             admin_listener,
@@ -271,6 +289,7 @@ where
                 identity,
                 agent,
                 cluster,
+                files: file_sync,
             }),
             "admin",
         );

@@ -239,36 +239,75 @@ impl Default for Policies {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileChange {
+    /// The sync folder's id (the same on both data nodes; each maps it to its own path).
     pub folder: String,
     /// Path relative to the folder root, `/`-separated.
     pub path: String,
     pub op: FileOp,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum FileOp {
-    /// The file now has this content. `inline` holds small contents; larger ones are staged.
-    Write {
-        size: u64,
-        mode: u32,
-        mtime_ns: i128,
-        hash: [u8; 32],
-        inline: Option<Vec<u8>>,
-    },
-    Delete,
-    Rename {
-        to: String,
-    },
+/// Mode, owner and modification time of a file, directory or symlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileAttrs {
+    /// Permission bits (`0o7777` at most).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Nanoseconds since the Unix epoch.
+    pub mtime_ns: i128,
 }
 
-/// What the replicated file index knows of one file.
+/// One content-defined chunk of a file: its blake3 hash and length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub hash: [u8; 32],
+    pub len: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileOp {
+    /// The file now has this content: `inline` for small contents (up to
+    /// [`INLINE_FILE_MAX_BYTES`]), otherwise `chunks`, which the standby assembles from its
+    /// staging area and its current copy. `hash` is blake3 of the whole content.
+    Write {
+        size: u64,
+        attrs: FileAttrs,
+        hash: [u8; 32],
+        chunks: Vec<ChunkRef>,
+        inline: Option<Vec<u8>>,
+    },
+    /// A directory exists here (created, or its attributes changed).
+    Mkdir { attrs: FileAttrs },
+    /// A symbolic link to `target`, which must resolve inside the folder.
+    Symlink { target: String, mtime_ns: i128 },
+    /// Only mode, owner or times changed; the content is the same.
+    SetAttrs { attrs: FileAttrs },
+    /// The file, link or directory (with everything under it) is gone.
+    Delete,
+    /// Moved within the folder; a directory moves with everything under it.
+    Rename { to: String },
+}
+
+/// What kind of entry the file index holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// What the replicated file index knows of one entry of a sync folder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileMeta {
+    pub kind: FileKind,
+    /// Content length (files), 0 otherwise.
     pub size: u64,
-    pub mode: u32,
-    pub mtime_ns: i128,
+    pub attrs: FileAttrs,
+    /// blake3 of the content (files) or of the link target (symlinks); zero for directories.
     pub hash: [u8; 32],
-    /// Log index of the record that last wrote this file.
+    /// A symlink's target.
+    pub target: Option<String>,
+    /// Log index of the record that last changed this entry.
     pub index: u64,
 }
 
@@ -339,30 +378,7 @@ pub fn validate(record: &Record) -> Result<(), Rejection> {
             "test record payload is {} bytes, more than TEST_RECORD_MAX_BYTES ({TEST_RECORD_MAX_BYTES})",
             t.payload.len()
         )),
-        Record::File(f) => {
-            check_text("folder", &f.folder)?;
-            check_rel_path(&f.path)?;
-            match &f.op {
-                FileOp::Rename { to } => check_rel_path(to),
-                FileOp::Write {
-                    size,
-                    inline: Some(data),
-                    ..
-                } => {
-                    if data.len() > INLINE_FILE_MAX_BYTES {
-                        return invalid(format!(
-                            "inline content is {} bytes, more than INLINE_FILE_MAX_BYTES ({INLINE_FILE_MAX_BYTES})",
-                            data.len()
-                        ));
-                    }
-                    if data.len() as u64 != *size {
-                        return invalid(format!("inline content is {} bytes but size says {size}", data.len()));
-                    }
-                    Ok(())
-                }
-                _ => Ok(()),
-            }
-        }
+        Record::File(f) => validate_file_change(f),
         Record::Db(d) => {
             check_text("source", &d.source)?;
             check_text("gtid", &d.gtid)?;
@@ -412,6 +428,131 @@ pub fn validate(record: &Record) -> Result<(), Rejection> {
         }
         _ => Ok(()),
     }
+}
+
+/// Largest file a sync folder replicates.
+pub const FILE_MAX_BYTES: u64 = 1 << 40;
+/// Largest chunk in a chunk list (the chunker's maximum chunk size).
+pub const CHUNK_MAX_BYTES: u32 = 1024 * 1024;
+/// Most chunks one file's record may list.
+pub const CHUNKS_PER_FILE_MAX: usize = 2 * 1024 * 1024;
+/// Longest folder id.
+pub const FOLDER_ID_MAX_BYTES: usize = 64;
+
+/// A folder id: 1–64 letters, digits, `-`, `_` or `.`.
+pub fn check_folder_id(id: &str) -> Result<(), Rejection> {
+    let ok = !id.is_empty()
+        && id.len() <= FOLDER_ID_MAX_BYTES
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejection::Invalid(format!(
+            "folder id {id:?} must be 1–{FOLDER_ID_MAX_BYTES} letters, digits, '-', '_' or '.' (FOLDER_ID_MAX_BYTES)"
+        )))
+    }
+}
+
+fn validate_file_change(f: &FileChange) -> Result<(), Rejection> {
+    let invalid = |m: String| Err(Rejection::Invalid(format!("{}/{}: {m}", f.folder, f.path)));
+    check_folder_id(&f.folder)?;
+    check_rel_path(&f.path)?;
+    let check_attrs = |a: &FileAttrs| {
+        if a.mode > 0o7777 {
+            return invalid(format!("mode {:o} has bits beyond 0o7777", a.mode));
+        }
+        Ok(())
+    };
+    match &f.op {
+        FileOp::Rename { to } => {
+            check_rel_path(to)?;
+            if to == &f.path || to.starts_with(&format!("{}/", f.path)) {
+                return invalid(format!("cannot rename onto itself or into itself ({to:?})"));
+            }
+            Ok(())
+        }
+        FileOp::Mkdir { attrs } | FileOp::SetAttrs { attrs } => check_attrs(attrs),
+        FileOp::Symlink { target, .. } => check_link_target(&f.path, target),
+        FileOp::Delete => Ok(()),
+        FileOp::Write {
+            size,
+            attrs,
+            hash,
+            chunks,
+            inline,
+        } => {
+            check_attrs(attrs)?;
+            if *size > FILE_MAX_BYTES {
+                return invalid(format!("size {size} is more than FILE_MAX_BYTES ({FILE_MAX_BYTES})"));
+            }
+            match inline {
+                Some(data) => {
+                    if data.len() > INLINE_FILE_MAX_BYTES {
+                        return invalid(format!(
+                            "inline content is {} bytes, more than INLINE_FILE_MAX_BYTES ({INLINE_FILE_MAX_BYTES})",
+                            data.len()
+                        ));
+                    }
+                    if data.len() as u64 != *size {
+                        return invalid(format!("inline content is {} bytes but size says {size}", data.len()));
+                    }
+                    if !chunks.is_empty() {
+                        return invalid("a record carries either inline content or a chunk list, not both".into());
+                    }
+                    if blake3::hash(data).as_bytes() != hash {
+                        return invalid("inline content does not match its hash".into());
+                    }
+                    Ok(())
+                }
+                None => {
+                    if chunks.len() > CHUNKS_PER_FILE_MAX {
+                        return invalid(format!(
+                            "{} chunks, more than CHUNKS_PER_FILE_MAX ({CHUNKS_PER_FILE_MAX})",
+                            chunks.len()
+                        ));
+                    }
+                    if let Some(c) = chunks.iter().find(|c| c.len == 0 || c.len > CHUNK_MAX_BYTES) {
+                        return invalid(format!(
+                            "a chunk of {} bytes is outside 1..=CHUNK_MAX_BYTES ({CHUNK_MAX_BYTES})",
+                            c.len
+                        ));
+                    }
+                    let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+                    if total != *size {
+                        return invalid(format!("the chunks add up to {total} bytes but size says {size}"));
+                    }
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// A symlink target that resolves inside the folder, seen from the link at `link_path`.
+pub fn check_link_target(link_path: &str, target: &str) -> Result<(), Rejection> {
+    let bad = |why: &str| Err(Rejection::Invalid(format!("symlink {link_path:?} -> {target:?} {why}")));
+    if target.is_empty() || target.len() > PATH_MAX_BYTES || target.contains('\0') {
+        return bad("has an empty, over-long or NUL-carrying target");
+    }
+    if target.starts_with('/') {
+        return bad("points to an absolute path; only links inside the folder are replicated");
+    }
+    let mut depth: Vec<&str> = link_path.split('/').collect();
+    depth.pop();
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if depth.pop().is_none() {
+                    return bad("leaves the folder");
+                }
+            }
+            p => depth.push(p),
+        }
+    }
+    Ok(())
 }
 
 fn check_text(field: &str, value: &str) -> Result<(), Rejection> {
@@ -532,6 +673,82 @@ mod tests {
         assert!(e.contains("UTC_OFFSET_MAX_MIN"), "{e}");
     }
 
+    const ATTRS: FileAttrs = FileAttrs {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime_ns: 0,
+    };
+
+    fn write(path: &str, size: u64, hash: [u8; 32], chunks: Vec<ChunkRef>, inline: Option<Vec<u8>>) -> Record {
+        Record::File(FileChange {
+            folder: "scenes".into(),
+            path: path.into(),
+            op: FileOp::Write {
+                size,
+                attrs: ATTRS,
+                hash,
+                chunks,
+                inline,
+            },
+        })
+    }
+
+    #[test]
+    fn file_records_with_bad_contents_are_rejected_by_name() {
+        let data = b"night shift".to_vec();
+        let hash = *blake3::hash(&data).as_bytes();
+        assert!(validate(&write("a.cfg", 11, hash, vec![], Some(data.clone()))).is_ok());
+        let e = validate(&write("a.cfg", 11, [7; 32], vec![], Some(data.clone()))).unwrap_err();
+        assert!(e.to_string().contains("does not match its hash"), "{e}");
+        let e = validate(&write("a.cfg", 12, hash, vec![], Some(data))).unwrap_err();
+        assert!(e.to_string().contains("size says 12"), "{e}");
+        let chunk = |len| ChunkRef { hash: [1; 32], len };
+        assert!(validate(&write("big", 30, hash, vec![chunk(10), chunk(20)], None)).is_ok());
+        let e = validate(&write("big", 31, hash, vec![chunk(10), chunk(20)], None)).unwrap_err();
+        assert!(e.to_string().contains("add up to 30"), "{e}");
+        let e = validate(&write("big", 0, hash, vec![chunk(0)], None)).unwrap_err();
+        assert!(e.to_string().contains("CHUNK_MAX_BYTES"), "{e}");
+        let e = validate(&write("big", FILE_MAX_BYTES + 1, hash, vec![], None)).unwrap_err();
+        assert!(e.to_string().contains("FILE_MAX_BYTES"), "{e}");
+        let bad_folder = Record::File(FileChange {
+            folder: "../etc".into(),
+            path: "a".into(),
+            op: FileOp::Delete,
+        });
+        assert!(validate(&bad_folder)
+            .unwrap_err()
+            .to_string()
+            .contains("FOLDER_ID_MAX_BYTES"));
+        let into_itself = Record::File(FileChange {
+            folder: "f".into(),
+            path: "a".into(),
+            op: FileOp::Rename { to: "a/b".into() },
+        });
+        assert!(validate(&into_itself).is_err());
+        let setuid_and_more = Record::File(FileChange {
+            folder: "f".into(),
+            path: "a".into(),
+            op: FileOp::Mkdir {
+                attrs: FileAttrs { mode: 0o17777, ..ATTRS },
+            },
+        });
+        assert!(validate(&setuid_and_more).is_err());
+    }
+
+    #[test]
+    fn symlinks_must_stay_inside_the_folder() {
+        for (link, target) in [("a", "b"), ("d/a", "../b"), ("d/e/a", "../../b/c"), ("a", "./b")] {
+            assert!(check_link_target(link, target).is_ok(), "{link} -> {target}");
+        }
+        for (link, target) in [("a", "../b"), ("d/a", "../../b"), ("a", "/etc/passwd"), ("a", "")] {
+            assert!(
+                check_link_target(link, target).is_err(),
+                "{link} -> {target} must be refused"
+            );
+        }
+    }
+
     #[test]
     fn paths_that_leave_the_folder_are_rejected() {
         for p in ["/etc/passwd", "../x", "a/../../x", "a//b", "./a", "", "a\\b", "a\0b"] {
@@ -558,9 +775,9 @@ mod tests {
             path: "a".into(),
             op: FileOp::Write {
                 size: (INLINE_FILE_MAX_BYTES + 1) as u64,
-                mode: 0o644,
-                mtime_ns: 0,
+                attrs: ATTRS,
                 hash: [0; 32],
+                chunks: vec![],
                 inline: Some(vec![0; INLINE_FILE_MAX_BYTES + 1]),
             },
         });

@@ -14,6 +14,9 @@ use crate::records::validate;
 use crate::records::AuditEntry;
 use crate::records::Command;
 use crate::records::DbPosition;
+use crate::records::FileAttrs;
+use crate::records::FileChange;
+use crate::records::FileKind;
 use crate::records::FileMeta;
 use crate::records::FileOp;
 use crate::records::Policies;
@@ -69,6 +72,8 @@ pub struct Meta {
     pub test_log: TestLog,
     /// Sequence number the next audit entry gets.
     pub next_audit_seq: u64,
+    /// Log index of the newest file change applied (0: none).
+    pub last_file_index: u64,
 }
 
 /// Everything the state machine holds; identical on all three nodes.
@@ -170,50 +175,8 @@ impl SmState {
             },
             Record::SetPolicies(p) => self.meta.policies = p.clone(),
             Record::File(f) => {
-                let key = (f.folder.clone(), f.path.clone());
-                match &f.op {
-                    FileOp::Write {
-                        size,
-                        mode,
-                        mtime_ns,
-                        hash,
-                        ..
-                    } => {
-                        self.files.insert(
-                            key.clone(),
-                            FileMeta {
-                                size: *size,
-                                mode: *mode,
-                                mtime_ns: *mtime_ns,
-                                hash: *hash,
-                                index,
-                            },
-                        );
-                        touched.push(Touched::File(key));
-                    }
-                    FileOp::Delete => {
-                        if self.files.remove(&key).is_none() {
-                            return Err(Rejection::Invalid(format!(
-                                "delete of unknown file {}/{}",
-                                f.folder, f.path
-                            )));
-                        }
-                        touched.push(Touched::File(key));
-                    }
-                    FileOp::Rename { to } => {
-                        let Some(mut meta) = self.files.remove(&key) else {
-                            return Err(Rejection::Invalid(format!(
-                                "rename of unknown file {}/{}",
-                                f.folder, f.path
-                            )));
-                        };
-                        meta.index = index;
-                        let to_key = (f.folder.clone(), to.clone());
-                        self.files.insert(to_key.clone(), meta);
-                        touched.push(Touched::File(key));
-                        touched.push(Touched::File(to_key));
-                    }
-                }
+                self.apply_file(f, index, touched)?;
+                self.meta.last_file_index = index;
             }
             Record::Db(d) => {
                 let expected = self.db_positions.get(&d.source).map_or(1, |p| p.seq + 1);
@@ -254,6 +217,119 @@ impl SmState {
     }
 }
 
+impl SmState {
+    /// Keys of `folder` at `path` and everything under it.
+    fn subtree(&self, folder: &str, path: &str) -> Vec<(String, String)> {
+        let prefix = format!("{path}/");
+        let mut keys: Vec<_> = self
+            .files
+            .range((folder.to_string(), prefix.clone())..)
+            .take_while(|((f, p), _)| f == folder && p.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let own = (folder.to_string(), path.to_string());
+        if self.files.contains_key(&own) {
+            keys.insert(0, own);
+        }
+        keys
+    }
+
+    fn apply_file(&mut self, f: &FileChange, index: u64, touched: &mut Vec<Touched>) -> Result<(), Rejection> {
+        let key = (f.folder.clone(), f.path.clone());
+        let unknown = |what: &str| Rejection::Invalid(format!("{what} of unknown entry {}/{}", f.folder, f.path));
+        let put = |state: &mut Self, meta: FileMeta, touched: &mut Vec<Touched>| {
+            // A file replacing a directory replaces everything under it too.
+            if meta.kind != FileKind::Dir {
+                for k in state.subtree(&f.folder, &f.path) {
+                    state.files.remove(&k);
+                    touched.push(Touched::File(k));
+                }
+            }
+            state.files.insert(key.clone(), meta);
+            touched.push(Touched::File(key.clone()));
+        };
+        match &f.op {
+            FileOp::Write { size, attrs, hash, .. } => {
+                let meta = FileMeta {
+                    kind: FileKind::File,
+                    size: *size,
+                    attrs: *attrs,
+                    hash: *hash,
+                    target: None,
+                    index,
+                };
+                put(self, meta, touched);
+            }
+            FileOp::Mkdir { attrs } => {
+                let meta = FileMeta {
+                    kind: FileKind::Dir,
+                    size: 0,
+                    attrs: *attrs,
+                    hash: [0; 32],
+                    target: None,
+                    index,
+                };
+                if self.files.get(&key).is_some_and(|m| m.kind != FileKind::Dir) {
+                    self.files.remove(&key);
+                }
+                put(self, meta, touched);
+            }
+            FileOp::Symlink { target, mtime_ns } => {
+                let meta = FileMeta {
+                    kind: FileKind::Symlink,
+                    size: 0,
+                    attrs: FileAttrs {
+                        mode: 0o777,
+                        uid: 0,
+                        gid: 0,
+                        mtime_ns: *mtime_ns,
+                    },
+                    hash: *blake3::hash(target.as_bytes()).as_bytes(),
+                    target: Some(target.clone()),
+                    index,
+                };
+                put(self, meta, touched);
+            }
+            FileOp::SetAttrs { attrs } => {
+                let meta = self.files.get_mut(&key).ok_or_else(|| unknown("attribute change"))?;
+                meta.attrs = *attrs;
+                meta.index = index;
+                touched.push(Touched::File(key));
+            }
+            FileOp::Delete => {
+                let keys = self.subtree(&f.folder, &f.path);
+                if keys.is_empty() {
+                    return Err(unknown("delete"));
+                }
+                for k in keys {
+                    self.files.remove(&k);
+                    touched.push(Touched::File(k));
+                }
+            }
+            FileOp::Rename { to } => {
+                let keys = self.subtree(&f.folder, &f.path);
+                if keys.is_empty() {
+                    return Err(unknown("rename"));
+                }
+                // Whatever was at the destination is replaced, as rename(2) does.
+                for k in self.subtree(&f.folder, to) {
+                    self.files.remove(&k);
+                    touched.push(Touched::File(k));
+                }
+                for k in keys {
+                    let mut meta = self.files.remove(&k).expect("key listed from the index");
+                    meta.index = index;
+                    let moved = (f.folder.clone(), format!("{to}{}", &k.1[f.path.len()..]));
+                    touched.push(Touched::File(k));
+                    self.files.insert(moved.clone(), meta);
+                    touched.push(Touched::File(moved));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
     if hash == 0 {
         hash = 0xcbf2_9ce4_8422_2325;
@@ -271,6 +347,7 @@ mod tests {
 
     use super::*;
     use crate::records::DbChange;
+    use crate::records::FileAttrs;
     use crate::records::FileChange;
     use crate::records::TestRecord;
 
@@ -402,15 +479,21 @@ mod tests {
                 op,
             })
         };
+        let attrs = FileAttrs {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 1,
+        };
         let write = FileOp::Write {
             size: 3,
-            mode: 0o644,
-            mtime_ns: 1,
-            hash: [7; 32],
+            attrs,
+            hash: *blake3::hash(&[1, 2, 3]).as_bytes(),
+            chunks: vec![],
             inline: Some(vec![1, 2, 3]),
         };
         let mut touched = Vec::new();
-        sm.apply(&entry(1, 1, file("a.cfg", write), 1), &mut touched);
+        sm.apply(&entry(1, 1, file("a.cfg", write.clone()), 1), &mut touched);
         sm.apply(
             &entry(1, 2, file("a.cfg", FileOp::Rename { to: "b.cfg".into() }), 1),
             &mut touched,
@@ -425,6 +508,33 @@ mod tests {
             Response::Applied { .. }
         ));
         assert!(sm.files.is_empty());
+
+        // Directories move and go with everything under them, and nothing beside them.
+        let mut touched = Vec::new();
+        sm.apply(&entry(1, 5, file("d", FileOp::Mkdir { attrs }), 1), &mut touched);
+        sm.apply(&entry(1, 6, file("d/x", write.clone()), 1), &mut touched);
+        sm.apply(&entry(1, 7, file("d/e/y", write.clone()), 1), &mut touched);
+        sm.apply(&entry(1, 8, file("d0", write.clone()), 1), &mut touched);
+        sm.apply(
+            &entry(1, 9, file("d", FileOp::Rename { to: "n".into() }), 1),
+            &mut touched,
+        );
+        let paths: Vec<&str> = sm.files.keys().map(|(_, p)| p.as_str()).collect();
+        assert_eq!(paths, ["d0", "n", "n/e/y", "n/x"]);
+        let set = FileOp::SetAttrs {
+            attrs: FileAttrs { mode: 0o600, ..attrs },
+        };
+        sm.apply(&entry(1, 10, file("n/x", set), 1), &mut touched);
+        assert_eq!(sm.files[&("scenes".into(), "n/x".into())].attrs.mode, 0o600);
+        sm.apply(&entry(1, 11, file("n", FileOp::Delete), 1), &mut touched);
+        let paths: Vec<&str> = sm.files.keys().map(|(_, p)| p.as_str()).collect();
+        assert_eq!(paths, ["d0"]);
+        // A file written where a directory was replaces the directory's whole subtree.
+        sm.apply(&entry(1, 12, file("d0", FileOp::Delete), 1), &mut touched);
+        sm.apply(&entry(1, 13, file("t/a", write.clone()), 1), &mut touched);
+        sm.apply(&entry(1, 14, file("t", write), 1), &mut touched);
+        let paths: Vec<&str> = sm.files.keys().map(|(_, p)| p.as_str()).collect();
+        assert_eq!(paths, ["t"]);
     }
 
     #[test]

@@ -3,7 +3,10 @@
 
 use std::io;
 use std::io::Cursor;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::RwLock;
 use std::sync::RwLockReadGuard;
 
@@ -11,19 +14,25 @@ use futures_util::Stream;
 use futures_util::TryStreamExt;
 use openraft::storage::EntryResponder;
 use openraft::storage::RaftStateMachine;
+use openraft::EntryPayload;
 use openraft::OptionalSend;
 use openraft::RaftSnapshotBuilder;
 use serde::Deserialize;
 use serde::Serialize;
 
 use crate::codec;
+use crate::records::FileChange;
+use crate::records::Record;
+use crate::records::Response;
 use crate::state::SmState;
 use crate::state::Touched;
 use crate::types::LogId;
+use crate::types::NodeId;
 use crate::types::Snapshot;
 use crate::types::SnapshotMeta;
 use crate::types::StoredMembership;
 use crate::types::TypeConfig;
+use tokio::sync::mpsc;
 
 /// A snapshot as kept by the store: its metadata and the encoded [`SmState`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,6 +65,67 @@ pub struct StateMachineStore {
     state: Arc<RwLock<SmState>>,
     current_snapshot: Arc<RwLock<Option<StoredSnapshot>>>,
     backend: Option<Arc<dyn SmBackend>>,
+    file_feed: Arc<FeedSlot>,
+}
+
+/// What the state machine tells the node's file mirror after each apply.
+#[derive(Debug, Clone)]
+pub enum FileFeed {
+    /// A file change record was applied at `index`. `origin` is the active whose epoch the
+    /// record carries (the node that read it from its own disk).
+    Applied {
+        index: u64,
+        origin: Option<NodeId>,
+        change: FileChange,
+    },
+    /// Changes were not delivered one by one (a snapshot replaced the state, or the mirror fell
+    /// more than [`FILE_FEED_CAPACITY`] changes behind): compare the whole index with the disk.
+    Resync,
+}
+
+/// Most applied file changes queued for the mirror before it is told to resync instead.
+pub const FILE_FEED_CAPACITY: usize = 4096;
+
+/// The feed's sending end, installed by the mirror; changes are dropped (and a resync is
+/// owed) while the queue is full, so apply never waits for the disk.
+#[derive(Default)]
+struct FeedSlot {
+    tx: Mutex<Option<mpsc::Sender<FileFeed>>>,
+    overflowed: AtomicBool,
+}
+
+impl FeedSlot {
+    fn send(&self, item: FileFeed) {
+        let tx = self.tx.lock().expect("file feed lock poisoned");
+        let Some(tx) = tx.as_ref() else { return };
+        if self.overflowed.load(Ordering::Acquire) {
+            return;
+        }
+        if tx.try_send(item).is_err() {
+            self.overflowed.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// The mirror's end of the feed.
+pub struct FileFeedReceiver {
+    rx: mpsc::Receiver<FileFeed>,
+    slot: Arc<FeedSlot>,
+}
+
+impl FileFeedReceiver {
+    /// The next change; [`FileFeed::Resync`] once the queued ones are taken after an overflow.
+    pub async fn recv(&mut self) -> Option<FileFeed> {
+        match self.rx.try_recv() {
+            Ok(item) => return Some(item),
+            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
+        if self.slot.overflowed.swap(false, Ordering::AcqRel) {
+            return Some(FileFeed::Resync);
+        }
+        self.rx.recv().await
+    }
 }
 
 impl StateMachineStore {
@@ -73,6 +143,18 @@ impl StateMachineStore {
             state: Arc::new(RwLock::new(state)),
             current_snapshot: Arc::new(RwLock::new(snapshot)),
             backend,
+            file_feed: Arc::default(),
+        }
+    }
+
+    /// Receive every file change applied from now on (replacing an earlier receiver).
+    pub fn subscribe_files(&self) -> FileFeedReceiver {
+        let (tx, rx) = mpsc::channel(FILE_FEED_CAPACITY);
+        *self.file_feed.tx.lock().expect("file feed lock poisoned") = Some(tx);
+        self.file_feed.overflowed.store(false, Ordering::Release);
+        FileFeedReceiver {
+            rx,
+            slot: self.file_feed.clone(),
         }
     }
 
@@ -85,6 +167,7 @@ impl StateMachineStore {
             state: self.state.clone(),
             current_snapshot: self.current_snapshot.clone(),
             backend: self.backend.clone(),
+            file_feed: self.file_feed.clone(),
         }
     }
 }
@@ -132,17 +215,34 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut touched = Vec::new();
         let mut replies = Vec::new();
+        let mut files = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
-            let response = self
-                .state
-                .write()
-                .expect("state machine lock poisoned")
-                .apply(&entry, &mut touched);
+            let mut state = self.state.write().expect("state machine lock poisoned");
+            let response = state.apply(&entry, &mut touched);
+            if let (EntryPayload::Normal(cmd), Response::Applied { index }) = (&entry.payload, &response) {
+                if let Record::File(change) = &cmd.record {
+                    let origin = state
+                        .meta
+                        .activation
+                        .as_ref()
+                        .filter(|a| a.epoch == cmd.epoch)
+                        .map(|a| a.node);
+                    files.push(FileFeed::Applied {
+                        index: *index,
+                        origin,
+                        change: change.clone(),
+                    });
+                }
+            }
+            drop(state);
             replies.push((responder, response));
         }
         if let Some(backend) = &self.backend {
             let state = self.state.read().expect("state machine lock poisoned");
             backend.persist(&state, &touched)?;
+        }
+        for item in files {
+            self.file_feed.send(item);
         }
         for (responder, response) in replies {
             if let Some(responder) = responder {
@@ -178,6 +278,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         *self.state.write().expect("state machine lock poisoned") = new_state;
         *self.current_snapshot.write().expect("snapshot lock poisoned") = Some(stored);
+        self.file_feed.send(FileFeed::Resync);
         Ok(())
     }
 

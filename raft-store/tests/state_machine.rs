@@ -8,11 +8,13 @@ use openraft::RaftSnapshotBuilder;
 use tandem_raft_store::records::AuditEntry;
 use tandem_raft_store::records::Command;
 use tandem_raft_store::records::DbChange;
+use tandem_raft_store::records::FileAttrs;
 use tandem_raft_store::records::FileChange;
 use tandem_raft_store::records::FileOp;
 use tandem_raft_store::records::Record;
 use tandem_raft_store::records::TestRecord;
 use tandem_raft_store::sled_store;
+use tandem_raft_store::state_machine::FileFeed;
 use tandem_raft_store::Entry;
 use tandem_raft_store::LogId;
 use tandem_raft_store::StateMachineStore;
@@ -25,9 +27,14 @@ fn entries() -> Vec<Entry> {
             path: "night/main.cfg".into(),
             op: FileOp::Write {
                 size: 2,
-                mode: 0o640,
-                mtime_ns: 1_700_000_000_000_000_000,
-                hash: [9; 32],
+                attrs: FileAttrs {
+                    mode: 0o640,
+                    uid: 0,
+                    gid: 0,
+                    mtime_ns: 1_700_000_000_000_000_000,
+                },
+                hash: *blake3::hash(&[1, 2]).as_bytes(),
+                chunks: vec![],
                 inline: Some(vec![1, 2]),
             },
         }),
@@ -115,4 +122,58 @@ async fn a_snapshot_whose_data_disagrees_with_its_metadata_is_refused() {
     let err = other.install_snapshot(&snap.meta, snap.snapshot).await.unwrap_err();
     assert!(err.to_string().contains("metadata says"), "{err}");
     assert!(other.reader().read().meta.last_applied.is_none(), "nothing installed");
+}
+
+/// The node's file mirror learns of applied file changes only: a record the state machine
+/// refuses (a path out of the folder, a stale epoch) never reaches the disk.
+#[tokio::test]
+async fn the_file_feed_carries_applied_changes_with_their_origin() {
+    let mut sm = StateMachineStore::in_memory();
+    let mut feed = sm.subscribe_files();
+    let file = |path: &str, epoch| Command {
+        epoch,
+        record: Record::File(FileChange {
+            folder: "scenes".into(),
+            path: path.into(),
+            op: FileOp::Mkdir {
+                attrs: FileAttrs {
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    mtime_ns: 0,
+                },
+            },
+        }),
+    };
+    let entry = |index: u64, term: u64, cmd| Entry {
+        log_id: LogId::new(LeaderId { term, node_id: 1 }, index),
+        payload: EntryPayload::Normal(cmd),
+    };
+    let activate = |node, epoch| Command {
+        epoch,
+        record: Record::Activate { node, epoch },
+    };
+    apply_all(
+        &mut sm,
+        vec![
+            entry(1, 3, activate(1, 3)),
+            entry(2, 3, file("ok", 3)),
+            entry(3, 3, file("../escape", 3)),
+            entry(4, 4, activate(2, 4)),
+            entry(5, 4, file("late", 3)),
+            entry(6, 4, file("from-b", 4)),
+        ],
+    )
+    .await;
+    let mut got = Vec::new();
+    while let Ok(Some(item)) = tokio::time::timeout(std::time::Duration::from_millis(50), feed.recv()).await {
+        match item {
+            FileFeed::Applied { index, origin, change } => got.push((index, origin, change.path)),
+            FileFeed::Resync => panic!("no resync expected"),
+        }
+    }
+    assert_eq!(
+        got,
+        vec![(2, Some(1), "ok".to_string()), (6, Some(2), "from-b".to_string())]
+    );
 }

@@ -362,6 +362,11 @@ impl Consensus {
         MetricsWatch(self.raft.metrics())
     }
 
+    /// The applied replicated state.
+    pub fn state(&self) -> &StateReader {
+        &self.state
+    }
+
     /// The committed activation, from the applied state.
     pub fn activation(&self) -> Option<tandem_raft_store::state::Activation> {
         self.state.read().meta.activation.clone()

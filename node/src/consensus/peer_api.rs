@@ -65,18 +65,24 @@ pub fn router(consensus: &Consensus, secret: &str, cluster: std::sync::Arc<Clust
         .with_state(state)
 }
 
-/// Compare in time independent of where the first difference is.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// `routes` behind the same cluster-secret check and body limit as the Raft routes.
+pub fn with_secret(routes: Router, secret: &str) -> Router {
+    let secret: std::sync::Arc<str> = secret.into();
+    routes
+        .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
+            let secret = secret.clone();
+            async move { check_secret(&secret, req, next).await }
+        }))
+        .layer(DefaultBodyLimit::max(PEER_BODY_MAX_BYTES))
 }
 
-async fn authenticate(State(state): State<PeerState>, req: Request, next: Next) -> Response {
+async fn check_secret(secret: &str, req: Request, next: Next) -> Response {
     let given = req
         .headers()
         .get(SECRET_HEADER)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    if !same_secret(given, state.secret.as_bytes()) {
+    if !same_secret(given, secret.as_bytes()) {
         tracing::warn!(path = %req.uri().path(), "peer request without the right cluster secret refused");
         return (
             StatusCode::UNAUTHORIZED,
@@ -85,6 +91,15 @@ async fn authenticate(State(state): State<PeerState>, req: Request, next: Next) 
             .into_response();
     }
     next.run(req).await
+}
+
+/// Compare in time independent of where the first difference is.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authenticate(State(state): State<PeerState>, req: Request, next: Next) -> Response {
+    check_secret(&state.secret, req, next).await
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, codec::CodecError> {

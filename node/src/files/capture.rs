@@ -1,0 +1,560 @@
+//! The active's side: watch the sync folders, let each changed path settle, and propose what it
+//! now is.
+//!
+//! inotify (through `notify`) reports *that* a path changed; what to propose is decided by
+//! looking at the path itself and comparing it with the replicated index, so lost, doubled or
+//! reordered events cannot make the index wrong, only late. A queue overflow or a watch that
+//! cannot be set triggers a rescan of the folder.
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+
+use notify::event::AccessKind;
+use notify::event::AccessMode;
+use notify::event::ModifyKind;
+use notify::event::RenameMode;
+use notify::EventKind;
+use notify::RecursiveMode;
+use notify::Watcher;
+use tandem_raft_store::codec;
+use tandem_raft_store::records::check_link_target;
+use tandem_raft_store::records::ChunkRef;
+use tandem_raft_store::records::FileAttrs;
+use tandem_raft_store::records::FileChange;
+use tandem_raft_store::records::FileKind;
+use tandem_raft_store::records::FileMeta;
+use tandem_raft_store::records::FileOp;
+use tandem_raft_store::records::Record;
+use tandem_raft_store::records::INLINE_FILE_MAX_BYTES;
+use tokio::sync::mpsc;
+use tokio::sync::watch;
+
+use super::add;
+use super::chunk;
+use super::chunk::Chunked;
+use super::disk;
+use super::mirror::walk_folder;
+use super::spec::FolderSpec;
+use super::stopped;
+use super::transfer::HaveRequest;
+use super::FileSync;
+use super::TRANSFER_TIMEOUT;
+use crate::consensus::ProposeError;
+use crate::events::Kind;
+
+/// How often settled paths are looked for.
+const SETTLE_TICK: Duration = Duration::from_millis(5);
+/// How often a folder without a working watch is rescanned.
+const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Why the capture stopped by itself.
+#[derive(Debug)]
+struct Deposed(String);
+
+/// Paths that changed and are waiting to settle.
+#[derive(Default)]
+struct Settling {
+    paths: HashMap<String, Dirty>,
+    /// Renames seen with both ends, in order.
+    renames: Vec<(String, String)>,
+    rescan: bool,
+}
+
+struct Dirty {
+    first: Instant,
+    last: Instant,
+    closed: bool,
+}
+
+impl Settling {
+    fn touch(&mut self, rel: String, closed: bool) {
+        let now = Instant::now();
+        let d = self.paths.entry(rel).or_insert(Dirty {
+            first: now,
+            last: now,
+            closed: false,
+        });
+        d.last = now;
+        d.closed |= closed;
+    }
+
+    /// Paths ready to go: closed after writing, quiet for `quiet`, or waiting `max_delay`.
+    fn ready(&mut self, quiet: Duration, max_delay: Duration) -> Vec<String> {
+        let now = Instant::now();
+        let mut ready: Vec<String> = self
+            .paths
+            .iter()
+            .filter(|(_, d)| d.closed || now - d.last >= quiet || now - d.first >= max_delay)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in &ready {
+            self.paths.remove(p);
+        }
+        // Parents before children.
+        ready.sort();
+        ready
+    }
+}
+
+impl FileSync {
+    /// Watch every folder and propose its changes in `epoch` until `stop` or until the epoch is
+    /// fenced off.
+    pub(super) async fn capture(self: Arc<Self>, epoch: u64, stop: watch::Receiver<bool>) {
+        let tasks: Vec<_> = self
+            .folders
+            .values()
+            .cloned()
+            .map(|spec| tokio::spawn(self.clone().capture_folder(spec, epoch, stop.clone())))
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    async fn capture_folder(self: Arc<Self>, spec: FolderSpec, epoch: u64, mut stop: watch::Receiver<bool>) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let watcher = notify::RecommendedWatcher::new(
+            move |res| {
+                let _ = tx.send(res);
+            },
+            notify::Config::default(),
+        )
+        .and_then(|mut w| w.watch(&spec.root, RecursiveMode::Recursive).map(|()| w));
+        let mut watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                add(&self.counters.rescans, 1);
+                self.event(
+                    Kind::Warning,
+                    format!(
+                        "sync folder {} cannot be watched ({e}); rescanning it every {POLL_INTERVAL:?} instead. \
+                         Raise fs.inotify.max_user_watches if the watch limit was reached",
+                        spec.id
+                    ),
+                );
+                None
+            }
+        };
+        let mut settling = Settling::default();
+        // The initial scan builds the manifest: everything on disk that the index lacks or has
+        // otherwise is proposed.
+        if let Err(Deposed(why)) = self.scan(&spec, "", epoch).await {
+            tracing::info!(folder = %spec.id, why, "capture stopped");
+            return;
+        }
+        let mut tick = tokio::time::interval(SETTLE_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_poll = Instant::now();
+        loop {
+            tokio::select! {
+                event = rx.recv() => match event {
+                    Some(Ok(event)) => self.note(&spec, event, &mut settling),
+                    Some(Err(e)) => {
+                        tracing::warn!(folder = %spec.id, error = %e, "watch error; rescanning");
+                        settling.rescan = true;
+                    }
+                    None => {}
+                },
+                _ = tick.tick() => {
+                    let poll = watcher.is_none() && last_poll.elapsed() >= POLL_INTERVAL;
+                    if settling.rescan || poll {
+                        if settling.rescan {
+                            add(&self.counters.rescans, 1);
+                            self.event(Kind::Warning, format!(
+                                "sync folder {}: change notifications were lost (queue overflow); rescanned", spec.id));
+                        }
+                        settling = Settling::default();
+                        last_poll = Instant::now();
+                        if self.scan(&spec, "", epoch).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    let renames = std::mem::take(&mut settling.renames);
+                    let mut moved_dirs = Vec::new();
+                    for (from, to) in renames {
+                        match self.rename(&spec, &from, &to, epoch).await {
+                            Ok(Some(dir)) => moved_dirs.push(dir),
+                            Ok(None) => {}
+                            Err(_) => return,
+                        }
+                    }
+                    if let Some(w) = watcher.as_mut() {
+                        for dir in moved_dirs {
+                            // Watches follow a moved directory, but their paths do not.
+                            let _ = w.watch(&spec.root.join(dir), RecursiveMode::Recursive);
+                        }
+                    }
+                    for rel in settling.ready(spec.quiet, spec.max_delay) {
+                        if let Err(Deposed(why)) = self.sync_path(&spec, &rel, epoch).await {
+                            tracing::info!(folder = %spec.id, why, "capture stopped");
+                            return;
+                        }
+                    }
+                }
+                _ = stopped(&mut stop) => break,
+            }
+        }
+    }
+
+    /// Turn one inotify event into settling paths.
+    fn note(&self, spec: &FolderSpec, event: notify::Event, settling: &mut Settling) {
+        if event.need_rescan() {
+            settling.rescan = true;
+            return;
+        }
+        let rels: Vec<String> = event.paths.iter().filter_map(|p| relative(&spec.root, p)).collect();
+        match event.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+                for r in rels {
+                    settling.touch(r, true);
+                }
+            }
+            EventKind::Access(_) => {}
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) if rels.len() == 2 => {
+                settling.renames.push((rels[0].clone(), rels[1].clone()));
+            }
+            _ => {
+                for r in rels {
+                    settling.touch(r, false);
+                }
+            }
+        }
+    }
+
+    /// Propose a rename if the index and the disk show one; otherwise treat both ends as
+    /// changed paths. Returns the new path of a moved directory.
+    async fn rename(&self, spec: &FolderSpec, from: &str, to: &str, epoch: u64) -> Result<Option<String>, Deposed> {
+        let known = self.indexed(&spec.id, from);
+        let from_gone = matches!(disk::stat(&spec.root, from), Ok(None));
+        let to_meta = disk::stat(&spec.root, to).ok().flatten();
+        let ignored = spec.ignored(from, false) || spec.ignored(to, to_meta.as_ref().is_some_and(|m| m.is_dir()));
+        if let (Some(known), true, Some(now), false) = (&known, from_gone, &to_meta, ignored) {
+            let same_kind = match known.kind {
+                FileKind::Dir => now.is_dir(),
+                FileKind::File => now.is_file() && now.len() == known.size,
+                FileKind::Symlink => now.file_type().is_symlink(),
+            };
+            if same_kind {
+                self.propose(
+                    spec,
+                    FileChange {
+                        folder: spec.id.clone(),
+                        path: from.to_string(),
+                        op: FileOp::Rename { to: to.to_string() },
+                    },
+                    epoch,
+                )
+                .await?;
+                // Contents and attributes are checked as for any change.
+                self.sync_path(spec, to, epoch).await?;
+                if known.kind == FileKind::Dir {
+                    self.scan(spec, to, epoch).await?;
+                    return Ok(Some(to.to_string()));
+                }
+                return Ok(None);
+            }
+        }
+        self.sync_path(spec, from, epoch).await?;
+        self.sync_path(spec, to, epoch).await?;
+        Ok(None)
+    }
+
+    fn indexed(&self, folder: &str, rel: &str) -> Option<FileMeta> {
+        self.consensus
+            .state()
+            .read()
+            .files
+            .get(&(folder.to_string(), rel.to_string()))
+            .cloned()
+    }
+
+    /// Compare the subtree at `dir` ("" for the whole folder) with the index and propose every
+    /// difference.
+    async fn scan(&self, spec: &FolderSpec, dir: &str, epoch: u64) -> Result<(), Deposed> {
+        let root = spec.root.clone();
+        let s = spec.clone();
+        let dir_owned = dir.to_string();
+        let on_disk = tokio::task::spawn_blocking(move || {
+            if dir_owned.is_empty() {
+                walk_folder(&root, &s)
+            } else {
+                let sub = root.join(&dir_owned);
+                walk_folder(&sub, &s).map(|v| v.into_iter().map(|p| format!("{dir_owned}/{p}")).collect())
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+        .unwrap_or_else(|e| {
+            tracing::warn!(folder = %spec.id, dir, error = %e, "cannot scan");
+            Vec::new()
+        });
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let in_index: Vec<String> = {
+            let st = self.consensus.state().read();
+            st.files
+                .range((spec.id.clone(), prefix.clone())..)
+                .take_while(|((f, p), _)| *f == spec.id && p.starts_with(&prefix))
+                .map(|((_, p), _)| p.clone())
+                .collect()
+        };
+        let mut all: Vec<String> = on_disk.into_iter().chain(in_index).collect();
+        all.sort();
+        all.dedup();
+        for rel in all {
+            self.sync_path(spec, &rel, epoch).await?;
+        }
+        Ok(())
+    }
+
+    /// Make the index say what `rel` is on disk now.
+    async fn sync_path(&self, spec: &FolderSpec, rel: &str, epoch: u64) -> Result<(), Deposed> {
+        let here = match disk::stat(&spec.root, rel) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(folder = %spec.id, rel, error = %e, "not replicated");
+                return Ok(());
+            }
+        };
+        if spec.ignored(rel, here.as_ref().is_some_and(|m| m.is_dir()))
+            || rel.rsplit('/').next().is_some_and(|n| n.starts_with(disk::TEMP_PREFIX))
+        {
+            return Ok(());
+        }
+        let known = self.indexed(&spec.id, rel);
+        let change = |op| FileChange {
+            folder: spec.id.clone(),
+            path: rel.to_string(),
+            op,
+        };
+        let Some(meta) = here else {
+            let pending = self.lock().pending.contains_key(&(spec.id.clone(), rel.to_string()));
+            if known.is_some() && !pending {
+                self.propose(spec, change(FileOp::Delete), epoch).await?;
+            }
+            return Ok(());
+        };
+        let mut attrs = disk::attrs_of(&meta);
+        if !spec.keep_owner {
+            attrs.uid = 0;
+            attrs.gid = 0;
+        }
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            // A directory's mtime moves with every entry made in it; only mode and owner are
+            // compared, or each new file would also re-send its directory.
+            let same = known
+                .as_ref()
+                .is_some_and(|k| k.kind == FileKind::Dir && same_owner_and_mode(&k.attrs, &attrs));
+            if !same {
+                let was_dir = known.as_ref().is_some_and(|k| k.kind == FileKind::Dir);
+                self.propose(spec, change(FileOp::Mkdir { attrs }), epoch).await?;
+                if !was_dir {
+                    // Files created right after mkdir may not have been reported.
+                    Box::pin(self.scan(spec, rel, epoch)).await?;
+                }
+            }
+            return Ok(());
+        }
+        if ft.is_symlink() {
+            let target = std::fs::read_link(spec.root.join(rel))
+                .ok()
+                .and_then(|t| t.to_str().map(str::to_string));
+            let ok = target.as_deref().is_some_and(|t| check_link_target(rel, t).is_ok());
+            let Some(target) = target.filter(|_| ok) else {
+                self.event(
+                    Kind::Warning,
+                    format!("{}/{rel} is a symlink out of the folder; it is not replicated", spec.id),
+                );
+                if known.is_some() {
+                    self.propose(spec, change(FileOp::Delete), epoch).await?;
+                }
+                return Ok(());
+            };
+            if known.as_ref().and_then(|k| k.target.as_deref()) != Some(target.as_str()) {
+                self.propose(
+                    spec,
+                    change(FileOp::Symlink {
+                        target,
+                        mtime_ns: attrs.mtime_ns,
+                    }),
+                    epoch,
+                )
+                .await?;
+            }
+            return Ok(());
+        }
+        if !ft.is_file() {
+            return Ok(()); // sockets, fifos, devices: not replicated
+        }
+        if let Some(k) = known.as_ref().filter(|k| k.kind == FileKind::File) {
+            if k.size == meta.size() && k.attrs.mtime_ns == attrs.mtime_ns {
+                if !same_attrs(&k.attrs, &attrs) {
+                    self.propose(spec, change(FileOp::SetAttrs { attrs }), epoch).await?;
+                }
+                return Ok(());
+            }
+        }
+        let path = spec.root.join(rel);
+        let op = if meta.size() <= INLINE_FILE_MAX_BYTES as u64 {
+            let Ok(data) = tokio::fs::read(&path).await else {
+                return Ok(()); // gone again: its removal is reported too
+            };
+            if data.len() > INLINE_FILE_MAX_BYTES {
+                return Box::pin(self.sync_path(spec, rel, epoch)).await;
+            }
+            let hash = *blake3::hash(&data).as_bytes();
+            if known
+                .as_ref()
+                .is_some_and(|k| k.kind == FileKind::File && k.hash == hash)
+            {
+                FileOp::SetAttrs { attrs }
+            } else {
+                add(&self.counters.inline_bytes, data.len() as u64);
+                FileOp::Write {
+                    size: data.len() as u64,
+                    attrs,
+                    hash,
+                    chunks: Vec::new(),
+                    inline: Some(data),
+                }
+            }
+        } else {
+            let Some(chunked) = self.chunked_copy(&path).await else {
+                return Ok(());
+            };
+            if known
+                .as_ref()
+                .is_some_and(|k| k.kind == FileKind::File && k.hash == chunked.hash)
+            {
+                FileOp::SetAttrs { attrs }
+            } else {
+                if let Err(e) = self.push(spec, rel, &path, &chunked).await {
+                    // The record still goes: the standby fetches what it lacks.
+                    tracing::debug!(folder = %spec.id, rel, error = %e, "push to the standby failed");
+                }
+                FileOp::Write {
+                    size: chunked.size,
+                    attrs,
+                    hash: chunked.hash,
+                    chunks: chunked.chunks.clone(),
+                    inline: None,
+                }
+            }
+        };
+        if let (FileOp::SetAttrs { attrs }, Some(k)) = (&op, &known) {
+            if k.attrs == *attrs {
+                return Ok(());
+            }
+        }
+        self.propose(spec, change(op), epoch).await
+    }
+
+    /// Push the chunks of `path` the standby lacks to its staging area.
+    async fn push(&self, spec: &FolderSpec, rel: &str, path: &Path, chunked: &Chunked) -> Result<(), String> {
+        let peer = self.peer.clone().ok_or("no other data node")?;
+        let mut unique: Vec<ChunkRef> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let offsets: BTreeMap<[u8; 32], u64> = chunked
+            .offsets()
+            .into_iter()
+            .zip(&chunked.chunks)
+            .map(|(o, c)| (c.hash, o))
+            .collect();
+        for c in &chunked.chunks {
+            if seen.insert(c.hash) {
+                unique.push(*c);
+            }
+        }
+        let req = HaveRequest {
+            folder: spec.id.clone(),
+            path: rel.to_string(),
+            hashes: unique.iter().map(|c| c.hash).collect(),
+        };
+        let answer = (self.exchange)(
+            peer.clone(),
+            "/peer/files/have",
+            codec::encode(&req).map_err(|e| e.to_string())?,
+            TRANSFER_TIMEOUT,
+        )
+        .await?;
+        let held: Vec<bool> = codec::decode(&answer).map_err(|e| e.to_string())?;
+        let missing: Vec<ChunkRef> = unique
+            .into_iter()
+            .zip(held.into_iter().chain(std::iter::repeat(false)))
+            .filter(|(_, h)| !h)
+            .map(|(c, _)| c)
+            .collect();
+        let mut start = 0;
+        while start < missing.len() {
+            let mut end = start;
+            let mut bytes = 0usize;
+            while end < missing.len() && (end == start || bytes + missing[end].len as usize <= chunk::BATCH_MAX_BYTES) {
+                bytes += missing[end].len as usize;
+                end += 1;
+            }
+            let part: Vec<(ChunkRef, u64)> = missing[start..end].iter().map(|c| (*c, offsets[&c.hash])).collect();
+            let path = path.to_path_buf();
+            let wire = tokio::task::spawn_blocking(move || {
+                let mut file = std::fs::File::open(&path)?;
+                let mut out = Vec::with_capacity(part.len());
+                for (c, offset) in part {
+                    let data = chunk::read_at(&mut file, offset, c.len)?;
+                    if blake3::hash(&data).as_bytes() != &c.hash {
+                        return Err(std::io::Error::other("the file changed while it was read"));
+                    }
+                    out.push((c.hash, data));
+                }
+                chunk::encode_batch(out)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+            add(&self.counters.pushed_bytes, bytes as u64);
+            add(&self.counters.pushed_wire_bytes, wire.len() as u64);
+            (self.exchange)(peer.clone(), "/peer/files/put", wire, TRANSFER_TIMEOUT).await?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Propose one change in `epoch`. A fenced or lost epoch ends the capture.
+    async fn propose(&self, spec: &FolderSpec, change: FileChange, epoch: u64) -> Result<(), Deposed> {
+        let what = format!("{}/{}", change.folder, change.path);
+        match self.consensus.propose_in(Record::File(change), Some(epoch)).await {
+            Ok(_) => {
+                add(&self.counters.proposed, 1);
+                Ok(())
+            }
+            Err(ProposeError::Rejected(tandem_raft_store::records::Rejection::Invalid(why))) => {
+                // The index moved under us (a race with another change to the path); the next
+                // event or scan corrects it.
+                tracing::debug!(folder = %spec.id, what, why, "file change refused");
+                Ok(())
+            }
+            Err(e) => Err(Deposed(format!("{what}: {e}"))),
+        }
+    }
+}
+
+fn same_owner_and_mode(a: &FileAttrs, b: &FileAttrs) -> bool {
+    a.mode == b.mode && a.uid == b.uid && a.gid == b.gid
+}
+
+fn same_attrs(a: &FileAttrs, b: &FileAttrs) -> bool {
+    same_owner_and_mode(a, b) && a.mtime_ns == b.mtime_ns
+}
+
+fn relative(root: &Path, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(root).ok()?.to_str()?;
+    (!rel.is_empty()).then(|| rel.to_string())
+}

@@ -1,0 +1,339 @@
+//! Content-defined chunks (FastCDC, blake3), the standby's staging area for pushed chunks, and
+//! the compressed chunk batches that travel on the peer port.
+//!
+//! A file is cut where its content says so, not at fixed offsets, so a small edit changes one
+//! or two chunks and leaves the others' hashes alone: only those move.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::io::Read;
+use std::io::Seek;
+use std::io::SeekFrom;
+use std::io::Write;
+use std::path::Path;
+use std::path::PathBuf;
+use std::time::Duration;
+use std::time::SystemTime;
+
+use serde::Deserialize;
+use serde::Serialize;
+use tandem_raft_store::codec;
+use tandem_raft_store::records::ChunkRef;
+
+/// FastCDC's smallest, average and largest chunk.
+pub const CHUNK_MIN_BYTES: u32 = 16 * 1024;
+pub const CHUNK_AVG_BYTES: u32 = 64 * 1024;
+pub const CHUNK_MAX_BYTES: u32 = 256 * 1024;
+const _: () = assert!(CHUNK_MAX_BYTES <= tandem_raft_store::records::CHUNK_MAX_BYTES);
+
+/// Most uncompressed chunk bytes in one batch on the wire.
+pub const BATCH_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// zstd level for chunk batches: fast, still worth it on text and logs.
+const ZSTD_LEVEL: i32 = 1;
+
+/// A file cut into chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunked {
+    pub size: u64,
+    /// blake3 of the whole content.
+    pub hash: [u8; 32],
+    pub chunks: Vec<ChunkRef>,
+}
+
+impl Chunked {
+    /// Byte offset of every chunk.
+    pub fn offsets(&self) -> Vec<u64> {
+        let mut at = 0;
+        self.chunks
+            .iter()
+            .map(|c| {
+                let o = at;
+                at += u64::from(c.len);
+                o
+            })
+            .collect()
+    }
+}
+
+/// Cut the file at `path` into chunks, hashing each and the whole as it streams by.
+pub fn chunk_file(path: &Path) -> io::Result<Chunked> {
+    chunk_reader(File::open(path)?)
+}
+
+pub fn chunk_reader(reader: impl Read) -> io::Result<Chunked> {
+    let mut whole = blake3::Hasher::new();
+    let mut chunks = Vec::new();
+    let mut size = 0u64;
+    let cdc = fastcdc::v2020::StreamCDC::new(reader, CHUNK_MIN_BYTES, CHUNK_AVG_BYTES, CHUNK_MAX_BYTES);
+    for chunk in cdc {
+        let chunk = chunk.map_err(|e| match e {
+            fastcdc::v2020::Error::IoError(e) => e,
+            other => io::Error::other(other.to_string()),
+        })?;
+        whole.update(&chunk.data);
+        size += chunk.length as u64;
+        chunks.push(ChunkRef {
+            hash: *blake3::hash(&chunk.data).as_bytes(),
+            len: chunk.length as u32,
+        });
+    }
+    Ok(Chunked {
+        size,
+        hash: *whole.finalize().as_bytes(),
+        chunks,
+    })
+}
+
+/// Read `len` bytes at `offset` of `file`.
+pub fn read_at(file: &mut File, offset: u64, len: u32) -> io::Result<Vec<u8>> {
+    file.seek(SeekFrom::Start(offset))?;
+    let mut buf = vec![0; len as usize];
+    file.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+pub fn hex(hash: &[u8; 32]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Chunks pushed or fetched ahead of the record that needs them, one file per chunk named by
+/// its hash. Staged chunks are verified on the way in; whatever outlives [`STAGING_TTL`] is
+/// swept.
+#[derive(Debug, Clone)]
+pub struct Staging {
+    dir: PathBuf,
+}
+
+/// How long an unused staged chunk is kept.
+pub const STAGING_TTL: Duration = Duration::from_secs(3600);
+
+impl Staging {
+    pub fn open(dir: PathBuf) -> io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
+    fn path(&self, hash: &[u8; 32]) -> PathBuf {
+        self.dir.join(hex(hash))
+    }
+
+    pub fn has(&self, hash: &[u8; 32]) -> bool {
+        self.path(hash).exists()
+    }
+
+    /// Store a chunk whose content was checked against `hash`.
+    pub fn put(&self, hash: &[u8; 32], data: &[u8]) -> io::Result<()> {
+        if blake3::hash(data).as_bytes() != hash {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "chunk does not match its hash",
+            ));
+        }
+        let target = self.path(hash);
+        if target.exists() {
+            return Ok(());
+        }
+        let tmp = self.dir.join(format!(".tmp.{}.{}", hex(hash), rand::random::<u32>()));
+        let result = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(data)?;
+            std::fs::rename(&tmp, &target)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// A staged chunk, checked again (a staging file can rot like any other).
+    pub fn get(&self, hash: &[u8; 32]) -> Option<Vec<u8>> {
+        let data = std::fs::read(self.path(hash)).ok()?;
+        if blake3::hash(&data).as_bytes() != hash {
+            let _ = std::fs::remove_file(self.path(hash));
+            return None;
+        }
+        Some(data)
+    }
+
+    pub fn remove(&self, hash: &[u8; 32]) {
+        let _ = std::fs::remove_file(self.path(hash));
+    }
+
+    /// Remove chunks older than `ttl`; returns how many.
+    pub fn sweep(&self, ttl: Duration) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > ttl);
+            if old && std::fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+/// The chunks of a local file, by hash, for reuse when a new version is assembled.
+pub struct LocalChunks {
+    file: File,
+    at: HashMap<[u8; 32], (u64, u32)>,
+}
+
+impl LocalChunks {
+    /// Chunk the file at `path` (None when there is none to reuse).
+    pub fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        if !meta.is_file() || meta.len() == 0 {
+            return None;
+        }
+        let chunked = chunk_file(path).ok()?;
+        let at = chunked
+            .offsets()
+            .into_iter()
+            .zip(&chunked.chunks)
+            .map(|(o, c)| (c.hash, (o, c.len)))
+            .collect();
+        Some(Self {
+            file: File::open(path).ok()?,
+            at,
+        })
+    }
+
+    pub fn has(&self, hash: &[u8; 32]) -> bool {
+        self.at.contains_key(hash)
+    }
+
+    pub fn get(&mut self, hash: &[u8; 32]) -> Option<Vec<u8>> {
+        let (offset, len) = *self.at.get(hash)?;
+        let data = read_at(&mut self.file, offset, len).ok()?;
+        (blake3::hash(&data).as_bytes() == hash).then_some(data)
+    }
+}
+
+/// A chunk's hash and content.
+pub type ChunkData = ([u8; 32], Vec<u8>);
+
+#[derive(Serialize, Deserialize)]
+struct Batch {
+    chunks: Vec<ChunkData>,
+}
+
+/// A batch of chunks for the wire: codec-framed, then zstd.
+pub fn encode_batch(chunks: Vec<ChunkData>) -> io::Result<Vec<u8>> {
+    let framed = codec::encode(&Batch { chunks }).map_err(io::Error::other)?;
+    zstd::bulk::compress(&framed, ZSTD_LEVEL)
+}
+
+/// Decode a batch, refusing more than [`BATCH_MAX_BYTES`] of content (a compressed bomb stops
+/// there) and any chunk that does not match its hash.
+pub fn decode_batch(bytes: &[u8]) -> Result<Vec<ChunkData>, String> {
+    // The frame adds a few bytes per chunk around the content.
+    let limit = BATCH_MAX_BYTES + BATCH_MAX_BYTES / 64 + 4096;
+    let framed = zstd::bulk::decompress(bytes, limit)
+        .map_err(|e| format!("chunk batch does not decompress within {limit} bytes (BATCH_MAX_BYTES): {e}"))?;
+    let batch: Batch = codec::decode(&framed).map_err(|e| format!("chunk batch: {e}"))?;
+    for (hash, data) in &batch.chunks {
+        if blake3::hash(data).as_bytes() != hash {
+            return Err(format!("chunk {} does not match its hash", hex(hash)));
+        }
+    }
+    Ok(batch.chunks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_one_byte_edit_changes_about_one_chunk() {
+        let mut data = noise(8 * 1024 * 1024, 7);
+        let before = chunk_reader(&data[..]).unwrap();
+        assert_eq!(before.size, data.len() as u64);
+        assert_eq!(before.hash, *blake3::hash(&data).as_bytes());
+        assert!(before.chunks.iter().all(|c| c.len <= CHUNK_MAX_BYTES));
+        let n = before.chunks.len();
+        assert!((60..=250).contains(&n), "{n} chunks for 8 MiB at an average of 64 KiB");
+        data[5_000_000] ^= 0xff;
+        let after = chunk_reader(&data[..]).unwrap();
+        let old: std::collections::HashSet<_> = before.chunks.iter().map(|c| c.hash).collect();
+        let new: Vec<_> = after.chunks.iter().filter(|c| !old.contains(&c.hash)).collect();
+        assert!(
+            (1..=2).contains(&new.len()),
+            "{} new chunks after a 1-byte edit",
+            new.len()
+        );
+        // An insertion shifts everything after it, but the cuts resynchronise.
+        data.splice(100..100, [1, 2, 3]);
+        let shifted = chunk_reader(&data[..]).unwrap();
+        let moved = shifted.chunks.iter().filter(|c| !old.contains(&c.hash)).count();
+        assert!(moved <= 4, "{moved} new chunks after a 3-byte insertion");
+    }
+
+    #[test]
+    fn staging_keeps_only_chunks_that_match_their_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = Staging::open(dir.path().join("staging")).unwrap();
+        let data = b"scene 12: night".to_vec();
+        let hash = *blake3::hash(&data).as_bytes();
+        assert!(staging.put(&[0; 32], &data).is_err());
+        assert!(!staging.has(&[0; 32]));
+        staging.put(&hash, &data).unwrap();
+        assert_eq!(staging.get(&hash).unwrap(), data);
+        std::fs::write(dir.path().join("staging").join(hex(&hash)), b"rotten").unwrap();
+        assert!(staging.get(&hash).is_none(), "a rotten chunk is not served");
+        assert!(!staging.has(&hash), "and is dropped");
+        staging.put(&hash, &data).unwrap();
+        assert_eq!(staging.sweep(Duration::from_secs(60)), 0);
+        assert_eq!(staging.sweep(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn batches_compress_and_refuse_bad_or_oversized_content() {
+        let text = b"line of a log file\n".repeat(10_000);
+        let hash = *blake3::hash(&text).as_bytes();
+        let wire = encode_batch(vec![(hash, text.clone())]).unwrap();
+        assert!(wire.len() < text.len() / 10, "{} bytes on the wire", wire.len());
+        assert_eq!(decode_batch(&wire).unwrap(), vec![(hash, text.clone())]);
+        let lie = encode_batch(vec![([9; 32], text)]).unwrap();
+        assert!(decode_batch(&lie).unwrap_err().contains("does not match"));
+        let bomb = vec![0u8; BATCH_MAX_BYTES * 2];
+        let wire = encode_batch(vec![(*blake3::hash(&bomb).as_bytes(), bomb)]).unwrap();
+        assert!(decode_batch(&wire).unwrap_err().contains("BATCH_MAX_BYTES"));
+        assert!(decode_batch(b"not zstd").is_err());
+    }
+
+    #[test]
+    fn local_chunks_serve_the_parts_of_the_current_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        let data = noise(1024 * 1024, 3);
+        std::fs::write(&path, &data).unwrap();
+        let chunked = chunk_file(&path).unwrap();
+        let mut local = LocalChunks::of(&path).unwrap();
+        let mut rebuilt = Vec::new();
+        for c in &chunked.chunks {
+            rebuilt.extend(local.get(&c.hash).unwrap());
+        }
+        assert_eq!(rebuilt, data);
+        assert!(local.get(&[0; 32]).is_none());
+    }
+}

@@ -1,0 +1,667 @@
+//! The standby's side: applied file changes made real on disk, contents fetched when they could
+//! not be assembled, and the disk compared with the index (quarantining local changes that never
+//! committed).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tandem_client::api::QuarantineInfo;
+use tandem_raft_store::codec;
+use tandem_raft_store::records::FileChange;
+use tandem_raft_store::records::FileKind;
+use tandem_raft_store::records::FileMeta;
+use tandem_raft_store::records::FileOp;
+use tandem_raft_store::state_machine::FileFeed;
+
+use super::add;
+use super::chunk;
+use super::chunk::Chunked;
+use super::chunk::LocalChunks;
+use super::disk;
+use super::disk::DiskError;
+use super::local::LocalEntry;
+use super::transfer::GetRequest;
+use super::transfer::ManifestRequest;
+use super::FileSync;
+use super::Pending;
+use super::Progress;
+use super::TRANSFER_TIMEOUT;
+use crate::events::Kind;
+
+/// What became of one change on this disk.
+enum Outcome {
+    Done,
+    /// The content is not here yet: fetch it.
+    Pending(Pending),
+}
+
+impl FileSync {
+    /// Deal with one item of the feed; `Some(item)` to try it again later (the disk is full).
+    pub(super) async fn handle(self: Arc<Self>, item: FileFeed) -> Option<FileFeed> {
+        let (index, origin, change) = match item {
+            FileFeed::Resync => {
+                self.reconcile().await;
+                return None;
+            }
+            FileFeed::Applied { index, origin, change } => (index, origin, change),
+        };
+        if index <= *self.materialized.borrow() {
+            return None;
+        }
+        if origin == Some(self.me) {
+            // This node read the change from its own disk: the disk already holds it.
+            self.local.follow(&change);
+            self.lock()
+                .pending
+                .remove(&(change.folder.clone(), change.path.clone()));
+            self.materialized.send_replace(index);
+            return None;
+        }
+        let this = self.clone();
+        let c = change.clone();
+        let result = tokio::task::spawn_blocking(move || this.materialize(&c)).await;
+        let key = (change.folder.clone(), change.path.clone());
+        match result.unwrap_or_else(|e| Err(format!("apply task failed: {e}"))) {
+            Ok(Outcome::Done) => {
+                add(&self.counters.applied, 1);
+                self.local.follow(&change);
+                let mut s = self.lock();
+                follow_pending(&mut s.pending, &change);
+                if let Some(reason) = s.stalled.take() {
+                    drop(s);
+                    self.event(Kind::Warning, format!("file mirror resumed (was stopped: {reason})"));
+                }
+            }
+            Ok(Outcome::Pending(p)) => {
+                let mut s = self.lock();
+                follow_pending(&mut s.pending, &change);
+                s.pending.insert(key, p);
+            }
+            Err(e) if e.starts_with(NO_SPACE) => {
+                let first = self.lock().stalled.replace(e.clone()).is_none();
+                if first {
+                    self.event(
+                        Kind::Warning,
+                        format!("file mirror stopped: {e}; this node is not synced until it can write again"),
+                    );
+                }
+                return Some(FileFeed::Applied { index, origin, change });
+            }
+            Err(e) => {
+                // The change could not be made here as recorded: fetch the committed state of the
+                // path instead of leaving it wrong.
+                self.event(Kind::Warning, format!("file change not applied: {e}"));
+                let meta = self.consensus.state().read().files.get(&key).cloned();
+                let mut s = self.lock();
+                follow_pending(&mut s.pending, &change);
+                if let Some(m) = meta.filter(|m| m.kind == FileKind::File) {
+                    s.pending.insert(key, pending_of(&m, false));
+                }
+            }
+        }
+        self.materialized.send_replace(index);
+        None
+    }
+
+    /// Make one change on disk (blocking).
+    fn materialize(&self, change: &FileChange) -> Result<Outcome, String> {
+        let spec = self
+            .folder(&change.folder)
+            .ok_or_else(|| format!("sync folder {:?} is not configured on this node", change.folder))?;
+        let (root, rel, keep) = (&spec.root, change.path.as_str(), spec.keep_owner);
+        let path = format!("{}/{}", change.folder, rel);
+        let disk_err = |e: DiskError| match e {
+            DiskError::NoSpace { .. } => format!("{NO_SPACE}: {e}"),
+            other => format!("{path}: {other}"),
+        };
+        match &change.op {
+            FileOp::Write {
+                size,
+                attrs,
+                hash,
+                chunks,
+                inline,
+            } => {
+                if let Some(data) = inline {
+                    disk::ensure_parents(root, rel).map_err(disk_err)?;
+                    disk::write_atomic(root, rel, *size, hash, attrs, keep, &mut |w| w.write_all(data))
+                        .map_err(disk_err)?;
+                    return Ok(Outcome::Done);
+                }
+                let pending = Pending {
+                    size: *size,
+                    hash: *hash,
+                    attrs: *attrs,
+                    quarantine_first: false,
+                };
+                let chunked = Chunked {
+                    size: *size,
+                    hash: *hash,
+                    chunks: chunks.clone(),
+                };
+                self.assemble(&change.folder, rel, &chunked, &pending).map_err(disk_err)
+            }
+            FileOp::Mkdir { attrs } => {
+                disk::ensure_parents(root, rel).map_err(disk_err)?;
+                disk::make_dir(root, rel, attrs, keep).map_err(disk_err)?;
+                Ok(Outcome::Done)
+            }
+            FileOp::Symlink { target, mtime_ns } => {
+                disk::ensure_parents(root, rel).map_err(disk_err)?;
+                disk::make_symlink(root, rel, target, *mtime_ns).map_err(disk_err)?;
+                Ok(Outcome::Done)
+            }
+            FileOp::SetAttrs { attrs } => {
+                if self
+                    .lock()
+                    .pending
+                    .contains_key(&(change.folder.clone(), rel.to_string()))
+                {
+                    let mut s = self.lock();
+                    if let Some(p) = s.pending.get_mut(&(change.folder.clone(), rel.to_string())) {
+                        p.attrs = *attrs;
+                    }
+                    return Ok(Outcome::Done);
+                }
+                disk::set_attrs(root, rel, attrs, keep).map_err(disk_err)?;
+                Ok(Outcome::Done)
+            }
+            FileOp::Delete => {
+                disk::remove(root, rel).map_err(disk_err)?;
+                Ok(Outcome::Done)
+            }
+            FileOp::Rename { to } => {
+                if disk::stat(root, rel).map_err(disk_err)?.is_none() {
+                    // Nothing here to move (its content was pending): the pending entry moves.
+                    return Ok(Outcome::Done);
+                }
+                disk::rename(root, rel, to).map_err(disk_err)?;
+                Ok(Outcome::Done)
+            }
+        }
+    }
+
+    /// Build the new version of `rel` from staged chunks and chunks of the current copy;
+    /// `Pending` if some chunk is in neither.
+    fn assemble(&self, folder: &str, rel: &str, chunked: &Chunked, pending: &Pending) -> Result<Outcome, DiskError> {
+        let spec = self.folder(folder).expect("folder checked by the caller");
+        let root = &spec.root;
+        let target = disk::resolve(root, rel)?;
+        let mut local: Option<LocalChunks> = None;
+        let mut local_tried = false;
+        for c in &chunked.chunks {
+            if self.staging.has(&c.hash) {
+                continue;
+            }
+            if !local_tried {
+                local = LocalChunks::of(&target);
+                local_tried = true;
+            }
+            if !local.as_ref().is_some_and(|l| l.has(&c.hash)) {
+                return Ok(Outcome::Pending(pending.clone()));
+            }
+        }
+        disk::ensure_parents(root, rel)?;
+        let staging = &self.staging;
+        let mut fill = |w: &mut dyn std::io::Write| -> std::io::Result<()> {
+            for c in &chunked.chunks {
+                let data = staging
+                    .get(&c.hash)
+                    .or_else(|| local.as_mut().and_then(|l| l.get(&c.hash)))
+                    .ok_or_else(|| std::io::Error::other(format!("chunk {} vanished", chunk::hex(&c.hash))))?;
+                w.write_all(&data)?;
+            }
+            Ok(())
+        };
+        if pending.quarantine_first && disk::stat(root, rel)?.is_some() {
+            // The new version is assembled from the old copy first, so the copy is moved aside
+            // only now: write to a temp name beside it, quarantine, then rename into place.
+            let tmp = format!("{rel}{}", QUARANTINE_SWAP_SUFFIX);
+            disk::write_atomic(
+                root,
+                &tmp,
+                chunked.size,
+                &chunked.hash,
+                &pending.attrs,
+                spec.keep_owner,
+                &mut fill,
+            )?;
+            self.quarantine(folder, rel)?;
+            disk::rename(root, &tmp, rel)?;
+        } else {
+            disk::write_atomic(
+                root,
+                rel,
+                chunked.size,
+                &chunked.hash,
+                &pending.attrs,
+                spec.keep_owner,
+                &mut fill,
+            )?;
+        }
+        for c in &chunked.chunks {
+            self.staging.remove(&c.hash);
+        }
+        Ok(Outcome::Done)
+    }
+
+    /// Move a local entry that never committed aside (blocking).
+    fn quarantine(&self, folder: &str, rel: &str) -> Result<(), DiskError> {
+        let spec = self.folder(folder).expect("folder checked by the caller");
+        let epoch = self.consensus.activation().map_or(0, |a| a.epoch);
+        let at_ms = crate::unix_ms();
+        let set = self.quarantine_dir.join(folder).join(format!(
+            "epoch-{epoch}-{}",
+            tandem_client::utc_time(at_ms).replace([' ', ':'], "-")
+        ));
+        let moved = disk::quarantine(&spec.root, rel, &set)?;
+        let info = QuarantineInfo {
+            folder: folder.to_string(),
+            path: rel.to_string(),
+            moved_to: moved.display().to_string(),
+            epoch,
+            at_ms,
+        };
+        self.event(
+            Kind::Warning,
+            format!(
+                "{folder}/{rel} held a change that never committed; moved to {}",
+                info.moved_to
+            ),
+        );
+        self.lock().quarantined.push(info);
+        Ok(())
+    }
+
+    /// Compare every folder with the index: fix attributes and links, fetch differing files,
+    /// quarantine local changes that never committed.
+    pub(super) async fn reconcile(self: Arc<Self>) {
+        let this = self.clone();
+        let result = tokio::task::spawn_blocking(move || this.reconcile_blocking()).await;
+        match result {
+            Ok(Ok(through)) => {
+                self.materialized.send_if_modified(|m| {
+                    let newer = through > *m;
+                    *m = (*m).max(through);
+                    newer
+                });
+            }
+            Ok(Err(e)) => self.event(Kind::Warning, format!("file mirror cannot compare its folders: {e}")),
+            Err(e) => self.event(Kind::Warning, format!("file mirror compare failed: {e}")),
+        }
+        let (files, bytes) = {
+            let s = self.lock();
+            (s.pending.len() as u64, s.pending.values().map(|p| p.size).sum::<u64>())
+        };
+        if files > 0 {
+            self.lock().progress = Some(Progress {
+                started: Instant::now(),
+                files_total: files,
+                bytes_total: bytes,
+                files_done: 0,
+                bytes_done: 0,
+            });
+            self.event(
+                Kind::Warning,
+                format!("file mirror: {files} files ({bytes} bytes) to fetch from the other data node"),
+            );
+        }
+    }
+
+    /// Returns the log index the comparison reflects.
+    fn reconcile_blocking(&self) -> Result<u64, String> {
+        let (index, through) = {
+            let st = self.consensus.state().read();
+            (st.files.clone(), st.meta.last_file_index)
+        };
+        let mut pending = BTreeMap::new();
+        for spec in self.folders.values() {
+            let root = &spec.root;
+            let committed: BTreeMap<&str, &FileMeta> = index
+                .range((spec.id.clone(), String::new())..)
+                .take_while(|((id, _), _)| *id == spec.id)
+                .map(|((_, p), m)| (p.as_str(), m))
+                .collect();
+            // Local entries the index does not know: moved aside, unless Tandem itself put them
+            // there (then a committed delete this node missed removes them).
+            for rel in walk_folder(root, spec).map_err(|e| format!("{}: {e}", root.display()))? {
+                if committed.contains_key(rel.as_str()) {
+                    continue;
+                }
+                let prefix = format!("{rel}/");
+                let is_parent = committed
+                    .range(prefix.as_str()..)
+                    .next()
+                    .is_some_and(|(p, _)| p.starts_with(&prefix));
+                if is_parent {
+                    continue;
+                }
+                if disk::stat(root, &rel).map_err(|e| e.to_string())?.is_none() {
+                    continue; // went with a directory moved or removed before
+                }
+                let ours = self.local.get(&spec.id, &rel).is_some() && !self.changed_locally(spec, &rel);
+                if ours {
+                    disk::remove(root, &rel).map_err(|e| e.to_string())?;
+                    self.local.remove_tree(&spec.id, &rel);
+                } else {
+                    self.quarantine(&spec.id, &rel).map_err(|e| e.to_string())?;
+                    self.local.remove_tree(&spec.id, &rel);
+                }
+            }
+            for (rel, meta) in &committed {
+                let rel = *rel;
+                let here = disk::stat(root, rel).map_err(|e| e.to_string())?;
+                match meta.kind {
+                    FileKind::Dir => {
+                        if here.as_ref().is_some_and(|m| !m.is_dir()) && self.changed_locally(spec, rel) {
+                            self.quarantine(&spec.id, rel).map_err(|e| e.to_string())?;
+                        }
+                        disk::ensure_parents(root, rel).map_err(|e| e.to_string())?;
+                        disk::make_dir(root, rel, &meta.attrs, spec.keep_owner).map_err(|e| e.to_string())?;
+                    }
+                    FileKind::Symlink => {
+                        let target = meta.target.clone().unwrap_or_default();
+                        let same = disk::resolve(root, rel)
+                            .ok()
+                            .and_then(|p| std::fs::read_link(p).ok())
+                            .is_some_and(|t| t.to_str() == Some(target.as_str()));
+                        if !same {
+                            if here.is_some() && self.changed_locally(spec, rel) {
+                                self.quarantine(&spec.id, rel).map_err(|e| e.to_string())?;
+                            }
+                            disk::ensure_parents(root, rel).map_err(|e| e.to_string())?;
+                            disk::make_symlink(root, rel, &target, meta.attrs.mtime_ns).map_err(|e| e.to_string())?;
+                        }
+                    }
+                    FileKind::File => {
+                        let quick_same = here.as_ref().is_some_and(|m| {
+                            m.is_file() && m.len() == meta.size && disk::attrs_of(m).mtime_ns == meta.attrs.mtime_ns
+                        });
+                        if quick_same {
+                            self.adopt(spec, rel, meta);
+                            continue;
+                        }
+                        let disk_hash = here
+                            .as_ref()
+                            .filter(|m| m.is_file())
+                            .and_then(|_| disk::resolve(root, rel).ok())
+                            .and_then(|p| chunk::chunk_file(&p).ok())
+                            .map(|c| c.hash);
+                        if disk_hash == Some(meta.hash) {
+                            disk::set_attrs(root, rel, &meta.attrs, spec.keep_owner).map_err(|e| e.to_string())?;
+                            self.adopt(spec, rel, meta);
+                            continue;
+                        }
+                        let local_change =
+                            here.is_some() && self.local.get(&spec.id, rel).is_none_or(|l| Some(l.hash) != disk_hash);
+                        if here.as_ref().is_some_and(|m| m.is_dir()) {
+                            self.quarantine(&spec.id, rel).map_err(|e| e.to_string())?;
+                        }
+                        pending.insert((spec.id.clone(), rel.to_string()), pending_of(meta, local_change));
+                    }
+                }
+            }
+        }
+        self.local.flush();
+        self.lock().pending = pending;
+        Ok(through)
+    }
+
+    /// The disk entry at `rel` is not what Tandem last knew to be there.
+    fn changed_locally(&self, spec: &super::spec::FolderSpec, rel: &str) -> bool {
+        let Some(known) = self.local.get(&spec.id, rel) else {
+            return true;
+        };
+        let Ok(Some(meta)) = disk::stat(&spec.root, rel) else {
+            return false;
+        };
+        let Ok(path) = disk::resolve(&spec.root, rel) else {
+            return true;
+        };
+        match known.kind {
+            FileKind::File => !meta.is_file() || chunk::chunk_file(&path).map(|c| c.hash).ok() != Some(known.hash),
+            FileKind::Dir => !meta.is_dir(),
+            FileKind::Symlink => {
+                std::fs::read_link(&path)
+                    .ok()
+                    .and_then(|t| t.to_str().map(|t| *blake3::hash(t.as_bytes()).as_bytes()))
+                    != Some(known.hash)
+            }
+        }
+    }
+
+    fn adopt(&self, spec: &super::spec::FolderSpec, rel: &str, meta: &FileMeta) {
+        self.local.put(
+            &spec.id,
+            rel,
+            LocalEntry {
+                kind: meta.kind,
+                size: meta.size,
+                hash: meta.hash,
+            },
+        );
+    }
+
+    /// Fetch pending contents from the other data node, one file at a time, within the rate
+    /// limit.
+    pub(super) async fn fetch_pending(self: Arc<Self>) {
+        let Some(peer) = self.peer.clone() else { return };
+        let todo: Vec<((String, String), Pending)> = self
+            .lock()
+            .pending
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for ((folder, path), want) in todo {
+            match self.fetch_one(&peer, &folder, &path, &want).await {
+                Ok(true) => {
+                    let mut s = self.lock();
+                    if s.pending.get(&(folder.clone(), path.clone())) == Some(&want) {
+                        s.pending.remove(&(folder.clone(), path.clone()));
+                    }
+                    if let Some(p) = s.progress.as_mut() {
+                        p.files_done += 1;
+                        p.bytes_done += want.size;
+                    }
+                    if s.pending.is_empty() {
+                        s.progress = None;
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(folder, path, error = %e, "fetch failed");
+                    if e.starts_with(NO_SPACE) {
+                        let first = self.lock().stalled.replace(e.clone()).is_none();
+                        if first {
+                            self.event(Kind::Warning, format!("file mirror stopped: {e}"));
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Fetch what `path` lacks from `peer` and write it; `Ok(false)` when the peer's copy is not
+    /// the wanted version (yet).
+    async fn fetch_one(self: &Arc<Self>, peer: &str, folder: &str, path: &str, want: &Pending) -> Result<bool, String> {
+        let req = codec::encode(&ManifestRequest {
+            folder: folder.to_string(),
+            path: path.to_string(),
+        })
+        .map_err(|e| e.to_string())?;
+        let answer = (self.exchange)(peer.to_string(), "/peer/files/manifest", req, TRANSFER_TIMEOUT).await?;
+        let copy: Option<Chunked> = codec::decode(&answer).map_err(|e| e.to_string())?;
+        let Some(copy) = copy.filter(|c| c.hash == want.hash && c.size == want.size) else {
+            return Ok(false);
+        };
+        let spec = self.folder(folder).ok_or("folder gone")?.clone();
+        let target = disk::resolve(&spec.root, path).map_err(|e| e.to_string())?;
+        let local = LocalChunks::of(&target);
+        let mut missing: Vec<(u32, [u8; 32])> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for c in &copy.chunks {
+            if seen.insert(c.hash) && !self.staging.has(&c.hash) && !local.as_ref().is_some_and(|l| l.has(&c.hash)) {
+                missing.push((c.len, c.hash));
+            }
+        }
+        drop(local);
+        let started = Instant::now();
+        let mut fetched = 0u64;
+        let mut batch: Vec<[u8; 32]> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let flush = |batch: Vec<[u8; 32]>| {
+            let req = GetRequest {
+                folder: folder.to_string(),
+                path: path.to_string(),
+                hash: want.hash,
+                chunks: batch,
+            };
+            async move {
+                let body = codec::encode(&req).map_err(|e| e.to_string())?;
+                let wire = (self.exchange)(peer.to_string(), "/peer/files/get", body, TRANSFER_TIMEOUT).await?;
+                let staging = self.staging.clone();
+                let wire_len = wire.len() as u64;
+                let raw = tokio::task::spawn_blocking(move || {
+                    let chunks = chunk::decode_batch(&wire)?;
+                    let mut raw = 0u64;
+                    for (h, data) in &chunks {
+                        staging.put(h, data).map_err(|e| {
+                            if e.raw_os_error() == Some(libc::ENOSPC) {
+                                format!("{NO_SPACE}: staging area")
+                            } else {
+                                e.to_string()
+                            }
+                        })?;
+                        raw += data.len() as u64;
+                    }
+                    Ok::<u64, String>(raw)
+                })
+                .await
+                .map_err(|e| e.to_string())??;
+                add(&self.counters.fetched_bytes, raw);
+                add(&self.counters.fetched_wire_bytes, wire_len);
+                Ok::<u64, String>(raw)
+            }
+        };
+        for (len, hash) in missing {
+            if batch_bytes + len as usize > chunk::BATCH_MAX_BYTES && !batch.is_empty() {
+                fetched += flush(std::mem::take(&mut batch)).await?;
+                batch_bytes = 0;
+                self.throttle(&spec, fetched, started).await;
+            }
+            batch.push(hash);
+            batch_bytes += len as usize;
+        }
+        if !batch.is_empty() {
+            fetched += flush(batch).await?;
+        }
+        tracing::debug!(folder, path, fetched, "fetched missing chunks");
+        let (this, folder_id, this_path, wanted) = (self.clone(), folder.to_string(), path.to_string(), want.clone());
+        let result = tokio::task::spawn_blocking(move || this.assemble(&folder_id, &this_path, &copy, &wanted))
+            .await
+            .map_err(|e| e.to_string())?;
+        match result {
+            Ok(Outcome::Done) => {
+                self.local.put(
+                    folder,
+                    path,
+                    LocalEntry {
+                        kind: FileKind::File,
+                        size: want.size,
+                        hash: want.hash,
+                    },
+                );
+                Ok(true)
+            }
+            Ok(Outcome::Pending(_)) => Ok(false),
+            Err(DiskError::NoSpace { .. }) => Err(format!("{NO_SPACE}: {folder}/{path}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Sleep as long as it takes to keep `bytes` since `started` under the folder's rate limit.
+    async fn throttle(&self, spec: &super::spec::FolderSpec, bytes: u64, started: Instant) {
+        if let Some(limit) = spec.rate_limit {
+            let due = std::time::Duration::from_secs_f64(bytes as f64 / limit as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Error prefix of a full disk: the mirror stops and retries instead of skipping the change.
+const NO_SPACE: &str = "no space left";
+/// Suffix of a new version written beside a copy that goes to quarantine.
+const QUARANTINE_SWAP_SUFFIX: &str = ".tandem-swap";
+
+fn pending_of(meta: &FileMeta, quarantine_first: bool) -> Pending {
+    Pending {
+        size: meta.size,
+        hash: meta.hash,
+        attrs: meta.attrs,
+        quarantine_first,
+    }
+}
+
+/// Keep pending entries in step with a committed change to their paths.
+fn follow_pending(pending: &mut BTreeMap<(String, String), Pending>, change: &FileChange) {
+    let under = |p: &str, root: &str| p == root || p.starts_with(&format!("{root}/"));
+    let folder = &change.folder;
+    match &change.op {
+        FileOp::Write { .. } | FileOp::Mkdir { .. } | FileOp::Symlink { .. } | FileOp::Delete => {
+            pending.retain(|(f, p), _| !(f == folder && under(p, &change.path)));
+        }
+        FileOp::SetAttrs { .. } => {}
+        FileOp::Rename { to } => {
+            pending.retain(|(f, p), _| !(f == folder && under(p, to)));
+            let moved: Vec<_> = pending
+                .keys()
+                .filter(|(f, p)| f == folder && under(p, &change.path))
+                .cloned()
+                .collect();
+            for k in moved {
+                let v = pending.remove(&k).expect("listed");
+                pending.insert((k.0, format!("{to}{}", &k.1[change.path.len()..])), v);
+            }
+        }
+    }
+}
+
+/// Every entry under `root` (relative paths, parents before children), skipping ignored ones,
+/// temp files and anything below a symlink.
+pub(super) fn walk_folder(root: &std::path::Path, spec: &super::spec::FolderSpec) -> std::io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![String::new()];
+    while let Some(dir) = stack.pop() {
+        let abs = if dir.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(&dir)
+        };
+        let mut names: Vec<_> = std::fs::read_dir(&abs)?.flatten().collect();
+        names.sort_by_key(|e| e.file_name());
+        for e in names {
+            let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                tracing::warn!(dir = %abs.display(), "skipping a name that is not UTF-8");
+                continue;
+            };
+            if name.starts_with(disk::TEMP_PREFIX) {
+                continue;
+            }
+            let rel = if dir.is_empty() { name } else { format!("{dir}/{name}") };
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if spec.ignored(&rel, is_dir) {
+                continue;
+            }
+            out.push(rel.clone());
+            if is_dir {
+                stack.push(rel);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
