@@ -464,3 +464,30 @@ pub struct FileCounters {
     /// Full rescans after the watch queue overflowed or a watch could not be set.
     pub rescans: u64,
 }
+
+/// `GET /v1/files/manifest?folder=ID[&after=PATH][&limit=N]`: the replicated file index of one
+/// folder, in path order, a page at a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileManifest {
+    pub folder: String,
+    pub entries: Vec<ManifestEntry>,
+    /// Pass as `after` for the next page; `None` on the last.
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    pub path: String,
+    /// `file`, `dir` or `symlink`.
+    pub kind: String,
+    pub size: u64,
+    /// blake3 of the content (files) or of the target (links), hex; empty for directories.
+    pub hash: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i128,
+    pub target: Option<String>,
+    /// Log index of the change that last touched it.
+    pub index: u64,
+}

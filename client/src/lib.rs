@@ -211,6 +211,23 @@ impl Client {
         Ok(())
     }
 
+    /// One page of a sync folder's replicated index (`after`: the last path of the page before).
+    pub async fn file_manifest(
+        &self,
+        folder: &str,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<api::FileManifest, ClientError> {
+        let mut path = format!("/v1/files/manifest?folder={}", encode_query_value(folder));
+        if let Some(a) = after {
+            path.push_str(&format!("&after={}", encode_query_value(a)));
+        }
+        if let Some(l) = limit {
+            path.push_str(&format!("&limit={l}"));
+        }
+        self.call::<(), _>("GET", &path, None).await
+    }
+
     /// `GET /v1/files`: the node's file mirror.
     pub async fn files(&self) -> Result<api::FilesInfo, ClientError> {
         self.call::<(), _>("GET", "/v1/files", None).await

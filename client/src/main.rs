@@ -1,5 +1,6 @@
 //! `tandemctl`: look at and steer a Tandem cluster through the nodes' admin APIs.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -8,11 +9,13 @@ use clap::Subcommand;
 use serde::Serialize;
 use tandem_client::api::EventInfo;
 use tandem_client::api::FailoverRequest;
+use tandem_client::api::FilesInfo;
 use tandem_client::api::MemberInfo;
 use tandem_client::api::NodeStatus;
 use tandem_client::api::PolicyUpdate;
 use tandem_client::api::RecoverRequest;
 use tandem_client::api::RejoinRequest;
+use tandem_client::api::ResyncProgress;
 use tandem_client::api::SwitchoverRequest;
 use tandem_client::api::WriteTestRecord;
 use tandem_client::Client;
@@ -103,6 +106,13 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         last: usize,
     },
+    /// Show the file mirror of the first of --nodes that answers: synced or what is pending,
+    /// its folders, counters, a resync's progress and quarantined files.
+    Files {
+        /// Redraw the resync progress until the node is synced, then print the summary.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Turn maintenance mode on or off (pauses automatic actions; checks keep reporting).
     Maintenance {
         #[arg(value_parser = ["on", "off"])]
@@ -185,6 +195,7 @@ async fn main() -> ExitCode {
         } => recover(&cli, timeout, node, *force_single_node).await,
         Cmd::Rejoin { node } => rejoin(&cli, timeout, node).await,
         Cmd::Resources { node, cancel, last } => resources(&cli, timeout, node.as_deref(), *cancel, *last).await,
+        Cmd::Files { watch } => files(&cli, timeout, *watch).await,
         Cmd::Failover {
             to,
             force,
@@ -453,13 +464,23 @@ async fn status(cli: &Cli, timeout: Duration) -> anyhow::Result<()> {
 }
 
 fn print_table<const N: usize>(table: &[[String; N]]) {
+    for line in table_lines(table) {
+        println!("{line}");
+    }
+}
+
+/// The lines of a table, each column as wide as its widest cell.
+fn table_lines<const N: usize>(table: &[[String; N]]) -> Vec<String> {
     let widths: Vec<usize> = (0..N)
         .map(|c| table.iter().map(|row| row[c].chars().count()).max().unwrap_or(0))
         .collect();
-    for row in table {
-        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-        println!("{}", line.join("  ").trim_end());
-    }
+    table
+        .iter()
+        .map(|row| {
+            let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+            line.join("  ").trim_end().to_string()
+        })
+        .collect()
 }
 
 /// Join futures without pulling in a futures crate for one call.
@@ -923,6 +944,238 @@ async fn audit(cli: &Cli, timeout: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How often `files --watch` asks the node while it redraws the progress line in place.
+const FILES_WATCH_REDRAW: Duration = Duration::from_millis(500);
+/// How often it asks, printing a line each time, when stdout is not a terminal (or with --json).
+const FILES_WATCH_LINE: Duration = Duration::from_secs(1);
+
+async fn files(cli: &Cli, timeout: Duration, watch: bool) -> anyhow::Result<()> {
+    let first = first_answer(&cli.nodes, timeout).await?;
+    let addr = first
+        .members
+        .iter()
+        .find(|m| m.id == first.node_id)
+        .map_or_else(|| cli.nodes[0].clone(), |m| m.admin_addr.clone());
+    let client = Client::new(addr).with_timeout(timeout);
+    let info = if watch {
+        let in_place = std::io::stdout().is_terminal() && !cli.json;
+        let every = if in_place { FILES_WATCH_REDRAW } else { FILES_WATCH_LINE };
+        let mut drawn = false;
+        loop {
+            let info = match files_of(&client, &first).await {
+                Ok(info) => info,
+                Err(e) => {
+                    if drawn {
+                        // Keep the last progress line; the error goes below it.
+                        println!();
+                    }
+                    return Err(e);
+                }
+            };
+            if info.synced && info.progress.is_none() {
+                if drawn {
+                    redraw("");
+                }
+                break info;
+            }
+            if cli.json {
+                println!("{}", serde_json::to_string(&info)?);
+            } else if in_place {
+                redraw(&watch_line(&info));
+                drawn = true;
+            } else {
+                println!("{}", watch_line(&info));
+            }
+            tokio::time::sleep(every).await;
+        }
+    } else {
+        files_of(&client, &first).await?
+    };
+    if cli.json {
+        if watch {
+            println!("{}", serde_json::to_string(&info)?);
+        } else {
+            println!("{}", serde_json::to_string_pretty(&info)?);
+        }
+        return Ok(());
+    }
+    println!("{}", files_report(&info, &first.name));
+    Ok(())
+}
+
+/// `GET /v1/files` of `node`, with a hint when it is the witness (which mirrors nothing).
+async fn files_of(client: &Client, node: &NodeStatus) -> anyhow::Result<FilesInfo> {
+    match client.files().await {
+        Err(e) if e.code() == Some("no_sync_folders") && node.kind == "witness" => anyhow::bail!(
+            "{} is the witness and mirrors no folders; ask a data node: tandemctl --nodes DATA_NODE_ADMIN_ADDR files",
+            node.name
+        ),
+        other => Ok(other?),
+    }
+}
+
+/// Overwrite the current terminal line with `line`.
+fn redraw(line: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = write!(out, "\r{line}\x1b[K").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// The summary of `tandemctl files` for the node named `node`, without a final newline.
+fn files_report(info: &FilesInfo, node: &str) -> String {
+    let mut lines = vec![sync_line(info)];
+    if let Some(reason) = &info.stalled {
+        lines.push(format!("stalled: {reason}"));
+    }
+    lines.push(if info.capturing {
+        format!("{node}: capturing (the active, watching its folders)")
+    } else {
+        format!("{node}: mirroring (applying what the active commits)")
+    });
+    lines.push(String::new());
+    let mut folders = vec![["ID", "ROOT", "ENTRIES", "SIZE", "IGNORE"].map(String::from)];
+    for f in &info.folders {
+        folders.push([
+            f.id.clone(),
+            f.root.clone(),
+            f.entries.to_string(),
+            human_bytes(f.bytes),
+            if f.ignore.is_empty() {
+                "-".into()
+            } else {
+                f.ignore.join(",")
+            },
+        ]);
+    }
+    lines.extend(table_lines(&folders));
+    let c = &info.counters;
+    lines.push(String::new());
+    lines.push(format!(
+        "counters: proposed {}, applied {}, pushed {}/{}, fetched {}/{} (raw/wire)",
+        c.proposed,
+        c.applied,
+        human_bytes(c.pushed_bytes),
+        human_bytes(c.pushed_wire_bytes),
+        human_bytes(c.fetched_bytes),
+        human_bytes(c.fetched_wire_bytes)
+    ));
+    lines.push(format!(
+        "          inline {}, rescans {}",
+        human_bytes(c.inline_bytes),
+        c.rescans
+    ));
+    if let Some(p) = &info.progress {
+        lines.push(String::new());
+        lines.push(progress_line(p));
+    }
+    if !info.quarantined.is_empty() {
+        lines.push(String::new());
+        lines.push("QUARANTINED:".into());
+        let mut table = vec![["FOLDER", "PATH", "MOVED TO", "EPOCH", "WHEN"].map(String::from)];
+        for q in &info.quarantined {
+            table.push([
+                q.folder.clone(),
+                q.path.clone(),
+                q.moved_to.clone(),
+                q.epoch.to_string(),
+                utc(q.at_ms),
+            ]);
+        }
+        lines.extend(table_lines(&table));
+    }
+    lines.join("\n")
+}
+
+/// `files: synced` or `files: NOT synced (N pending, SIZE)`.
+fn sync_line(info: &FilesInfo) -> String {
+    if info.synced {
+        "files: synced".into()
+    } else {
+        format!(
+            "files: NOT synced ({} pending, {})",
+            info.pending_files,
+            human_bytes(info.pending_bytes)
+        )
+    }
+}
+
+/// What `files --watch` shows while the node is not synced: the progress of a resync, else
+/// what is pending; and why applying stopped, if it did.
+fn watch_line(info: &FilesInfo) -> String {
+    let line = info.progress.as_ref().map_or_else(|| sync_line(info), progress_line);
+    match &info.stalled {
+        Some(reason) => format!("{line}; stalled: {reason}"),
+        None => line,
+    }
+}
+
+/// `resync: [####------] 45% 1234/5000 files, 1.1 GiB/2.5 GiB, 85.0 MiB/s, ETA 0:42`.
+fn progress_line(p: &ResyncProgress) -> String {
+    format!(
+        "resync: {} {}/{} files, {}/{}, {}/s, ETA {}",
+        progress_bar(p),
+        p.files_done,
+        p.files_total,
+        human_bytes(p.bytes_done),
+        human_bytes(p.bytes_total),
+        human_bytes(p.rate_bytes_per_sec),
+        eta(p.eta_secs)
+    )
+}
+
+/// Width of the resync progress bar, in characters.
+const PROGRESS_BAR_WIDTH: u64 = 30;
+
+/// `[#########---------------------] 30%`: the share of the bytes fetched, rounded down (a
+/// resync with nothing to fetch is complete).
+fn progress_bar(p: &ResyncProgress) -> String {
+    let (done, total) = if p.bytes_total == 0 {
+        (1, 1)
+    } else {
+        (u128::from(p.bytes_done.min(p.bytes_total)), u128::from(p.bytes_total))
+    };
+    let filled = (done * u128::from(PROGRESS_BAR_WIDTH) / total) as usize;
+    format!(
+        "[{}{}] {}%",
+        "#".repeat(filled),
+        "-".repeat(PROGRESS_BAR_WIDTH as usize - filled),
+        done * 100 / total
+    )
+}
+
+/// `h:mm:ss` or `m:ss` to go; `-` while unknown.
+fn eta(secs: Option<u64>) -> String {
+    match secs {
+        None => "-".into(),
+        Some(s) if s >= 3600 => format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60),
+        Some(s) => format!("{}:{:02}", s / 60, s % 60),
+    }
+}
+
+/// `512 B`, `1.5 KiB`, `85.0 MiB`, `2.5 GiB` (binary units, one decimal, rounded; GiB is the
+/// largest unit).
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut unit = 0;
+    loop {
+        let size = 1u128 << (10 * (unit + 1));
+        // Tenths of the unit, rounded half up.
+        let tenths = (u128::from(n) * 20 + size) / (2 * size);
+        // 1023.96 KiB would show as 1024.0 KiB: that is 1.0 MiB.
+        if tenths < 10_240 || unit + 1 == UNITS.len() {
+            return format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[unit]);
+        }
+        unit += 1;
+    }
+}
+
 /// `YYYY-MM-DD HH:MM:SS UTC` from milliseconds since the Unix epoch.
 fn utc(ms: u64) -> String {
     let iso = tandem_client::utc_time(ms);
@@ -931,12 +1184,228 @@ fn utc(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
+    use tandem_client::api::FileCounters;
+    use tandem_client::api::FilesInfo;
+    use tandem_client::api::FolderInfo;
+    use tandem_client::api::QuarantineInfo;
+    use tandem_client::api::ResyncProgress;
+
+    use super::eta;
+    use super::files_report;
+    use super::human_bytes;
+    use super::progress_bar;
+    use super::progress_line;
     use super::utc;
+    use super::watch_line;
+    use super::Cli;
+    use super::Cmd;
 
     #[test]
     fn utc_formats_known_instants() {
         assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
         assert_eq!(utc(1_795_248_382_418), "2026-11-21 08:06:22 UTC"); // `date -u -d @1795248382`
+    }
+
+    fn progress(bytes_done: u64, bytes_total: u64) -> ResyncProgress {
+        ResyncProgress {
+            files_done: 1234,
+            files_total: 5000,
+            bytes_done,
+            bytes_total,
+            rate_bytes_per_sec: 85 * 1024 * 1024,
+            eta_secs: Some(42),
+        }
+    }
+
+    fn files_info() -> FilesInfo {
+        FilesInfo {
+            synced: false,
+            capturing: false,
+            pending_files: 3786,
+            pending_bytes: 1_503_238_554,
+            stalled: None,
+            progress: Some(progress(1_207_959_552, 2_684_354_560)),
+            quarantined: vec![QuarantineInfo {
+                folder: "www".into(),
+                path: "uploads/report.pdf".into(),
+                moved_to: "/var/lib/tandem/quarantine/7/www/uploads/report.pdf".into(),
+                epoch: 7,
+                at_ms: 1_795_248_382_418,
+            }],
+            folders: vec![
+                FolderInfo {
+                    id: "www".into(),
+                    root: "/srv/www".into(),
+                    entries: 1214,
+                    bytes: 2_684_354_560,
+                    ignore: vec!["*.tmp".into(), "cache/".into()],
+                },
+                FolderInfo {
+                    id: "conf".into(),
+                    root: "/etc/myapp".into(),
+                    entries: 12,
+                    bytes: 4096,
+                    ignore: Vec::new(),
+                },
+            ],
+            counters: FileCounters {
+                proposed: 0,
+                applied: 1180,
+                pushed_bytes: 0,
+                pushed_wire_bytes: 0,
+                fetched_bytes: 1_207_959_552,
+                fetched_wire_bytes: 524_288_000,
+                inline_bytes: 36_045,
+                rescans: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn human_bytes_uses_binary_units_with_one_decimal() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1), "1 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(1_572_864), "1.5 MiB");
+        assert_eq!(human_bytes(85 * 1024 * 1024), "85.0 MiB");
+        assert_eq!(human_bytes(1 << 30), "1.0 GiB");
+        assert_eq!(human_bytes(2_684_354_560), "2.5 GiB");
+        assert_eq!(human_bytes(5 << 40), "5120.0 GiB");
+        assert_eq!(human_bytes(u64::MAX), "17179869184.0 GiB");
+    }
+
+    #[test]
+    fn human_bytes_rounds_up_into_the_next_unit() {
+        assert_eq!(human_bytes(1075), "1.0 KiB"); // 1.0498 KiB
+        assert_eq!(human_bytes(1076), "1.1 KiB"); // 1.0508 KiB
+        assert_eq!(human_bytes(1_048_575), "1.0 MiB"); // 1 MiB - 1 is not "1024.0 KiB"
+        assert_eq!(human_bytes((1 << 30) - 1), "1.0 GiB");
+    }
+
+    #[test]
+    fn progress_bar_fills_by_bytes() {
+        assert_eq!(progress_bar(&progress(0, 1000)), format!("[{}] 0%", "-".repeat(30)));
+        assert_eq!(progress_bar(&progress(45, 100)), "[#############-----------------] 45%");
+        assert_eq!(
+            progress_bar(&progress(999, 1000)),
+            "[#############################-] 99%"
+        );
+        assert_eq!(
+            progress_bar(&progress(1000, 1000)),
+            format!("[{}] 100%", "#".repeat(30))
+        );
+    }
+
+    #[test]
+    fn progress_bar_is_full_with_nothing_to_fetch_or_more_than_announced() {
+        assert_eq!(progress_bar(&progress(0, 0)), format!("[{}] 100%", "#".repeat(30)));
+        assert_eq!(
+            progress_bar(&progress(1500, 1000)),
+            format!("[{}] 100%", "#".repeat(30))
+        );
+        assert_eq!(
+            progress_bar(&progress(u64::MAX - 1, u64::MAX)),
+            "[#############################-] 99%"
+        );
+    }
+
+    #[test]
+    fn eta_formats_minutes_and_hours() {
+        assert_eq!(eta(None), "-");
+        assert_eq!(eta(Some(0)), "0:00");
+        assert_eq!(eta(Some(42)), "0:42");
+        assert_eq!(eta(Some(599)), "9:59");
+        assert_eq!(eta(Some(3599)), "59:59");
+        assert_eq!(eta(Some(3600)), "1:00:00");
+        assert_eq!(eta(Some(3725)), "1:02:05");
+        assert_eq!(eta(Some(360_000)), "100:00:00");
+    }
+
+    #[test]
+    fn progress_line_shows_files_bytes_rate_and_eta() {
+        let mut p = progress(1_207_959_552, 2_684_354_560);
+        assert_eq!(
+            progress_line(&p),
+            "resync: [#############-----------------] 45% 1234/5000 files, 1.1 GiB/2.5 GiB, 85.0 MiB/s, ETA 0:42"
+        );
+        p.eta_secs = None;
+        p.rate_bytes_per_sec = 0;
+        assert!(progress_line(&p).ends_with(", 0 B/s, ETA -"), "{}", progress_line(&p));
+    }
+
+    #[test]
+    fn watch_line_shows_progress_else_what_is_pending_and_a_stall() {
+        let mut info = files_info();
+        assert_eq!(watch_line(&info), progress_line(info.progress.as_ref().unwrap()));
+        info.progress = None;
+        info.stalled = Some("no space left on /srv/www".into());
+        assert_eq!(
+            watch_line(&info),
+            "files: NOT synced (3786 pending, 1.4 GiB); stalled: no space left on /srv/www"
+        );
+    }
+
+    #[test]
+    fn files_report_of_a_standby_in_a_resync() {
+        let report = files_report(&files_info(), "b");
+        println!("{report}");
+        assert_eq!(
+            report,
+            "\
+files: NOT synced (3786 pending, 1.4 GiB)
+b: mirroring (applying what the active commits)
+
+ID    ROOT        ENTRIES  SIZE     IGNORE
+www   /srv/www    1214     2.5 GiB  *.tmp,cache/
+conf  /etc/myapp  12       4.0 KiB  -
+
+counters: proposed 0, applied 1180, pushed 0 B/0 B, fetched 1.1 GiB/500.0 MiB (raw/wire)
+          inline 35.2 KiB, rescans 0
+
+resync: [#############-----------------] 45% 1234/5000 files, 1.1 GiB/2.5 GiB, 85.0 MiB/s, ETA 0:42
+
+QUARANTINED:
+FOLDER  PATH                MOVED TO                                             EPOCH  WHEN
+www     uploads/report.pdf  /var/lib/tandem/quarantine/7/www/uploads/report.pdf  7      2026-11-21 08:06:22 UTC"
+        );
+    }
+
+    #[test]
+    fn files_report_of_a_synced_active_with_a_stall() {
+        let mut info = files_info();
+        info.synced = true;
+        info.capturing = true;
+        info.pending_files = 0;
+        info.pending_bytes = 0;
+        info.progress = None;
+        info.quarantined.clear();
+        info.stalled = Some("folder conf is missing here".into());
+        let report = files_report(&info, "a");
+        println!("{report}");
+        assert_eq!(
+            report.lines().take(3).collect::<Vec<_>>(),
+            [
+                "files: synced",
+                "stalled: folder conf is missing here",
+                "a: capturing (the active, watching its folders)"
+            ]
+        );
+        assert!(
+            !report.contains("resync:") && !report.contains("QUARANTINED"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn files_takes_watch() {
+        let cli = Cli::try_parse_from(["tandemctl", "files", "--watch"]).expect("parses");
+        assert!(matches!(cli.command, Cmd::Files { watch: true }));
+        let cli = Cli::try_parse_from(["tandemctl", "--nodes", "b:7101", "files"]).expect("parses");
+        assert!(matches!(cli.command, Cmd::Files { watch: false }));
+        assert_eq!(cli.nodes, ["b:7101"]);
     }
 }

@@ -99,6 +99,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/failover", post(forced_failover))
         .route("/v1/recover", post(recover))
         .route("/v1/files", get(files))
+        .route("/v1/files/manifest", get(file_manifest))
         .route("/v1/resources", get(resources))
         .route("/v1/resources/cancel", post(cancel_script))
         .route("/v1/cluster/rejoin", post(rejoin))
@@ -567,6 +568,78 @@ async fn await_handoff(app: &AdminState, target: &MemberConfig) -> Result<HandOf
 }
 
 /// What this node holds and what its scripts did lately.
+/// Most entries in one page of `GET /v1/files/manifest`.
+pub const MANIFEST_PAGE_MAX: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestQuery {
+    folder: String,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/files/manifest`: one page of a folder's replicated index, on any member (the
+/// witness holds the index too).
+async fn file_manifest(
+    State(app): State<AdminState>,
+    query: Result<Query<ManifestQuery>, QueryRejection>,
+) -> Result<Json<tandem_client::api::FileManifest>, AdminError> {
+    let Query(q) = query.map_err(|e| AdminError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(MANIFEST_PAGE_MAX);
+    if limit == 0 || limit > MANIFEST_PAGE_MAX {
+        return Err(AdminError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_limit",
+            format!("limit must be 1 to MANIFEST_PAGE_MAX ({MANIFEST_PAGE_MAX})"),
+        ));
+    }
+    let state = app.consensus.state().read();
+    let start = (q.folder.clone(), q.after.clone().unwrap_or_default());
+    let mut entries = Vec::new();
+    let mut next = None;
+    for ((folder, path), m) in state.files.range(start..) {
+        if *folder != q.folder {
+            break;
+        }
+        if q.after.as_deref() == Some(path.as_str()) {
+            continue;
+        }
+        if entries.len() == limit {
+            next = entries
+                .last()
+                .map(|e: &tandem_client::api::ManifestEntry| e.path.clone());
+            break;
+        }
+        entries.push(tandem_client::api::ManifestEntry {
+            path: path.clone(),
+            kind: match m.kind {
+                tandem_raft_store::records::FileKind::File => "file",
+                tandem_raft_store::records::FileKind::Dir => "dir",
+                tandem_raft_store::records::FileKind::Symlink => "symlink",
+            }
+            .into(),
+            size: m.size,
+            hash: if m.kind == tandem_raft_store::records::FileKind::Dir {
+                String::new()
+            } else {
+                crate::files::chunk::hex(&m.hash)
+            },
+            mode: m.attrs.mode,
+            uid: m.attrs.uid,
+            gid: m.attrs.gid,
+            mtime_ns: m.attrs.mtime_ns,
+            target: m.target.clone(),
+            index: m.index,
+        });
+    }
+    Ok(Json(tandem_client::api::FileManifest {
+        folder: q.folder,
+        entries,
+        next,
+    }))
+}
+
 /// `GET /v1/files`: this node's file mirror (404 on a node without sync folders).
 async fn files(State(app): State<AdminState>) -> Result<Json<tandem_client::api::FilesInfo>, AdminError> {
     let files = app.files.as_ref().ok_or_else(|| {

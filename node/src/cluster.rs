@@ -78,6 +78,17 @@ pub struct Summary {
     pub standby_behind: Option<(u64, bool)>,
     /// The active only: whether the standby counts as synced for a switchover.
     pub standby_synced: Option<bool>,
+    /// The sender's file mirror, if it has sync folders.
+    pub files: Option<FilesBrief>,
+}
+
+/// A data node's file mirror in a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesBrief {
+    pub synced: bool,
+    pub pending_files: u64,
+    pub pending_bytes: u64,
+    pub stalled: Option<String>,
 }
 
 struct Peer {
@@ -98,6 +109,9 @@ pub struct ClusterState {
     /// Set by the switch decider while a failure is kept from being acted on.
     warning: Mutex<Option<String>>,
     role: Mutex<Role>,
+    files: std::sync::OnceLock<Arc<crate::files::FileSync>>,
+    /// Members whose latest heartbeat says their file mirror is not synced.
+    files_unsynced: Mutex<std::collections::BTreeSet<NodeId>>,
 }
 
 impl ClusterState {
@@ -137,7 +151,20 @@ impl ClusterState {
             peers: Mutex::new(peers),
             warning: Mutex::new(None),
             role: Mutex::new(role),
+            files: std::sync::OnceLock::new(),
+            files_unsynced: Mutex::default(),
         })
+    }
+
+    /// Report this node's file mirror in heartbeats and count the standby's in its sync state.
+    pub fn set_files(&self, files: Arc<crate::files::FileSync>) {
+        let _ = self.files.set(files);
+    }
+
+    /// Whether `node`'s file mirror is synced, by its latest heartbeat (true without folders).
+    /// Kept apart from the peers' table: the summary is built while that is locked.
+    fn files_synced(&self, node: NodeId) -> bool {
+        self.files_unsynced.lock().expect("files lock").get(&node).is_none()
     }
 
     pub fn config(&self) -> &ValidConfig {
@@ -208,7 +235,8 @@ impl ClusterState {
                 .and_then(|id| self.consensus.records_behind(id)),
             standby_synced: other_data
                 .filter(|_| active)
-                .map(|id| self.consensus.in_sync(id, self.cfg.timers.election_timeout_min)),
+                .map(|id| self.consensus.in_sync(id, self.cfg.timers.election_timeout_min) && self.files_synced(id)),
+            files: self.files.get().map(|f| f.brief()),
         }
     }
 
@@ -223,6 +251,13 @@ impl ClusterState {
     /// A member's summary arrived: in a heartbeat it sent (the other direction of the link
     /// works too), or as the answer to ours after `rtt`.
     pub fn heard(&self, summary: Summary, rtt: Option<Duration>) {
+        {
+            let mut unsynced = self.files_unsynced.lock().expect("files lock");
+            match &summary.files {
+                Some(f) if !f.synced => unsynced.insert(summary.node),
+                _ => unsynced.remove(&summary.node),
+            };
+        }
         if let Some(p) = self.peers().get_mut(&summary.node) {
             p.last_ok = Some(Instant::now());
             p.rtt = rtt.or(p.rtt);
@@ -343,6 +378,26 @@ pub fn cluster_status(
                 warnings,
             );
         }
+        let standby_files = standby.as_ref().and_then(|s| s.files.as_ref()).filter(|f| !f.synced);
+        if let (Some(f), Some(false)) = (standby_files, active.standby_synced) {
+            if active.standby_behind.is_none_or(|(behind, _)| behind == 0) {
+                return match &f.stalled {
+                    Some(why) => status(
+                        "not synced",
+                        format!("standby {standby_name} stopped applying file changes: {why}"),
+                        warnings,
+                    ),
+                    None => status(
+                        "not synced",
+                        format!(
+                            "standby {standby_name} has {} files ({} bytes) still to fetch",
+                            f.pending_files, f.pending_bytes
+                        ),
+                        warnings,
+                    ),
+                };
+            }
+        }
         if active.standby_synced == Some(false) {
             return match active.standby_behind {
                 Some((behind, true)) => status(
@@ -449,6 +504,7 @@ mod tests {
             warning: None,
             standby_behind: None,
             standby_synced: None,
+            files: None,
         }
     }
 
@@ -520,6 +576,33 @@ mod tests {
         let s = cluster_status(&views(Some(lagging), standby.clone(), w.clone()), &names(), false);
         assert_eq!(s.state, "not synced");
         assert!(s.reason.contains("40 records behind"), "{s:?}");
+
+        // The log is matched but the standby still fetches file contents, or cannot write them.
+        let files_behind = Summary {
+            standby_synced: Some(false),
+            standby_behind: Some((0, false)),
+            ..healthy_active()
+        };
+        let mut fetching = standby.clone().unwrap();
+        fetching.files = Some(FilesBrief {
+            synced: false,
+            pending_files: 3,
+            pending_bytes: 300,
+            stalled: None,
+        });
+        let s = cluster_status(
+            &views(Some(files_behind.clone()), Some(fetching.clone()), w.clone()),
+            &names(),
+            false,
+        );
+        assert_eq!(s.state, "not synced");
+        assert!(s.reason.contains("3 files (300 bytes) still to fetch"), "{s:?}");
+        fetching.files.as_mut().unwrap().stalled = Some("no space left".into());
+        let s = cluster_status(&views(Some(files_behind), Some(fetching), w.clone()), &names(), false);
+        assert!(
+            s.reason.contains("stopped applying file changes: no space left"),
+            "{s:?}"
+        );
 
         let first_copy = Summary {
             standby_synced: Some(false),

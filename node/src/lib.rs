@@ -256,6 +256,12 @@ where
         let file_sync = files::FileSync::new(&cfg, consensus.clone(), failover.clone(), events.clone(), exchange)?;
         let mut peer_routes = consensus::peer_api::router(&consensus, &cfg.cluster_secret, cluster.clone());
         if let Some(f) = &file_sync {
+            cluster.set_files(f.clone());
+            let files = f.clone();
+            agent.gate_acquire(Arc::new(move || {
+                let files = files.clone();
+                Box::pin(async move { files.catch_up_before_service().await })
+            }));
             peer_routes = peer_routes.merge(consensus::peer_api::with_secret(
                 files::transfer::routes(f.clone()),
                 &cfg.cluster_secret,

@@ -506,6 +506,33 @@ pub fn http_status(addr: &str, path: &str) -> Option<u16> {
     probe().ok()
 }
 
+/// POST `body` to `path` at `addr` with `headers`; the status and the answer's body.
+pub fn http_post(addr: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+    use std::io::Read;
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("not an HTTP answer"))?;
+    let body_at = text.find("\r\n\r\n").map_or(answer.len(), |i| i + 4);
+    Ok((status, answer[body_at..].to_vec()))
+}
+
 /// Whether `addr` answers `/health/active` with 200.
 pub fn health_active(addr: &str) -> bool {
     http_status(addr, "/health/active") == Some(200)

@@ -75,6 +75,11 @@ struct Setup {
 
 impl Setup {
     fn start(extra: &str) -> Setup {
+        Self::start_with(extra, "")
+    }
+
+    /// `extra`: more TOML for the data nodes; `all`: for every node.
+    fn start_with(extra: &str, all: &str) -> Setup {
         let folders = tempfile::tempdir().unwrap();
         let data_config = format!(
             "[[sync]]\nid = \"scenes\"\npath = \"{}/@NODE@\"\nignore = [\"licence.key\", \"*.swp\"]\n{extra}",
@@ -82,6 +87,7 @@ impl Setup {
         );
         let cluster = Cluster::start_initialized(ClusterOptions {
             data_config,
+            extra_config: all.to_string(),
             ..Default::default()
         })
         .unwrap();
@@ -115,9 +121,13 @@ impl Setup {
             if started.elapsed() > SETTLE {
                 let only_a: Vec<_> = a.iter().filter(|(k, v)| b.get(*k) != Some(v)).take(10).collect();
                 let only_b: Vec<_> = b.iter().filter(|(k, v)| a.get(*k) != Some(v)).take(10).collect();
+                let files = |n| self.cluster.block_on(self.cluster.client(n).files());
                 panic!(
                     "{what}: standby {standby} did not mirror {active} within {SETTLE:?} (synced: {synced})\n\
-                     active only/different: {only_a:?}\nstandby only/different: {only_b:?}\n{}",
+                     active only/different: {only_a:?}\nstandby only/different: {only_b:?}\n\
+                     active's mirror: {:?}\nstandby's mirror: {:?}\n{}",
+                    files(active),
+                    files(standby),
                     self.cluster.log_tail(standby)
                 );
             }
@@ -258,4 +268,422 @@ fn a_one_byte_edit_of_a_200_mb_file_moves_about_one_chunk() {
     let standby_info = setup.files(standby);
     assert!(standby_info.synced, "{standby_info:?}");
     assert_eq!(standby_info.counters.fetched_bytes, 0, "nothing had to be fetched");
+}
+
+impl Setup {
+    /// The committed state of the folder, as `node` holds it in its replicated index.
+    fn manifest(&self, node: &str) -> BTreeMap<String, tandem_client::api::ManifestEntry> {
+        let client = self.cluster.client(node);
+        let mut out = BTreeMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .cluster
+                .block_on(client.file_manifest("scenes", after.as_deref(), None))
+                .unwrap();
+            for e in page.entries {
+                out.insert(e.path.clone(), e);
+            }
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return out,
+            }
+        }
+    }
+
+    /// Differences between `node`'s folder and the committed state (empty: it holds exactly
+    /// that, every file hash-verified).
+    fn differences_from_committed(&self, node: &str, committed_by: &str, skip: &[&str]) -> Vec<String> {
+        let committed = self.manifest(committed_by);
+        let disk = tree(&self.folder(node), skip);
+        let mut diffs = Vec::new();
+        for (path, e) in &committed {
+            let ok = match (e.kind.as_str(), disk.get(path)) {
+                ("file", Some(Entry::File { hash, mode, mtime_ns })) => {
+                    *hash == e.hash && *mode == e.mode && *mtime_ns == e.mtime_ns
+                }
+                ("dir", Some(Entry::Dir { .. })) => true,
+                ("symlink", Some(Entry::Link(t))) => Some(t) == e.target.as_ref(),
+                _ => false,
+            };
+            if !ok {
+                diffs.push(format!("{path}: committed {e:?}, on disk {:?}", disk.get(path)));
+            }
+        }
+        for path in disk.keys() {
+            // Parent directories of committed files need not be entries of their own.
+            let parent_of_committed = committed.keys().any(|c| c.starts_with(&format!("{path}/")));
+            if !committed.contains_key(path) && !parent_of_committed {
+                diffs.push(format!("{path}: on disk, not committed"));
+            }
+        }
+        diffs
+    }
+
+    fn wait_committed_state(&self, node: &str, committed_by: &str, skip: &[&str], what: &str) {
+        let started = Instant::now();
+        loop {
+            let diffs = self.differences_from_committed(node, committed_by, skip);
+            if diffs.is_empty() {
+                return;
+            }
+            if started.elapsed() > SETTLE {
+                panic!(
+                    "{what}: {node}'s folder does not hold the committed state: {:?}\n{}",
+                    &diffs[..diffs.len().min(10)],
+                    self.cluster.log_tail(node)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn sigkill_of_the_active_keeps_the_committed_state_and_quarantines_the_rest() {
+    let mut setup = Setup::start("");
+    let active = setup.cluster.wait_active(None, SETTLE);
+    let standby = other_data_node(active);
+    let root = setup.folder(active);
+    write(&root.join("keep/settings.cfg"), b"committed settings\n");
+    setup.wait_mirrored(active, "first files");
+
+    // A service writing flat out: creates, edits, renames and deletes, and a large file.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (root, stop) = (root.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let dir = root.join(format!("load/{}", i % 20));
+                let _ = std::fs::create_dir_all(&dir);
+                let _ = std::fs::write(dir.join(format!("{i}.txt")), format!("record {i}\n"));
+                if i % 7 == 0 {
+                    let _ = std::fs::rename(dir.join(format!("{i}.txt")), dir.join(format!("{i}.moved")));
+                }
+                if i % 5 == 0 && i >= 5 {
+                    let _ = std::fs::remove_file(root.join(format!("load/{}/{}.txt", (i - 5) % 20, i - 5)));
+                }
+                if i % 200 == 0 {
+                    let _ = std::fs::write(root.join("load/big.bin"), noise(4 * 1024 * 1024, i));
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    setup.cluster.kill(active);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let new_active = setup.cluster.wait_active(Some(active), SETTLE);
+    assert_eq!(new_active, standby);
+
+    // The new active holds exactly what committed, each file verified against the index the
+    // witness holds, and no temp file.
+    setup.wait_committed_state(standby, "w", &[], "after SIGKILL");
+    let leftovers: Vec<_> = walkdir(&setup.folder(standby))
+        .into_iter()
+        .filter(|p| p.contains(TEMP_PREFIX))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+
+    // While the old active is down: the service there had written things that never
+    // committed, and the new active goes on changing the folder.
+    write(&root.join("never-committed.txt"), b"written just before the crash\n");
+    write(&root.join("keep/settings.cfg"), b"edited just before the crash\n");
+    write(
+        &setup.folder(standby).join("after-failover.txt"),
+        b"written on the new active\n",
+    );
+    setup.wait_committed_state(standby, "w", &[], "new active's own change");
+
+    setup.cluster.restart(active).unwrap();
+    // The returning node holds the committed state; its own uncommitted changes are in
+    // quarantine, listed in the API, with their content.
+    setup.wait_committed_state(active, "w", &[], "rejoined node");
+    setup.wait_mirrored(standby, "rejoined node mirrors the new active");
+    let info = setup.files(active);
+    let quarantined: BTreeMap<&str, &str> = info
+        .quarantined
+        .iter()
+        .map(|q| (q.path.as_str(), q.moved_to.as_str()))
+        .collect();
+    for (path, content) in [
+        ("never-committed.txt", "written just before the crash\n"),
+        ("keep/settings.cfg", "edited just before the crash\n"),
+    ] {
+        let moved_to = quarantined
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} not in quarantine: {quarantined:?}"));
+        assert_eq!(std::fs::read_to_string(moved_to).unwrap(), content);
+        assert!(moved_to.contains("epoch-"), "{moved_to}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(setup.folder(active).join("keep/settings.cfg")).unwrap(),
+        "committed settings\n"
+    );
+}
+
+#[test]
+fn a_standby_that_was_down_fetches_only_what_changed() {
+    // A short log: the returning standby gets a snapshot of the index, not the records, and
+    // compares its whole folder with it.
+    let mut setup = Setup::start_with("", "[log]\nsnapshot_every_entries = 20\nkept_after_snapshot = 5\n");
+    let active = setup.cluster.wait_active(None, SETTLE);
+    let standby = other_data_node(active);
+    let root = setup.folder(active);
+    let mut big = noise(20 * 1024 * 1024, 5);
+    write(&root.join("archive.bin"), &big);
+    for i in 0..50 {
+        write(&root.join(format!("small/{i}.cfg")), format!("value {i}\n").as_bytes());
+    }
+    setup.wait_mirrored(active, "first copy");
+
+    let standby_last = setup.cluster.status(standby).unwrap().last_log_index.unwrap();
+    setup.cluster.kill(standby);
+    big[7_000_000] ^= 1;
+    write(&root.join("archive.bin"), &big);
+    for i in 0..10 {
+        write(
+            &root.join(format!("small/{i}.cfg")),
+            format!("changed {i}\n").as_bytes(),
+        );
+    }
+    std::fs::remove_file(root.join("small/49.cfg")).unwrap();
+    write(&root.join("new/report.txt"), b"made while the standby was down\n");
+    for i in 0..40 {
+        write(&root.join(format!("new/{i}.log")), format!("entry {i}\n").as_bytes());
+    }
+    setup.wait_committed_state(active, "w", &[], "changes while the standby is down");
+    setup
+        .cluster
+        .wait_for("the leader purged entries the standby lacks", SETTLE, |s| {
+            s.leader_status()
+                .is_some_and(|l| l.purged_index.is_some_and(|p| p > standby_last))
+        })
+        .unwrap();
+
+    setup.cluster.restart(standby).unwrap();
+    setup.wait_mirrored(active, "resync");
+    let c = setup.files(standby).counters;
+    assert!(
+        c.fetched_bytes <= 2 * 256 * 1024,
+        "the returning standby fetched {} bytes for a 1-byte change of a 20 MiB file: {c:?}",
+        c.fetched_bytes
+    );
+    let a = setup.files(active).counters;
+    assert!(a.pushed_bytes < 21 * 1024 * 1024 + 2 * 256 * 1024, "{a:?}");
+    // The log it missed was compacted: it compared its folder with the index and fetched.
+    let q = tandem_client::EventsQuery {
+        local: true,
+        ..Default::default()
+    };
+    let events = setup
+        .cluster
+        .block_on(setup.cluster.client(standby).events(&q))
+        .unwrap();
+    assert!(
+        events
+            .events
+            .iter()
+            .any(|e| e.detail.contains("to fetch from the other data node")),
+        "{:?}",
+        events.events.iter().map(|e| &e.detail).collect::<Vec<_>>()
+    );
+}
+
+/// A tmpfs mounted for the life of a test.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount a tmpfs at {} (the test runs as root)", at.display());
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_on_the_standby_stops_applying_and_resumes_when_space_returns() {
+    // Both data nodes keep the folder on a small file system of its own.
+    let folders = tempfile::tempdir().unwrap();
+    let _mounts: Vec<Tmpfs> = ["a", "b"]
+        .iter()
+        .map(|n| Tmpfs::mount(&folders.path().join(n), "16m"))
+        .collect();
+    let data_config = format!(
+        "[[sync]]\nid = \"scenes\"\npath = \"{}/@NODE@\"\nignore = [\"ballast\"]\n",
+        folders.path().display()
+    );
+    let cluster = Cluster::start_initialized(ClusterOptions {
+        data_config,
+        ..Default::default()
+    })
+    .unwrap();
+    let setup = Setup { cluster, folders };
+    let active = setup.cluster.wait_active(None, SETTLE);
+    let standby = other_data_node(active);
+    write(&setup.folder(active).join("before.txt"), b"fits\n");
+    setup.wait_mirrored(active, "before the disk fills");
+
+    // Fill the standby's file system to within 1 MiB.
+    let ballast = setup.folder(standby).join("ballast");
+    write(&ballast, &vec![0u8; 15 * 1024 * 1024]);
+    let data = noise(3 * 1024 * 1024, 11);
+    write(&setup.folder(active).join("scene.bin"), &data);
+    write(&setup.folder(active).join("zz-after.txt"), b"queued behind\n");
+
+    let started = Instant::now();
+    let info = loop {
+        let info = setup.files(standby);
+        if info.stalled.is_some() {
+            break info;
+        }
+        assert!(started.elapsed() < SETTLE, "the standby never stopped: {info:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!info.synced, "{info:?}");
+    assert!(info.stalled.as_deref().unwrap().contains("no space"), "{info:?}");
+    let b = setup.folder(standby);
+    assert!(
+        !b.join("scene.bin").exists(),
+        "nothing under the real name while the disk is full"
+    );
+    assert!(
+        !b.join("zz-after.txt").exists(),
+        "later changes wait: they are applied in order"
+    );
+    // The active hears of it with the next heartbeat.
+    let started = Instant::now();
+    loop {
+        let status = setup
+            .cluster
+            .block_on(setup.cluster.client(active).cluster())
+            .unwrap()
+            .cluster_status;
+        if status.state == "not synced" && status.reason.contains("stopped applying file changes") {
+            break;
+        }
+        assert!(
+            started.elapsed() < SETTLE,
+            "the cluster status never said so: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let q = tandem_client::EventsQuery {
+        local: true,
+        ..Default::default()
+    };
+    let events = setup
+        .cluster
+        .block_on(setup.cluster.client(standby).events(&q))
+        .unwrap();
+    assert!(
+        events.events.iter().any(|e| e.detail.contains("file mirror stopped")),
+        "{:?}",
+        events.events
+    );
+
+    // Space returns: the standby resumes by itself, in order, and is synced again.
+    std::fs::remove_file(&ballast).unwrap();
+    setup.wait_mirrored(active, "after space returned");
+    assert_eq!(std::fs::read(b.join("scene.bin")).unwrap(), data);
+    let leftovers: Vec<_> = walkdir(&b).into_iter().filter(|p| p.contains(TEMP_PREFIX)).collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+}
+
+#[test]
+fn bad_content_and_paths_on_the_peer_port_are_refused_and_change_nothing() {
+    use tandem_node::files::chunk::encode_batch;
+    use tandem_node::files::transfer::GetRequest;
+    use tandem_node::files::transfer::ManifestRequest;
+    use tandem_raft_store::codec;
+    use tandem_tests::http_post;
+
+    let setup = Setup::start("");
+    let active = setup.cluster.wait_active(None, SETTLE);
+    let standby = other_data_node(active);
+    write(&setup.folder(active).join("a.cfg"), b"fine\n");
+    setup.wait_mirrored(active, "first file");
+    let peer = setup.cluster.spec(standby).peer_addr();
+    let secret = [("x-tandem-cluster-secret", tandem_tests::SECRET)];
+    let staging = setup.cluster.data_dir(standby).join("files/staging");
+    let staged = || std::fs::read_dir(&staging).unwrap().count();
+    let before = staged();
+
+    // A chunk whose content does not match its hash.
+    let lie = encode_batch(vec![([7; 32], b"not what the hash says".to_vec())]).unwrap();
+    let (status, body) = http_post(&peer, "/peer/files/put", &secret, &lie).unwrap();
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("does not match its hash"));
+    // Garbage instead of a compressed batch, and a batch larger than its limit once inflated.
+    let (status, _) = http_post(&peer, "/peer/files/put", &secret, b"garbage").unwrap();
+    assert_eq!(status, 422);
+    let bomb = vec![0u8; tandem_node::files::chunk::BATCH_MAX_BYTES + 1];
+    let bomb = encode_batch(vec![(*blake3::hash(&bomb).as_bytes(), bomb)]).unwrap();
+    let (status, body) = http_post(&peer, "/peer/files/put", &secret, &bomb).unwrap();
+    assert_eq!(status, 422);
+    assert!(String::from_utf8_lossy(&body).contains("BATCH_MAX_BYTES"));
+    // Without the cluster secret nothing is even read.
+    let good = b"a real chunk".to_vec();
+    let good = encode_batch(vec![(*blake3::hash(&good).as_bytes(), good)]).unwrap();
+    let (status, _) = http_post(&peer, "/peer/files/put", &[], &good).unwrap();
+    assert_eq!(status, 401);
+    assert_eq!(staged(), before, "nothing was staged");
+
+    // Paths that leave the folder, absolute or through `..`, and unknown folders.
+    for path in ["../../etc/passwd", "/etc/passwd", "a/../../x"] {
+        let req = codec::encode(&ManifestRequest {
+            folder: "scenes".into(),
+            path: path.into(),
+        })
+        .unwrap();
+        let (status, body) = http_post(&peer, "/peer/files/manifest", &secret, &req).unwrap();
+        assert_eq!(status, 422, "{path}: {}", String::from_utf8_lossy(&body));
+        let req = codec::encode(&GetRequest {
+            folder: "scenes".into(),
+            path: path.into(),
+            hash: [0; 32],
+            chunks: vec![],
+        })
+        .unwrap();
+        let (status, _) = http_post(&peer, "/peer/files/get", &secret, &req).unwrap();
+        assert_eq!(status, 422, "{path}");
+    }
+    let req = codec::encode(&ManifestRequest {
+        folder: "elsewhere".into(),
+        path: "a.cfg".into(),
+    })
+    .unwrap();
+    let (status, body) = http_post(&peer, "/peer/files/manifest", &secret, &req).unwrap();
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&body).contains("not configured"));
+
+    // A symlink on the disk pointing out of the folder is not followed to serve content.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), b"outside").unwrap();
+    std::os::unix::fs::symlink(outside.path(), setup.folder(standby).join("out")).unwrap();
+    let req = codec::encode(&ManifestRequest {
+        folder: "scenes".into(),
+        path: "out/secret".into(),
+    })
+    .unwrap();
+    let (status, _) = http_post(&peer, "/peer/files/manifest", &secret, &req).unwrap();
+    assert_eq!(status, 422);
+    // And the mirror still works.
+    write(&setup.folder(active).join("b.cfg"), b"still fine\n");
+    setup.wait_committed_state(standby, "w", &["out"], "after the bad requests");
 }

@@ -239,6 +239,12 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<ChunkData>, String> {
     let framed = zstd::bulk::decompress(bytes, limit)
         .map_err(|e| format!("chunk batch does not decompress within {limit} bytes (BATCH_MAX_BYTES): {e}"))?;
     let batch: Batch = codec::decode(&framed).map_err(|e| format!("chunk batch: {e}"))?;
+    let total: usize = batch.chunks.iter().map(|(_, d)| d.len()).sum();
+    if total > BATCH_MAX_BYTES {
+        return Err(format!(
+            "chunk batch holds {total} bytes, more than BATCH_MAX_BYTES ({BATCH_MAX_BYTES})"
+        ));
+    }
     for (hash, data) in &batch.chunks {
         if blake3::hash(data).as_bytes() != hash {
             return Err(format!("chunk {} does not match its hash", hex(hash)));
@@ -315,6 +321,9 @@ mod tests {
         assert_eq!(decode_batch(&wire).unwrap(), vec![(hash, text.clone())]);
         let lie = encode_batch(vec![([9; 32], text)]).unwrap();
         assert!(decode_batch(&lie).unwrap_err().contains("does not match"));
+        let just_over = vec![0u8; BATCH_MAX_BYTES + 1];
+        let wire = encode_batch(vec![(*blake3::hash(&just_over).as_bytes(), just_over)]).unwrap();
+        assert!(decode_batch(&wire).unwrap_err().contains("BATCH_MAX_BYTES"));
         let bomb = vec![0u8; BATCH_MAX_BYTES * 2];
         let wire = encode_batch(vec![(*blake3::hash(&bomb).as_bytes(), bomb)]).unwrap();
         assert!(decode_batch(&wire).unwrap_err().contains("BATCH_MAX_BYTES"));

@@ -17,6 +17,8 @@ pub struct LocalEntry {
     pub kind: FileKind,
     pub size: u64,
     pub hash: [u8; 32],
+    /// The mtime the entry had then: a file still of this size and mtime is taken as unchanged.
+    pub mtime_ns: i128,
 }
 
 /// The local manifest, on sled in the data dir.
@@ -73,7 +75,7 @@ impl LocalManifest {
     pub fn follow(&self, change: &FileChange) {
         let (folder, path) = (change.folder.as_str(), change.path.as_str());
         match &change.op {
-            FileOp::Write { size, hash, .. } => {
+            FileOp::Write { size, hash, attrs, .. } => {
                 self.remove_tree(folder, path);
                 self.put(
                     folder,
@@ -82,19 +84,21 @@ impl LocalManifest {
                         kind: FileKind::File,
                         size: *size,
                         hash: *hash,
+                        mtime_ns: attrs.mtime_ns,
                     },
                 )
             }
-            FileOp::Mkdir { .. } => self.put(
+            FileOp::Mkdir { attrs } => self.put(
                 folder,
                 path,
                 LocalEntry {
                     kind: FileKind::Dir,
                     size: 0,
                     hash: [0; 32],
+                    mtime_ns: attrs.mtime_ns,
                 },
             ),
-            FileOp::Symlink { target, .. } => {
+            FileOp::Symlink { target, mtime_ns } => {
                 self.remove_tree(folder, path);
                 self.put(
                     folder,
@@ -103,10 +107,16 @@ impl LocalManifest {
                         kind: FileKind::Symlink,
                         size: 0,
                         hash: *blake3::hash(target.as_bytes()).as_bytes(),
+                        mtime_ns: *mtime_ns,
                     },
                 )
             }
-            FileOp::SetAttrs { .. } => {}
+            FileOp::SetAttrs { attrs } => {
+                if let Some(mut e) = self.get(folder, path) {
+                    e.mtime_ns = attrs.mtime_ns;
+                    self.put(folder, path, e);
+                }
+            }
             FileOp::Delete => self.remove_tree(folder, path),
             FileOp::Rename { to } => {
                 self.remove_tree(folder, to);

@@ -49,7 +49,7 @@ impl FileSync {
         if index <= *self.materialized.borrow() {
             return None;
         }
-        if origin == Some(self.me) {
+        if origin == Some(self.me) && self.lock().capturing {
             // This node read the change from its own disk: the disk already holds it.
             self.local.follow(&change);
             self.lock()
@@ -115,6 +115,14 @@ impl FileSync {
             DiskError::NoSpace { .. } => format!("{NO_SPACE}: {e}"),
             other => format!("{path}: {other}"),
         };
+        // What Tandem did not put here is moved aside before a committed change replaces it.
+        let incoming = match &change.op {
+            FileOp::Write { hash, .. } => Some(*hash),
+            _ => None,
+        };
+        if !matches!(change.op, FileOp::SetAttrs { .. } | FileOp::Mkdir { .. }) {
+            self.guard(&change.folder, rel, incoming).map_err(disk_err)?;
+        }
         match &change.op {
             FileOp::Write {
                 size,
@@ -244,6 +252,30 @@ impl FileSync {
             self.staging.remove(&c.hash);
         }
         Ok(Outcome::Done)
+    }
+
+    /// Quarantine the file at `rel` if it holds a change Tandem never saw committed (neither
+    /// what it last wrote or saw there, nor `incoming`).
+    fn guard(&self, folder: &str, rel: &str, incoming: Option<[u8; 32]>) -> Result<(), DiskError> {
+        let spec = self.folder(folder).expect("folder checked by the caller");
+        let Some(meta) = disk::stat(&spec.root, rel)? else {
+            return Ok(());
+        };
+        if !meta.is_file() {
+            return Ok(());
+        }
+        let known = self.local.get(folder, rel);
+        if known.is_some_and(|k| {
+            k.kind == FileKind::File && k.size == meta.len() && k.mtime_ns == disk::attrs_of(&meta).mtime_ns
+        }) {
+            return Ok(());
+        }
+        let path = disk::resolve(&spec.root, rel)?;
+        let hash = chunk::chunk_file(&path).map(|c| c.hash).ok();
+        if hash.is_some() && (hash == known.map(|k| k.hash) || hash == incoming) {
+            return Ok(());
+        }
+        self.quarantine(folder, rel)
     }
 
     /// Move a local entry that never committed aside (blocking).
@@ -439,6 +471,7 @@ impl FileSync {
                 kind: meta.kind,
                 size: meta.size,
                 hash: meta.hash,
+                mtime_ns: meta.attrs.mtime_ns,
             },
         );
     }
@@ -571,6 +604,7 @@ impl FileSync {
                         kind: FileKind::File,
                         size: want.size,
                         hash: want.hash,
+                        mtime_ns: want.attrs.mtime_ns,
                     },
                 );
                 Ok(true)

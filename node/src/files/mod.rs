@@ -60,6 +60,8 @@ pub type Exchange =
 
 /// How long one file request to the other data node may take.
 pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest the service's start waits for the folders to catch up.
+pub const CATCH_UP_BEFORE_SERVICE: Duration = Duration::from_secs(30);
 /// How often the mirror looks at the node's role, pending contents and a stalled apply.
 pub const MIRROR_TICK: Duration = Duration::from_millis(100);
 /// How many local copies' chunk lists are kept, keyed by size and mtime.
@@ -230,6 +232,41 @@ impl FileSync {
         let mut rx = self.materialized.subscribe();
         let reached = async move { rx.wait_for(|m| *m >= index).await.is_ok() };
         matches!(tokio::time::timeout(timeout, reached).await, Ok(true))
+    }
+
+    /// What heartbeats carry of the mirror.
+    pub fn brief(&self) -> crate::cluster::FilesBrief {
+        let synced = self.synced();
+        let s = self.lock();
+        crate::cluster::FilesBrief {
+            synced,
+            pending_files: s.pending.len() as u64,
+            pending_bytes: s.pending.values().map(|p| p.size).sum(),
+            stalled: s.stalled.clone(),
+        }
+    }
+
+    /// Before the service starts on this node: wait until the disk holds every file change
+    /// committed so far (at most [`CATCH_UP_BEFORE_SERVICE`]; then it starts anyway, with a
+    /// warning, since a service that never starts is no safer).
+    pub async fn catch_up_before_service(&self) {
+        let index = self.last_file_index();
+        if !self.wait_materialized(index, CATCH_UP_BEFORE_SERVICE).await {
+            self.event(
+                Kind::Warning,
+                format!(
+                    "the service starts before this node's folders hold every committed change \
+                     (index {index} not reached within {CATCH_UP_BEFORE_SERVICE:?})"
+                ),
+            );
+        }
+        let pending = self.lock().pending.len();
+        if pending > 0 {
+            self.event(
+                Kind::Warning,
+                format!("the service starts with {pending} files whose committed content never reached this node"),
+            );
+        }
     }
 
     pub fn info(&self) -> FilesInfo {

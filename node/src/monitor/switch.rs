@@ -238,6 +238,7 @@ mod tests {
             warning: None,
             standby_behind: None,
             standby_synced: None,
+            files: None,
         }
     }
 

@@ -95,6 +95,9 @@ pub trait ActionRunner: Send + Sync + 'static {
 
 /// Runs the configured resources. Operations are serialized: a release waits for an acquire in
 /// progress, which stops before its next resource once a release is waiting.
+/// Something an acquire waits for before it starts.
+pub type AcquireGate = Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
 pub struct ResourceAgent {
     node: String,
     resources: Vec<ResourceConfig>,
@@ -108,6 +111,8 @@ pub struct ResourceAgent {
     runner: Option<Arc<dyn ActionRunner>>,
     /// Where each finished action is reported, once the node set it.
     events: std::sync::OnceLock<Arc<crate::events::EventLog>>,
+    /// Awaited before the first resource is acquired (the file mirror catching up).
+    gate: std::sync::OnceLock<AcquireGate>,
 }
 
 impl ResourceAgent {
@@ -131,12 +136,19 @@ impl ResourceAgent {
             runs: std::sync::Mutex::new(VecDeque::new()),
             runner,
             events: std::sync::OnceLock::new(),
+            gate: std::sync::OnceLock::new(),
         })
     }
 
     /// Report every finished action, with its output, to `events`.
     pub fn report_to(&self, events: Arc<crate::events::EventLog>) {
         let _ = self.events.set(events);
+    }
+
+    /// Have every acquire wait for `gate` first: the service starts on a disk that holds every
+    /// committed file change.
+    pub fn gate_acquire(&self, gate: AcquireGate) {
+        let _ = self.gate.set(gate);
     }
 
     pub fn resources(&self) -> &[ResourceConfig] {
@@ -178,6 +190,9 @@ impl ResourceAgent {
     pub async fn acquire(&self, epoch: Epoch) -> Result<(), ResourceError> {
         let _turn = self.busy.lock().await;
         self.last_epoch.store(epoch, Ordering::SeqCst);
+        if let Some(gate) = self.gate.get() {
+            gate().await;
+        }
         for r in &self.resources {
             if self.release_waiting.load(Ordering::SeqCst) {
                 return Err(ResourceError::Cancelled);
