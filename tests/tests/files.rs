@@ -687,3 +687,204 @@ fn bad_content_and_paths_on_the_peer_port_are_refused_and_change_nothing() {
     write(&setup.folder(active).join("b.cfg"), b"still fine\n");
     setup.wait_committed_state(standby, "w", &["out"], "after the bad requests");
 }
+
+/// Sets a kernel tunable for the life of a test and puts the old value back.
+struct Sysctl {
+    path: &'static str,
+    old: String,
+}
+
+impl Sysctl {
+    fn set(path: &'static str, value: &str) -> Sysctl {
+        let old = std::fs::read_to_string(path).unwrap();
+        std::fs::write(path, value).unwrap_or_else(|e| panic!("set {path} (the test runs as root): {e}"));
+        Sysctl { path, old }
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path, self.old.trim());
+    }
+}
+
+fn events_of(setup: &Setup, node: &str) -> Vec<String> {
+    let q = tandem_client::EventsQuery {
+        local: true,
+        ..Default::default()
+    };
+    let page = setup.cluster.block_on(setup.cluster.client(node).events(&q)).unwrap();
+    page.events.into_iter().map(|e| e.detail).collect()
+}
+
+fn wait_capturing(setup: &Setup, node: &str) {
+    let started = Instant::now();
+    while !setup.files(node).capturing {
+        assert!(started.elapsed() < SETTLE, "{node} never started capturing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn lost_notifications_and_a_watch_limit_fall_back_to_rescans() {
+    // The kernel's notification queue of the active's watch holds 16 events: a burst of
+    // creates overflows it.
+    let setup = {
+        let _small_queue = Sysctl::set("/proc/sys/fs/inotify/max_queued_events", "16");
+        let setup = Setup::start("");
+        let active = setup.cluster.wait_active(None, SETTLE);
+        wait_capturing(&setup, active);
+        setup
+    };
+    let active = setup.cluster.wait_active(None, SETTLE);
+    for i in 0..400 {
+        write(&setup.folder(active).join(format!("burst/{}/{i}", i % 4)), b"x");
+    }
+    setup.wait_mirrored(active, "after an overflow");
+    assert!(
+        setup.files(active).counters.rescans >= 1,
+        "{:?}",
+        setup.files(active).counters
+    );
+    assert!(
+        events_of(&setup, active)
+            .iter()
+            .any(|e| e.contains("change notifications were lost")),
+        "{:?}",
+        events_of(&setup, active)
+    );
+    drop(setup);
+
+    // No watch can be set at all: the folder is rescanned every few seconds instead.
+    let folders = tempfile::tempdir().unwrap();
+    for node in ["a", "b"] {
+        for d in 0..5 {
+            std::fs::create_dir_all(folders.path().join(format!("{node}/d{d}"))).unwrap();
+        }
+    }
+    let setup = {
+        let _no_watches = Sysctl::set("/proc/sys/fs/inotify/max_user_watches", "1");
+        let cluster = Cluster::start_initialized(ClusterOptions {
+            data_config: format!(
+                "[[sync]]\nid = \"scenes\"\npath = \"{}/@NODE@\"\n",
+                folders.path().display()
+            ),
+            ..Default::default()
+        })
+        .unwrap();
+        let setup = Setup { cluster, folders };
+        let active = setup.cluster.wait_active(None, SETTLE);
+        wait_capturing(&setup, active);
+        setup
+    };
+    let active = setup.cluster.wait_active(None, SETTLE);
+    write(&setup.folder(active).join("d3/found-by-a-rescan"), b"polled\n");
+    setup.wait_mirrored(active, "without a watch");
+    let events = events_of(&setup, active);
+    assert!(setup.files(active).counters.rescans >= 1, "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("cannot be watched") && e.contains("max_user_watches")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_rate_limited_resync_shows_its_progress() {
+    let mut setup = Setup::start("resync_rate_limit_mib_s = 4\n");
+    let active = setup.cluster.wait_active(None, SETTLE);
+    let standby = other_data_node(active);
+    write(&setup.folder(active).join("seed.txt"), b"seed\n");
+    setup.wait_mirrored(active, "seed");
+    setup.cluster.kill(standby);
+    // Two files the standby will have to fetch: 12 MiB at 4 MiB/s.
+    write(&setup.folder(active).join("one.bin"), &noise(6 * 1024 * 1024, 21));
+    write(&setup.folder(active).join("two.bin"), &noise(6 * 1024 * 1024, 22));
+    setup.wait_committed_state(active, "w", &[], "written while the standby is down");
+    let started = Instant::now();
+    setup.cluster.restart(standby).unwrap();
+    let mut seen = None;
+    while started.elapsed() < SETTLE {
+        let info = setup.files(standby);
+        if let Some(p) = info.progress {
+            if p.bytes_done > 0 && p.bytes_done < p.bytes_total {
+                seen = Some(p);
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let p = seen.expect("no progress under way was ever shown");
+    assert_eq!(p.files_total, 2, "{p:?}");
+    assert!(p.bytes_total >= 12 * 1024 * 1024, "{p:?}");
+    assert!(p.rate_bytes_per_sec > 0 && p.eta_secs.is_some(), "{p:?}");
+    setup.wait_mirrored(active, "rate-limited resync");
+    // The limit holds the fetch to at least 12 MiB / 4 MiB/s; fetching without it takes a
+    // fraction of a second here.
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "12 MiB at 4 MiB/s took only {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn existing_folders_are_mirrored_from_the_first_active_moving_only_what_differs() {
+    // Both machines already hold a copy (say, from an rsync job); they differ a little.
+    let folders = tempfile::tempdir().unwrap();
+    let shared = noise(6 * 1024 * 1024, 31);
+    for node in ["a", "b"] {
+        let root = folders.path().join(node);
+        write(&root.join("media/shared.bin"), &shared);
+        write(&root.join("same.cfg"), b"same on both\n");
+        write(
+            &root.join("conflict.cfg"),
+            format!("the version of {node}\n").as_bytes(),
+        );
+        write(&root.join(format!("only-on-{node}.txt")), b"mine\n");
+    }
+    let data_config = format!(
+        "[[sync]]\nid = \"scenes\"\npath = \"{}/@NODE@\"\n",
+        folders.path().display()
+    );
+    let cluster = Cluster::start_initialized(ClusterOptions {
+        data_config,
+        ..Default::default()
+    })
+    .unwrap();
+    let setup = Setup { cluster, folders };
+    let active = setup.cluster.wait_active(None, SETTLE);
+    let standby = other_data_node(active);
+
+    // The first active's copy is the cluster's: nothing of it moved or lost.
+    setup.wait_mirrored(active, "initial mirroring");
+    let a = setup.folder(active);
+    assert_eq!(std::fs::read(a.join("media/shared.bin")).unwrap(), shared);
+    assert_eq!(
+        std::fs::read_to_string(a.join("conflict.cfg")).unwrap(),
+        format!("the version of {active}\n")
+    );
+    assert!(a.join(format!("only-on-{active}.txt")).exists());
+    assert!(!a.join(format!("only-on-{standby}.txt")).exists());
+    assert!(setup.files(active).quarantined.is_empty());
+
+    // The standby's own differences are kept aside, not deleted.
+    let q: BTreeMap<String, String> = setup
+        .files(standby)
+        .quarantined
+        .into_iter()
+        .map(|q| (q.path, q.moved_to))
+        .collect();
+    assert_eq!(
+        q.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["conflict.cfg".to_string(), format!("only-on-{standby}.txt")]
+    );
+    assert_eq!(
+        std::fs::read_to_string(&q["conflict.cfg"]).unwrap(),
+        format!("the version of {standby}\n")
+    );
+    // The large file both had moved no content.
+    let c = setup.files(active).counters;
+    assert!(c.pushed_bytes < 256 * 1024, "{c:?}");
+}

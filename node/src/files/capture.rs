@@ -105,18 +105,26 @@ impl FileSync {
     /// Watch every folder and propose its changes in `epoch` until `stop` or until the epoch is
     /// fenced off.
     pub(super) async fn capture(self: Arc<Self>, epoch: u64, stop: watch::Receiver<bool>) {
+        // `capturing` is reported once every folder is watched (or polled) and scanned.
+        let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let tasks: Vec<_> = self
             .folders
             .values()
             .cloned()
-            .map(|spec| tokio::spawn(self.clone().capture_folder(spec, epoch, stop.clone())))
+            .map(|spec| tokio::spawn(self.clone().capture_folder(spec, epoch, stop.clone(), ready.clone())))
             .collect();
         for t in tasks {
             let _ = t.await;
         }
     }
 
-    async fn capture_folder(self: Arc<Self>, spec: FolderSpec, epoch: u64, mut stop: watch::Receiver<bool>) {
+    async fn capture_folder(
+        self: Arc<Self>,
+        spec: FolderSpec,
+        epoch: u64,
+        mut stop: watch::Receiver<bool>,
+        ready: Arc<std::sync::atomic::AtomicUsize>,
+    ) {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let watcher = notify::RecommendedWatcher::new(
             move |res| {
@@ -146,6 +154,9 @@ impl FileSync {
         if let Err(Deposed(why)) = self.scan(&spec, "", epoch).await {
             tracing::info!(folder = %spec.id, why, "capture stopped");
             return;
+        }
+        if ready.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1 == self.folders.len() {
+            self.lock().capturing = true;
         }
         let mut tick = tokio::time::interval(SETTLE_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -140,6 +140,13 @@ impl LocalManifest {
         }
     }
 
+    /// Whether this node never recorded anything of `folder` (it never mirrored it).
+    pub fn knows_nothing_of(&self, folder: &str) -> bool {
+        let mut prefix = folder.as_bytes().to_vec();
+        prefix.push(0);
+        self.tree.scan_prefix(prefix).next().is_none()
+    }
+
     pub fn flush(&self) {
         let _ = self.tree.flush();
     }

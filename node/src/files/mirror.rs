@@ -46,6 +46,7 @@ impl FileSync {
             }
             FileFeed::Applied { index, origin, change } => (index, origin, change),
         };
+        self.lock().last_change = Some(Instant::now());
         if index <= *self.materialized.borrow() {
             return None;
         }
@@ -60,7 +61,9 @@ impl FileSync {
         }
         let this = self.clone();
         let c = change.clone();
+        let turn = self.disk_turn.lock().await;
         let result = tokio::task::spawn_blocking(move || this.materialize(&c)).await;
+        drop(turn);
         let key = (change.folder.clone(), change.path.clone());
         match result.unwrap_or_else(|e| Err(format!("apply task failed: {e}"))) {
             Ok(Outcome::Done) => {
@@ -68,6 +71,9 @@ impl FileSync {
                 self.local.follow(&change);
                 let mut s = self.lock();
                 follow_pending(&mut s.pending, &change);
+                if s.pending.is_empty() {
+                    s.progress = None;
+                }
                 if let Some(reason) = s.stalled.take() {
                     drop(s);
                     self.event(Kind::Warning, format!("file mirror resumed (was stopped: {reason})"));
@@ -76,7 +82,11 @@ impl FileSync {
             Ok(Outcome::Pending(p)) => {
                 let mut s = self.lock();
                 follow_pending(&mut s.pending, &change);
+                let size = p.size;
                 s.pending.insert(key, p);
+                let progress = s.progress.get_or_insert_with(Progress::new);
+                progress.files_total += 1;
+                progress.bytes_total += size;
             }
             Err(e) if e.starts_with(NO_SPACE) => {
                 let first = self.lock().stalled.replace(e.clone()).is_none();
@@ -310,7 +320,9 @@ impl FileSync {
     /// quarantine local changes that never committed.
     pub(super) async fn reconcile(self: Arc<Self>) {
         let this = self.clone();
+        let turn = self.disk_turn.lock().await;
         let result = tokio::task::spawn_blocking(move || this.reconcile_blocking()).await;
+        drop(turn);
         match result {
             Ok(Ok(through)) => {
                 self.materialized.send_if_modified(|m| {
@@ -328,11 +340,9 @@ impl FileSync {
         };
         if files > 0 {
             self.lock().progress = Some(Progress {
-                started: Instant::now(),
                 files_total: files,
                 bytes_total: bytes,
-                files_done: 0,
-                bytes_done: 0,
+                ..Progress::new()
             });
             self.event(
                 Kind::Warning,
@@ -355,9 +365,27 @@ impl FileSync {
                 .take_while(|((id, _), _)| *id == spec.id)
                 .map(|((_, p), m)| (p.as_str(), m))
                 .collect();
+            // A folder that was never mirrored, on a cluster that holds nothing of it yet, is
+            // the initial copy: its files stay where they are (the first active proposes
+            // them; a standby's copy serves as chunk source and differing files are moved aside
+            // when the committed versions replace them).
+            let first_copy = committed.is_empty() && self.local.knows_nothing_of(&spec.id);
+            {
+                let mut s = self.lock();
+                if first_copy {
+                    s.first_copy.insert(spec.id.clone());
+                } else {
+                    s.first_copy.remove(&spec.id);
+                }
+            }
             // Local entries the index does not know: moved aside, unless Tandem itself put them
             // there (then a committed delete this node missed removes them).
-            for rel in walk_folder(root, spec).map_err(|e| format!("{}: {e}", root.display()))? {
+            let extras = if first_copy {
+                Vec::new()
+            } else {
+                walk_folder(root, spec).map_err(|e| format!("{}: {e}", root.display()))?
+            };
+            for rel in extras {
                 if committed.contains_key(rel.as_str()) {
                     continue;
                 }
@@ -480,6 +508,7 @@ impl FileSync {
     /// limit.
     pub(super) async fn fetch_pending(self: Arc<Self>) {
         let Some(peer) = self.peer.clone() else { return };
+        let mut pace = Pace::new();
         let todo: Vec<((String, String), Pending)> = self
             .lock()
             .pending
@@ -487,12 +516,9 @@ impl FileSync {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for ((folder, path), want) in todo {
-            match self.fetch_one(&peer, &folder, &path, &want).await {
+            match self.fetch_one(&peer, &folder, &path, &want, &mut pace).await {
                 Ok(true) => {
                     let mut s = self.lock();
-                    if s.pending.get(&(folder.clone(), path.clone())) == Some(&want) {
-                        s.pending.remove(&(folder.clone(), path.clone()));
-                    }
                     if let Some(p) = s.progress.as_mut() {
                         p.files_done += 1;
                         p.bytes_done += want.size;
@@ -518,7 +544,14 @@ impl FileSync {
 
     /// Fetch what `path` lacks from `peer` and write it; `Ok(false)` when the peer's copy is not
     /// the wanted version (yet).
-    async fn fetch_one(self: &Arc<Self>, peer: &str, folder: &str, path: &str, want: &Pending) -> Result<bool, String> {
+    async fn fetch_one(
+        self: &Arc<Self>,
+        peer: &str,
+        folder: &str,
+        path: &str,
+        want: &Pending,
+        pace: &mut Pace,
+    ) -> Result<bool, String> {
         let req = codec::encode(&ManifestRequest {
             folder: folder.to_string(),
             path: path.to_string(),
@@ -540,7 +573,6 @@ impl FileSync {
             }
         }
         drop(local);
-        let started = Instant::now();
         let mut fetched = 0u64;
         let mut batch: Vec<[u8; 32]> = Vec::new();
         let mut batch_bytes = 0usize;
@@ -580,23 +612,33 @@ impl FileSync {
         };
         for (len, hash) in missing {
             if batch_bytes + len as usize > chunk::BATCH_MAX_BYTES && !batch.is_empty() {
-                fetched += flush(std::mem::take(&mut batch)).await?;
+                let got = flush(std::mem::take(&mut batch)).await?;
+                fetched += got;
+                pace.account(spec.rate_limit, got).await;
                 batch_bytes = 0;
-                self.throttle(&spec, fetched, started).await;
             }
             batch.push(hash);
             batch_bytes += len as usize;
         }
         if !batch.is_empty() {
-            fetched += flush(batch).await?;
+            let got = flush(batch).await?;
+            fetched += got;
+            pace.account(spec.rate_limit, got).await;
         }
         tracing::debug!(folder, path, fetched, "fetched missing chunks");
         let (this, folder_id, this_path, wanted) = (self.clone(), folder.to_string(), path.to_string(), want.clone());
+        // The fetched chunks are written only if no committed change moved the path meanwhile;
+        // changes from the log and fetches take turns on the disk.
+        let _turn = self.disk_turn.lock().await;
+        if self.lock().pending.get(&(folder.to_string(), path.to_string())) != Some(want) {
+            return Ok(false);
+        }
         let result = tokio::task::spawn_blocking(move || this.assemble(&folder_id, &this_path, &copy, &wanted))
             .await
             .map_err(|e| e.to_string())?;
         match result {
             Ok(Outcome::Done) => {
+                self.lock().pending.remove(&(folder.to_string(), path.to_string()));
                 self.local.put(
                     folder,
                     path,
@@ -614,12 +656,28 @@ impl FileSync {
             Err(e) => Err(e.to_string()),
         }
     }
+}
 
-    /// Sleep as long as it takes to keep `bytes` since `started` under the folder's rate limit.
-    async fn throttle(&self, spec: &super::spec::FolderSpec, bytes: u64, started: Instant) {
-        if let Some(limit) = spec.rate_limit {
-            let due = std::time::Duration::from_secs_f64(bytes as f64 / limit as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
+/// Keeps one round of fetches under the folder's rate limit.
+pub(super) struct Pace {
+    started: Instant,
+    bytes: u64,
+}
+
+impl Pace {
+    pub(super) fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// Count `bytes` more and sleep as long as it takes to stay under `limit` bytes/s.
+    async fn account(&mut self, limit: Option<u64>, bytes: u64) {
+        self.bytes += bytes;
+        if let Some(limit) = limit {
+            let due = std::time::Duration::from_secs_f64(self.bytes as f64 / limit as f64);
+            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
                 tokio::time::sleep(wait).await;
             }
         }
@@ -645,7 +703,11 @@ fn follow_pending(pending: &mut BTreeMap<(String, String), Pending>, change: &Fi
     let under = |p: &str, root: &str| p == root || p.starts_with(&format!("{root}/"));
     let folder = &change.folder;
     match &change.op {
-        FileOp::Write { .. } | FileOp::Mkdir { .. } | FileOp::Symlink { .. } | FileOp::Delete => {
+        // A directory keeps what is under it; a file, link or delete replaces the whole subtree.
+        FileOp::Mkdir { .. } => {
+            pending.remove(&(folder.clone(), change.path.clone()));
+        }
+        FileOp::Write { .. } | FileOp::Symlink { .. } | FileOp::Delete => {
             pending.retain(|(f, p), _| !(f == folder && under(p, &change.path)));
         }
         FileOp::SetAttrs { .. } => {}
@@ -698,4 +760,64 @@ pub(super) fn walk_folder(root: &std::path::Path, spec: &super::spec::FolderSpec
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use tandem_raft_store::records::FileAttrs;
+
+    use super::*;
+
+    fn pending() -> BTreeMap<(String, String), Pending> {
+        let p = Pending {
+            size: 1,
+            hash: [1; 32],
+            attrs: FileAttrs {
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime_ns: 0,
+            },
+            quarantine_first: false,
+        };
+        ["d", "d/a", "d/e/b", "d0"]
+            .into_iter()
+            .map(|path| (("f".to_string(), path.to_string()), p.clone()))
+            .collect()
+    }
+
+    fn change(path: &str, op: FileOp) -> FileChange {
+        FileChange {
+            folder: "f".into(),
+            path: path.into(),
+            op,
+        }
+    }
+
+    fn paths(p: &BTreeMap<(String, String), Pending>) -> Vec<&str> {
+        p.keys().map(|(_, p)| p.as_str()).collect()
+    }
+
+    #[test]
+    fn pending_entries_follow_committed_changes_to_their_paths() {
+        let attrs = FileAttrs {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+        };
+        let mut p = pending();
+        follow_pending(&mut p, &change("d", FileOp::Mkdir { attrs }));
+        assert_eq!(
+            paths(&p),
+            ["d/a", "d/e/b", "d0"],
+            "a directory keeps what is pending under it"
+        );
+        let mut p = pending();
+        follow_pending(&mut p, &change("d", FileOp::Delete));
+        assert_eq!(paths(&p), ["d0"], "a delete takes the subtree, not its neighbour");
+        let mut p = pending();
+        follow_pending(&mut p, &change("d", FileOp::Rename { to: "n".into() }));
+        assert_eq!(paths(&p), ["d0", "n", "n/a", "n/e/b"]);
+    }
 }

@@ -60,6 +60,8 @@ pub type Exchange =
 
 /// How long one file request to the other data node may take.
 pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the log must be quiet before a first copy is compared with the index again.
+pub const FIRST_COPY_SETTLE: Duration = Duration::from_secs(1);
 /// Longest the service's start waits for the folders to catch up.
 pub const CATCH_UP_BEFORE_SERVICE: Duration = Duration::from_secs(30);
 /// How often the mirror looks at the node's role, pending contents and a stalled apply.
@@ -87,6 +89,11 @@ struct MirrorState {
     progress: Option<Progress>,
     quarantined: Vec<QuarantineInfo>,
     capturing: bool,
+    /// Folders compared as a first copy (left as found); compared again once the index holds
+    /// them and the log has been quiet for [`FIRST_COPY_SETTLE`].
+    first_copy: std::collections::BTreeSet<String>,
+    /// When the last change came through the feed.
+    last_change: Option<Instant>,
 }
 
 struct Progress {
@@ -95,6 +102,18 @@ struct Progress {
     bytes_total: u64,
     files_done: u64,
     bytes_done: u64,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            files_total: 0,
+            bytes_total: 0,
+            files_done: 0,
+            bytes_done: 0,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -134,6 +153,8 @@ pub struct FileSync {
     state: Mutex<MirrorState>,
     chunk_cache: Mutex<ChunkCache>,
     counters: Counters,
+    /// Held while the disk is changed: by the log's changes and by fetched contents in turn.
+    disk_turn: tokio::sync::Mutex<()>,
     /// Highest log index whose file change this node's disk reflects.
     materialized: watch::Sender<u64>,
 }
@@ -178,6 +199,7 @@ impl FileSync {
             chunk_cache: Mutex::default(),
             counters: Counters::default(),
             materialized: watch::channel(0).0,
+            disk_turn: tokio::sync::Mutex::new(()),
         })))
     }
 
@@ -232,6 +254,24 @@ impl FileSync {
         let mut rx = self.materialized.subscribe();
         let reached = async move { rx.wait_for(|m| *m >= index).await.is_ok() };
         matches!(tokio::time::timeout(timeout, reached).await, Ok(true))
+    }
+
+    /// A standby's first copy is due for its second comparison: the index now holds the
+    /// folder and no change came for a while.
+    fn first_copy_settled(&self) -> bool {
+        let s = self.lock();
+        if s.first_copy.is_empty() || s.capturing || s.last_change.is_some_and(|t| t.elapsed() < FIRST_COPY_SETTLE) {
+            return false;
+        }
+        let folders: Vec<String> = s.first_copy.iter().cloned().collect();
+        drop(s);
+        let st = self.consensus.state().read();
+        folders.iter().any(|f| {
+            st.files
+                .range((f.clone(), String::new())..)
+                .next()
+                .is_some_and(|((id, _), _)| id == f)
+        })
     }
 
     /// What heartbeats carry of the mirror.
@@ -352,6 +392,7 @@ impl FileSync {
         let mut tick = tokio::time::interval(MIRROR_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_fetch = Instant::now();
+        let mut fetching: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             if let Some(item) = retry.take() {
                 retry = self.clone().handle(item).await;
@@ -376,7 +417,6 @@ impl FileSync {
                             let since = self.consensus.activation().map_or(0, |a| a.since_index);
                             if *self.materialized.borrow() >= since.min(self.last_file_index()) {
                                 let (tx, rx) = watch::channel(false);
-                                self.lock().capturing = true;
                                 let task = tokio::spawn(self.clone().capture(epoch, rx));
                                 capture = Some((tx, task));
                             }
@@ -396,8 +436,14 @@ impl FileSync {
                         }
                         _ => {}
                     }
-                    if last_fetch.elapsed() >= Duration::from_millis(500) && !self.lock().pending.is_empty() {
-                        self.clone().fetch_pending().await;
+                    if self.first_copy_settled() {
+                        self.clone().reconcile().await;
+                    }
+                    // Fetches run beside the log's changes (they take turns on the disk), so a
+                    // long resync does not hold up new changes.
+                    let idle = fetching.as_ref().is_none_or(|t| t.is_finished());
+                    if idle && last_fetch.elapsed() >= Duration::from_millis(500) && !self.lock().pending.is_empty() {
+                        fetching = Some(tokio::spawn(self.clone().fetch_pending()));
                         last_fetch = Instant::now();
                     }
                 }
@@ -407,6 +453,9 @@ impl FileSync {
         if let Some((tx, task)) = capture {
             let _ = tx.send(true);
             let _ = task.await;
+        }
+        if let Some(f) = fetching {
+            f.abort();
         }
         self.local.flush();
     }
