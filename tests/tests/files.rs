@@ -544,17 +544,25 @@ fn a_full_disk_on_the_standby_stops_applying_and_resumes_when_space_returns() {
     write(&ballast, &vec![0u8; 15 * 1024 * 1024]);
     let data = noise(3 * 1024 * 1024, 11);
     write(&setup.folder(active).join("scene.bin"), &data);
-    write(&setup.folder(active).join("zz-after.txt"), b"queued behind\n");
 
     let started = Instant::now();
-    let info = loop {
+    loop {
         let info = setup.files(standby);
         if info.stalled.is_some() {
-            break info;
+            break;
         }
         assert!(started.elapsed() < SETTLE, "the standby never stopped: {info:?}");
         std::thread::sleep(Duration::from_millis(100));
-    };
+    }
+    // A change committed after the one that does not fit waits behind it.
+    write(&setup.folder(active).join("zz-after.txt"), b"queued behind\n");
+    let started = Instant::now();
+    while !setup.manifest("w").contains_key("zz-after.txt") {
+        assert!(started.elapsed() < SETTLE, "zz-after.txt never committed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let info = setup.files(standby);
     assert!(!info.synced, "{info:?}");
     assert!(info.stalled.as_deref().unwrap().contains("no space"), "{info:?}");
     let b = setup.folder(standby);

@@ -49,8 +49,19 @@ use crate::events::Kind;
 
 /// How often settled paths are looked for.
 const SETTLE_TICK: Duration = Duration::from_millis(5);
+/// Most file changes of one folder proposed at once.
+pub const PROPOSALS_IN_FLIGHT: usize = 32;
 /// How often a folder without a working watch is rescanned.
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Whether syncing a new directory also scans what is in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    /// A changed path: files made right after `mkdir` may not have been reported.
+    Into,
+    /// Part of a scan that lists the whole subtree anyway.
+    Not,
+}
 
 /// Why the capture stopped by itself.
 #[derive(Debug)]
@@ -201,11 +212,10 @@ impl FileSync {
                             let _ = w.watch(&spec.root.join(dir), RecursiveMode::Recursive);
                         }
                     }
-                    for rel in settling.ready(spec.quiet, spec.max_delay) {
-                        if let Err(Deposed(why)) = self.sync_path(&spec, &rel, epoch).await {
-                            tracing::info!(folder = %spec.id, why, "capture stopped");
-                            return;
-                        }
+                    let ready = settling.ready(spec.quiet, spec.max_delay);
+                    if let Err(Deposed(why)) = self.sync_paths(&spec, ready, epoch, Walk::Into).await {
+                        tracing::info!(folder = %spec.id, why, "capture stopped");
+                        return;
                     }
                 }
                 _ = stopped(&mut stop) => break,
@@ -263,7 +273,7 @@ impl FileSync {
                 )
                 .await?;
                 // Contents and attributes are checked as for any change.
-                self.sync_path(spec, to, epoch).await?;
+                self.sync_path(spec, to, epoch, Walk::Into).await?;
                 if known.kind == FileKind::Dir {
                     self.scan(spec, to, epoch).await?;
                     return Ok(Some(to.to_string()));
@@ -271,8 +281,8 @@ impl FileSync {
                 return Ok(None);
             }
         }
-        self.sync_path(spec, from, epoch).await?;
-        self.sync_path(spec, to, epoch).await?;
+        self.sync_path(spec, from, epoch, Walk::Into).await?;
+        self.sync_path(spec, to, epoch, Walk::Into).await?;
         Ok(None)
     }
 
@@ -321,14 +331,26 @@ impl FileSync {
         let mut all: Vec<String> = on_disk.into_iter().chain(in_index).collect();
         all.sort();
         all.dedup();
-        for rel in all {
-            self.sync_path(spec, &rel, epoch).await?;
+        // The walk listed everything below: no path needs to walk into its directory again.
+        self.sync_paths(spec, all, epoch, Walk::Not).await
+    }
+
+    /// Sync distinct paths, up to [`PROPOSALS_IN_FLIGHT`] at once: their records are
+    /// independent (a change to one path never depends on another's being applied first), and
+    /// Raft commits concurrent proposals together.
+    async fn sync_paths(&self, spec: &FolderSpec, paths: Vec<String>, epoch: u64, walk: Walk) -> Result<(), Deposed> {
+        use futures_util::StreamExt;
+        let mut results = futures_util::stream::iter(paths)
+            .map(|rel| async move { self.sync_path(spec, &rel, epoch, walk).await })
+            .buffer_unordered(PROPOSALS_IN_FLIGHT);
+        while let Some(result) = results.next().await {
+            result?;
         }
         Ok(())
     }
 
     /// Make the index say what `rel` is on disk now.
-    async fn sync_path(&self, spec: &FolderSpec, rel: &str, epoch: u64) -> Result<(), Deposed> {
+    async fn sync_path(&self, spec: &FolderSpec, rel: &str, epoch: u64, walk: Walk) -> Result<(), Deposed> {
         let here = match disk::stat(&spec.root, rel) {
             Ok(m) => m,
             Err(e) => {
@@ -369,7 +391,7 @@ impl FileSync {
             if !same {
                 let was_dir = known.as_ref().is_some_and(|k| k.kind == FileKind::Dir);
                 self.propose(spec, change(FileOp::Mkdir { attrs }), epoch).await?;
-                if !was_dir {
+                if !was_dir && walk == Walk::Into {
                     // Files created right after mkdir may not have been reported.
                     Box::pin(self.scan(spec, rel, epoch)).await?;
                 }
@@ -421,7 +443,7 @@ impl FileSync {
                 return Ok(()); // gone again: its removal is reported too
             };
             if data.len() > INLINE_FILE_MAX_BYTES {
-                return Box::pin(self.sync_path(spec, rel, epoch)).await;
+                return Box::pin(self.sync_path(spec, rel, epoch, walk)).await;
             }
             let hash = *blake3::hash(&data).as_bytes();
             if known
