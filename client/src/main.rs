@@ -531,12 +531,7 @@ fn format_ms(ms: u64) -> String {
 }
 
 async fn events(cli: &Cli, timeout: Duration, query: EventsQuery, csv: bool, follow: bool) -> anyhow::Result<()> {
-    let first = first_answer(&cli.nodes, timeout).await?;
-    let me = first
-        .members
-        .iter()
-        .find(|m| m.id == first.node_id)
-        .map_or_else(|| cli.nodes[0].clone(), |m| m.admin_addr.clone());
+    let (me, first) = answering_node(cli, timeout).await?;
     let client = Client::new(me).with_timeout(timeout);
     if csv {
         print!("{}", client.events_csv(&query).await?);
@@ -919,13 +914,19 @@ async fn set_policies(cli: &Cli, timeout: Duration, update: PolicyUpdate) -> any
     Ok(())
 }
 
-async fn audit(cli: &Cli, timeout: Duration) -> anyhow::Result<()> {
+/// The first of `--nodes` that answers: its admin address as it names itself, and its status.
+async fn answering_node(cli: &Cli, timeout: Duration) -> anyhow::Result<(String, NodeStatus)> {
     let first = first_answer(&cli.nodes, timeout).await?;
     let addr = first
         .members
         .iter()
         .find(|m| m.id == first.node_id)
         .map_or_else(|| cli.nodes[0].clone(), |m| m.admin_addr.clone());
+    Ok((addr, first))
+}
+
+async fn audit(cli: &Cli, timeout: Duration) -> anyhow::Result<()> {
+    let (addr, _) = answering_node(cli, timeout).await?;
     let entries = Client::new(addr).with_timeout(timeout).audit().await?;
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
@@ -950,12 +951,7 @@ const FILES_WATCH_REDRAW: Duration = Duration::from_millis(500);
 const FILES_WATCH_LINE: Duration = Duration::from_secs(1);
 
 async fn files(cli: &Cli, timeout: Duration, watch: bool) -> anyhow::Result<()> {
-    let first = first_answer(&cli.nodes, timeout).await?;
-    let addr = first
-        .members
-        .iter()
-        .find(|m| m.id == first.node_id)
-        .map_or_else(|| cli.nodes[0].clone(), |m| m.admin_addr.clone());
+    let (addr, first) = answering_node(cli, timeout).await?;
     let client = Client::new(addr).with_timeout(timeout);
     let info = if watch {
         let in_place = std::io::stdout().is_terminal() && !cli.json;

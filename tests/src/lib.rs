@@ -506,14 +506,20 @@ pub fn http_status(addr: &str, path: &str) -> Option<u16> {
     probe().ok()
 }
 
-/// POST `body` to `path` at `addr` with `headers`; the status and the answer's body.
-pub fn http_post(addr: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+/// One raw HTTP/1.1 request (`Connection: close`); the status and the answer's body.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
     use std::io::Read;
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {

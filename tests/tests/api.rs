@@ -1,8 +1,5 @@
 //! The peer port's authentication, bootstrap rules, and the admin API's answers to bad input.
 
-use std::io::Read;
-use std::io::Write;
-use std::net::TcpStream;
 use std::time::Duration;
 
 use tandem_tests::other_data_node;
@@ -14,27 +11,8 @@ use tandem_tests::SECRET;
 
 /// One raw HTTP/1.1 request; returns (status code, body).
 fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).unwrap();
-    let text = String::from_utf8_lossy(&resp).to_string();
-    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
+    let (code, body) = tandem_tests::http_request(addr, method, path, headers, body).unwrap();
+    (code, String::from_utf8_lossy(&body).to_string())
 }
 
 #[test]

@@ -80,7 +80,11 @@ impl Setup {
 
     /// `extra`: more TOML for the data nodes; `all`: for every node.
     fn start_with(extra: &str, all: &str) -> Setup {
-        let folders = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), extra, all)
+    }
+
+    /// A cluster whose data nodes keep folder `scenes` in `folders/<node>`, as found there.
+    fn start_in(folders: tempfile::TempDir, extra: &str, all: &str) -> Setup {
         let data_config = format!(
             "[[sync]]\nid = \"scenes\"\npath = \"{}/@NODE@\"\nignore = [\"licence.key\", \"*.swp\"]\n{extra}",
             folders.path().display()
@@ -524,23 +528,15 @@ fn a_full_disk_on_the_standby_stops_applying_and_resumes_when_space_returns() {
         .iter()
         .map(|n| Tmpfs::mount(&folders.path().join(n), "16m"))
         .collect();
-    let data_config = format!(
-        "[[sync]]\nid = \"scenes\"\npath = \"{}/@NODE@\"\nignore = [\"ballast\"]\n",
-        folders.path().display()
-    );
-    let cluster = Cluster::start_initialized(ClusterOptions {
-        data_config,
-        ..Default::default()
-    })
-    .unwrap();
-    let setup = Setup { cluster, folders };
+    let setup = Setup::start_in(folders, "", "");
     let active = setup.cluster.wait_active(None, SETTLE);
     let standby = other_data_node(active);
     write(&setup.folder(active).join("before.txt"), b"fits\n");
     setup.wait_mirrored(active, "before the disk fills");
 
     // Fill the standby's file system to within 1 MiB.
-    let ballast = setup.folder(standby).join("ballast");
+    // Ignored, so it is the standby's own.
+    let ballast = setup.folder(standby).join("ballast.swp");
     write(&ballast, &vec![0u8; 15 * 1024 * 1024]);
     let data = noise(3 * 1024 * 1024, 11);
     write(&setup.folder(active).join("scene.bin"), &data);
@@ -619,8 +615,10 @@ fn bad_content_and_paths_on_the_peer_port_are_refused_and_change_nothing() {
     use tandem_node::files::transfer::GetRequest;
     use tandem_node::files::transfer::ManifestRequest;
     use tandem_raft_store::codec;
-    use tandem_tests::http_post;
 
+    let post = |addr: &str, path: &str, headers: &[(&str, &str)], body: &[u8]| {
+        tandem_tests::http_request(addr, "POST", path, headers, body)
+    };
     let setup = Setup::start("");
     let active = setup.cluster.wait_active(None, SETTLE);
     let standby = other_data_node(active);
@@ -634,21 +632,21 @@ fn bad_content_and_paths_on_the_peer_port_are_refused_and_change_nothing() {
 
     // A chunk whose content does not match its hash.
     let lie = encode_batch(vec![([7; 32], b"not what the hash says".to_vec())]).unwrap();
-    let (status, body) = http_post(&peer, "/peer/files/put", &secret, &lie).unwrap();
+    let (status, body) = post(&peer, "/peer/files/put", &secret, &lie).unwrap();
     assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("does not match its hash"));
     // Garbage instead of a compressed batch, and a batch larger than its limit once inflated.
-    let (status, _) = http_post(&peer, "/peer/files/put", &secret, b"garbage").unwrap();
+    let (status, _) = post(&peer, "/peer/files/put", &secret, b"garbage").unwrap();
     assert_eq!(status, 422);
     let bomb = vec![0u8; tandem_node::files::chunk::BATCH_MAX_BYTES + 1];
     let bomb = encode_batch(vec![(*blake3::hash(&bomb).as_bytes(), bomb)]).unwrap();
-    let (status, body) = http_post(&peer, "/peer/files/put", &secret, &bomb).unwrap();
+    let (status, body) = post(&peer, "/peer/files/put", &secret, &bomb).unwrap();
     assert_eq!(status, 422);
     assert!(String::from_utf8_lossy(&body).contains("BATCH_MAX_BYTES"));
     // Without the cluster secret nothing is even read.
     let good = b"a real chunk".to_vec();
     let good = encode_batch(vec![(*blake3::hash(&good).as_bytes(), good)]).unwrap();
-    let (status, _) = http_post(&peer, "/peer/files/put", &[], &good).unwrap();
+    let (status, _) = post(&peer, "/peer/files/put", &[], &good).unwrap();
     assert_eq!(status, 401);
     assert_eq!(staged(), before, "nothing was staged");
 
@@ -659,7 +657,7 @@ fn bad_content_and_paths_on_the_peer_port_are_refused_and_change_nothing() {
             path: path.into(),
         })
         .unwrap();
-        let (status, body) = http_post(&peer, "/peer/files/manifest", &secret, &req).unwrap();
+        let (status, body) = post(&peer, "/peer/files/manifest", &secret, &req).unwrap();
         assert_eq!(status, 422, "{path}: {}", String::from_utf8_lossy(&body));
         let req = codec::encode(&GetRequest {
             folder: "scenes".into(),
@@ -668,7 +666,7 @@ fn bad_content_and_paths_on_the_peer_port_are_refused_and_change_nothing() {
             chunks: vec![],
         })
         .unwrap();
-        let (status, _) = http_post(&peer, "/peer/files/get", &secret, &req).unwrap();
+        let (status, _) = post(&peer, "/peer/files/get", &secret, &req).unwrap();
         assert_eq!(status, 422, "{path}");
     }
     let req = codec::encode(&ManifestRequest {
@@ -676,7 +674,7 @@ fn bad_content_and_paths_on_the_peer_port_are_refused_and_change_nothing() {
         path: "a.cfg".into(),
     })
     .unwrap();
-    let (status, body) = http_post(&peer, "/peer/files/manifest", &secret, &req).unwrap();
+    let (status, body) = post(&peer, "/peer/files/manifest", &secret, &req).unwrap();
     assert_eq!(status, 404);
     assert!(String::from_utf8_lossy(&body).contains("not configured"));
 
@@ -689,7 +687,7 @@ fn bad_content_and_paths_on_the_peer_port_are_refused_and_change_nothing() {
         path: "out/secret".into(),
     })
     .unwrap();
-    let (status, _) = http_post(&peer, "/peer/files/manifest", &secret, &req).unwrap();
+    let (status, _) = post(&peer, "/peer/files/manifest", &secret, &req).unwrap();
     assert_eq!(status, 422);
     // And the mirror still works.
     write(&setup.folder(active).join("b.cfg"), b"still fine\n");
@@ -772,15 +770,7 @@ fn lost_notifications_and_a_watch_limit_fall_back_to_rescans() {
     }
     let setup = {
         let _no_watches = Sysctl::set("/proc/sys/fs/inotify/max_user_watches", "1");
-        let cluster = Cluster::start_initialized(ClusterOptions {
-            data_config: format!(
-                "[[sync]]\nid = \"scenes\"\npath = \"{}/@NODE@\"\n",
-                folders.path().display()
-            ),
-            ..Default::default()
-        })
-        .unwrap();
-        let setup = Setup { cluster, folders };
+        let setup = Setup::start_in(folders, "", "");
         let active = setup.cluster.wait_active(None, SETTLE);
         wait_capturing(&setup, active);
         setup
@@ -852,16 +842,7 @@ fn existing_folders_are_mirrored_from_the_first_active_moving_only_what_differs(
         );
         write(&root.join(format!("only-on-{node}.txt")), b"mine\n");
     }
-    let data_config = format!(
-        "[[sync]]\nid = \"scenes\"\npath = \"{}/@NODE@\"\n",
-        folders.path().display()
-    );
-    let cluster = Cluster::start_initialized(ClusterOptions {
-        data_config,
-        ..Default::default()
-    })
-    .unwrap();
-    let setup = Setup { cluster, folders };
+    let setup = Setup::start_in(folders, "", "");
     let active = setup.cluster.wait_active(None, SETTLE);
     let standby = other_data_node(active);
 

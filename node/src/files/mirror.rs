@@ -232,31 +232,26 @@ impl FileSync {
             }
             Ok(())
         };
-        if pending.quarantine_first && disk::stat(root, rel)?.is_some() {
-            // The new version is assembled from the old copy first, so the copy is moved aside
-            // only now: write to a temp name beside it, quarantine, then rename into place.
-            let tmp = format!("{rel}{}", QUARANTINE_SWAP_SUFFIX);
-            disk::write_atomic(
-                root,
-                &tmp,
-                chunked.size,
-                &chunked.hash,
-                &pending.attrs,
-                spec.keep_owner,
-                &mut fill,
-            )?;
-            self.quarantine(folder, rel)?;
-            disk::rename(root, &tmp, rel)?;
+        // The new version is assembled from the old copy first, so a copy that goes to
+        // quarantine is moved aside only then: written beside it, quarantined, renamed in.
+        let swap = pending.quarantine_first && disk::stat(root, rel)?.is_some();
+        let written = if swap {
+            format!("{rel}{QUARANTINE_SWAP_SUFFIX}")
         } else {
-            disk::write_atomic(
-                root,
-                rel,
-                chunked.size,
-                &chunked.hash,
-                &pending.attrs,
-                spec.keep_owner,
-                &mut fill,
-            )?;
+            rel.to_string()
+        };
+        disk::write_atomic(
+            root,
+            &written,
+            chunked.size,
+            &chunked.hash,
+            &pending.attrs,
+            spec.keep_owner,
+            &mut fill,
+        )?;
+        if swap {
+            self.quarantine(folder, rel)?;
+            disk::rename(root, &written, rel)?;
         }
         for c in &chunked.chunks {
             self.staging.remove(&c.hash);
