@@ -21,8 +21,15 @@ const TEMP_PREFIX: &str = tandem_node::files::disk::TEMP_PREFIX;
 /// What a test compares of one entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Entry {
-    File { hash: String, mode: u32, mtime_ns: i128 },
-    Dir { mode: u32 },
+    File {
+        hash: String,
+        mode: u32,
+        mtime_ns: i128,
+        owner: (u32, u32),
+    },
+    Dir {
+        mode: u32,
+    },
     Link(String),
 }
 
@@ -60,6 +67,7 @@ fn tree(root: &Path, skip: &[&str]) -> BTreeMap<String, Entry> {
                     hash: blake3::hash(&data).to_hex().to_string(),
                     mode: meta.mode() & 0o7777,
                     mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+                    owner: (meta.uid(), meta.gid()),
                 }
             };
             out.insert(rel, entry);
@@ -183,11 +191,14 @@ fn changes_on_the_active_appear_on_the_standby() {
     // Edits, permissions, renames of a file and of a directory, deletes.
     write(&root.join("scene.cfg"), b"day shift\n");
     std::fs::set_permissions(root.join("empty"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(root.join("empty"), Some(1234), Some(4321)).unwrap();
     std::fs::rename(root.join("maps/north"), root.join("maps/west")).unwrap();
     std::fs::rename(root.join("scene.cfg"), root.join("scene-1.cfg")).unwrap();
     std::fs::remove_file(root.join("maps/south/b.map")).unwrap();
     std::fs::remove_dir(root.join("empty-dir")).unwrap();
     setup.wait_mirrored(active, "edits, renames, deletes");
+    let owner = std::fs::metadata(b.join("empty")).unwrap();
+    assert_eq!((owner.uid(), owner.gid(), owner.mode() & 0o7777), (1234, 4321, 0o600));
     assert_eq!(std::fs::read(b.join("licence.key")).unwrap(), b"licence of the standby");
     assert!(
         std::fs::symlink_metadata(b.join("current.map"))
@@ -303,9 +314,15 @@ impl Setup {
         let mut diffs = Vec::new();
         for (path, e) in &committed {
             let ok = match (e.kind.as_str(), disk.get(path)) {
-                ("file", Some(Entry::File { hash, mode, mtime_ns })) => {
-                    *hash == e.hash && *mode == e.mode && *mtime_ns == e.mtime_ns
-                }
+                (
+                    "file",
+                    Some(Entry::File {
+                        hash,
+                        mode,
+                        mtime_ns,
+                        owner,
+                    }),
+                ) => *hash == e.hash && *mode == e.mode && *mtime_ns == e.mtime_ns && *owner == (e.uid, e.gid),
                 ("dir", Some(Entry::Dir { .. })) => true,
                 ("symlink", Some(Entry::Link(t))) => Some(t) == e.target.as_ref(),
                 _ => false,
