@@ -354,9 +354,15 @@ fn the_cluster_view_shows_roles_links_and_the_witness_and_notices_a_lost_member(
     // The witness goes: the data nodes lose contact, the cluster warns and names the links.
     cluster.kill("w");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // Each data node notices on its own heartbeat timer: wait for the active's link.
     let warned = loop {
         let v = view(&cluster);
-        if v.cluster_status.state == "warning" {
+        let names_link = v
+            .cluster_status
+            .warnings
+            .iter()
+            .any(|w| w.contains(&format!("link {active} -> w is down")));
+        if v.cluster_status.state == "warning" && names_link {
             break v;
         }
         assert!(std::time::Instant::now() < deadline, "no warning: {v:#?}");
