@@ -86,6 +86,8 @@ pub struct Summary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilesBrief {
     pub synced: bool,
+    /// The sender is the active and has watched and scanned its folders.
+    pub capturing: bool,
     pub pending_files: u64,
     pub pending_bytes: u64,
     pub stalled: Option<String>,
@@ -251,6 +253,14 @@ impl ClusterState {
     /// A member's summary arrived: in a heartbeat it sent (the other direction of the link
     /// works too), or as the answer to ours after `rtt`.
     pub fn heard(&self, summary: Summary, rtt: Option<Duration>) {
+        let other_data = self
+            .cfg
+            .members
+            .iter()
+            .any(|m| m.id == summary.node && m.role == MemberRole::Data);
+        if let (Some(files), true) = (self.files.get(), other_data) {
+            files.heard_from_peer(summary.files.as_ref());
+        }
         {
             let mut unsynced = self.files_unsynced.lock().expect("files lock");
             match &summary.files {
@@ -586,6 +596,7 @@ mod tests {
         let mut fetching = standby.clone().unwrap();
         fetching.files = Some(FilesBrief {
             synced: false,
+            capturing: false,
             pending_files: 3,
             pending_bytes: 300,
             stalled: None,

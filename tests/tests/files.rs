@@ -894,3 +894,36 @@ fn existing_folders_are_mirrored_from_the_first_active_moving_only_what_differs(
     let c = setup.files(active).counters;
     assert!(c.pushed_bytes < 256 * 1024, "{c:?}");
 }
+
+#[test]
+fn a_large_existing_folder_is_taken_over_as_it_is_on_both_nodes() {
+    // Thousands of entries already on both machines: the first active proposes them all while
+    // the standby falls behind its feed. Nothing may be taken for a local change on either.
+    let folders = tempfile::tempdir().unwrap();
+    for node in ["a", "b"] {
+        for d in 0..5000 {
+            std::fs::create_dir_all(folders.path().join(format!("{node}/p{}/d{d}", d % 50))).unwrap();
+        }
+        for f in 0..500 {
+            write(
+                &folders.path().join(format!("{node}/p{}/d{f}/f.txt", f % 50)),
+                format!("file {f}\n").as_bytes(),
+            );
+        }
+    }
+    let setup = Setup::start_in(folders, "", "");
+    let active = setup.cluster.wait_active(None, SETTLE);
+    let standby = other_data_node(active);
+    wait_capturing(&setup, active);
+    setup.wait_mirrored(active, "large first copy");
+    assert_eq!(tree(&setup.folder(active), &[]).len(), 5000 + 500 + 50);
+    for node in [active, standby] {
+        let info = setup.files(node);
+        assert!(
+            info.quarantined.is_empty(),
+            "{node}: {:?}",
+            &info.quarantined[..3.min(info.quarantined.len())]
+        );
+    }
+    assert_eq!(setup.manifest("w").len(), 5000 + 500 + 50);
+}

@@ -21,6 +21,9 @@ pub struct LocalEntry {
     pub mtime_ns: i128,
 }
 
+/// sled's page cache for the local manifest (sled's default is 1 GiB).
+const LOCAL_MANIFEST_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// The local manifest, on sled in the data dir.
 #[derive(Clone)]
 pub struct LocalManifest {
@@ -37,8 +40,11 @@ fn key(folder: &str, path: &str) -> Vec<u8> {
 
 impl LocalManifest {
     pub fn open(dir: &Path) -> Result<Self, String> {
-        let db =
-            sled::open(dir).map_err(|e| format!("cannot open the local file manifest in {}: {e}", dir.display()))?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(LOCAL_MANIFEST_CACHE_BYTES)
+            .open()
+            .map_err(|e| format!("cannot open the local file manifest in {}: {e}", dir.display()))?;
         let tree = db
             .open_tree("local")
             .map_err(|e| format!("cannot open the local file manifest: {e}"))?;

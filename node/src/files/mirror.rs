@@ -29,6 +29,18 @@ use super::Progress;
 use super::TRANSFER_TIMEOUT;
 use crate::events::Kind;
 
+/// Why the folders are compared with the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Compare {
+    /// The node starts, stops being the active, or finishes a first copy: local entries the
+    /// index does not hold are changes that never committed and go to quarantine.
+    Rejoin,
+    /// A standby fell behind the log (a snapshot, or more changes than the feed holds): it has
+    /// written nothing but what Tandem gave it since its last comparison, so entries the index
+    /// lacks are either its own (a delete it missed removes them) or left as found.
+    CatchUp,
+}
+
 /// What became of one change on this disk.
 enum Outcome {
     Done,
@@ -40,8 +52,18 @@ impl FileSync {
     /// Deal with one item of the feed; `Some(item)` to try it again later (the disk is full).
     pub(super) async fn handle(self: Arc<Self>, item: FileFeed) -> Option<FileFeed> {
         let (index, origin, change) = match item {
+            FileFeed::Resync if self.lock().capture_running => {
+                // The capture owns this disk: it is the source of what the index says.
+                let through = self.last_file_index();
+                self.materialized.send_if_modified(|m| {
+                    let newer = through > *m;
+                    *m = (*m).max(through);
+                    newer
+                });
+                return None;
+            }
             FileFeed::Resync => {
-                self.reconcile().await;
+                self.reconcile(Compare::CatchUp).await;
                 return None;
             }
             FileFeed::Applied { index, origin, change } => (index, origin, change),
@@ -50,7 +72,7 @@ impl FileSync {
         if index <= *self.materialized.borrow() {
             return None;
         }
-        if origin == Some(self.me) && self.lock().capturing {
+        if origin == Some(self.me) && self.lock().capture_running {
             // This node read the change from its own disk: the disk already holds it.
             self.local.follow(&change);
             self.lock()
@@ -313,10 +335,10 @@ impl FileSync {
 
     /// Compare every folder with the index: fix attributes and links, fetch differing files,
     /// quarantine local changes that never committed.
-    pub(super) async fn reconcile(self: Arc<Self>) {
+    pub(super) async fn reconcile(self: Arc<Self>, how: Compare) {
         let this = self.clone();
         let turn = self.disk_turn.lock().await;
-        let result = tokio::task::spawn_blocking(move || this.reconcile_blocking()).await;
+        let result = tokio::task::spawn_blocking(move || this.reconcile_blocking(how)).await;
         drop(turn);
         match result {
             Ok(Ok(through)) => {
@@ -347,7 +369,7 @@ impl FileSync {
     }
 
     /// Returns the log index the comparison reflects.
-    fn reconcile_blocking(&self) -> Result<u64, String> {
+    fn reconcile_blocking(&self, how: Compare) -> Result<u64, String> {
         let (index, through) = {
             let st = self.consensus.state().read();
             (st.files.clone(), st.meta.last_file_index)
@@ -399,7 +421,7 @@ impl FileSync {
                 if ours {
                     disk::remove(root, &rel).map_err(|e| e.to_string())?;
                     self.local.remove_tree(&spec.id, &rel);
-                } else {
+                } else if how == Compare::Rejoin {
                     self.quarantine(&spec.id, &rel).map_err(|e| e.to_string())?;
                     self.local.remove_tree(&spec.id, &rel);
                 }

@@ -52,6 +52,7 @@ use crate::failover::driver::Failover;
 use chunk::Chunked;
 use chunk::Staging;
 use local::LocalManifest;
+use mirror::Compare;
 use spec::FolderSpec;
 
 /// Sends a request to a peer's port: (address, path, body, timeout) → answer body.
@@ -88,7 +89,12 @@ struct MirrorState {
     stalled: Option<String>,
     progress: Option<Progress>,
     quarantined: Vec<QuarantineInfo>,
+    /// This node's capture runs: its disk is the source, its own records need no applying.
+    capture_running: bool,
+    /// ...and has watched and scanned every folder once.
     capturing: bool,
+    /// The other data node's capture has scanned its folders (from its heartbeats).
+    peer_capturing: bool,
     /// Folders compared as a first copy (left as found); compared again once the index holds
     /// them and the log has been quiet for [`FIRST_COPY_SETTLE`].
     first_copy: std::collections::BTreeSet<String>,
@@ -256,11 +262,26 @@ impl FileSync {
         matches!(tokio::time::timeout(timeout, reached).await, Ok(true))
     }
 
-    /// A standby's first copy is due for its second comparison: the index now holds the
-    /// folder and no change came for a while.
+    fn stopped_capturing(&self) {
+        let mut s = self.lock();
+        s.capture_running = false;
+        s.capturing = false;
+    }
+
+    /// What the other data node's heartbeat says of its mirror.
+    pub fn heard_from_peer(&self, peer: Option<&crate::cluster::FilesBrief>) {
+        self.lock().peer_capturing = peer.is_some_and(|p| p.capturing);
+    }
+
+    /// A standby's first copy is due for its second comparison: the active has scanned its
+    /// folders, this node has applied everything committed, and no change came for a while.
     fn first_copy_settled(&self) -> bool {
         let s = self.lock();
-        if s.first_copy.is_empty() || s.capturing || s.last_change.is_some_and(|t| t.elapsed() < FIRST_COPY_SETTLE) {
+        let quiet = s.last_change.is_none_or(|t| t.elapsed() >= FIRST_COPY_SETTLE);
+        if s.first_copy.is_empty() || s.capture_running || !s.peer_capturing || !quiet {
+            return false;
+        }
+        if *self.materialized.borrow() < self.last_file_index() {
             return false;
         }
         let folders: Vec<String> = s.first_copy.iter().cloned().collect();
@@ -280,6 +301,7 @@ impl FileSync {
         let s = self.lock();
         crate::cluster::FilesBrief {
             synced,
+            capturing: s.capturing,
             pending_files: s.pending.len() as u64,
             pending_bytes: s.pending.values().map(|p| p.size).sum(),
             stalled: s.stalled.clone(),
@@ -386,7 +408,7 @@ impl FileSync {
                 Err(e) => tracing::warn!(folder = %f.id, error = %e, "cannot look for leftover temp files"),
             }
         }
-        self.clone().reconcile().await;
+        self.clone().reconcile(Compare::Rejoin).await;
         let mut capture: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)> = None;
         let mut retry: Option<tandem_raft_store::state_machine::FileFeed> = None;
         let mut tick = tokio::time::interval(MIRROR_TICK);
@@ -417,6 +439,7 @@ impl FileSync {
                             let since = self.consensus.activation().map_or(0, |a| a.since_index);
                             if *self.materialized.borrow() >= since.min(self.last_file_index()) {
                                 let (tx, rx) = watch::channel(false);
+                                self.lock().capture_running = true;
                                 let task = tokio::spawn(self.clone().capture(epoch, rx));
                                 capture = Some((tx, task));
                             }
@@ -425,19 +448,19 @@ impl FileSync {
                             let (tx, task) = capture.take().expect("capture is running");
                             let _ = tx.send(true);
                             let _ = task.await;
-                            self.lock().capturing = false;
+                            self.stopped_capturing();
                             // Whatever changed here and never committed goes to quarantine now.
-                            self.clone().reconcile().await;
+                            self.clone().reconcile(Compare::Rejoin).await;
                         }
                         (Some(_), Some((_, task))) if task.is_finished() => {
                             // The capture ended by itself (its epoch was fenced off): start over.
                             capture = None;
-                            self.lock().capturing = false;
+                            self.stopped_capturing();
                         }
                         _ => {}
                     }
                     if self.first_copy_settled() {
-                        self.clone().reconcile().await;
+                        self.clone().reconcile(Compare::Rejoin).await;
                     }
                     // Fetches run beside the log's changes (they take turns on the disk), so a
                     // long resync does not hold up new changes.
