@@ -496,21 +496,10 @@ fn a_standby_that_was_down_fetches_only_what_changed() {
     let a = setup.files(active).counters;
     assert!(a.pushed_bytes < 21 * 1024 * 1024 + 2 * 256 * 1024, "{a:?}");
     // The log it missed was compacted: it compared its folder with the index and fetched.
-    let q = tandem_client::EventsQuery {
-        local: true,
-        ..Default::default()
-    };
-    let events = setup
-        .cluster
-        .block_on(setup.cluster.client(standby).events(&q))
-        .unwrap();
+    let events = events_of(&setup, standby);
     assert!(
-        events
-            .events
-            .iter()
-            .any(|e| e.detail.contains("to fetch from the other data node")),
-        "{:?}",
-        events.events.iter().map(|e| &e.detail).collect::<Vec<_>>()
+        events.iter().any(|e| e.contains("to fetch from the other data node")),
+        "{events:?}"
     );
 }
 
@@ -604,19 +593,8 @@ fn a_full_disk_on_the_standby_stops_applying_and_resumes_when_space_returns() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let q = tandem_client::EventsQuery {
-        local: true,
-        ..Default::default()
-    };
-    let events = setup
-        .cluster
-        .block_on(setup.cluster.client(standby).events(&q))
-        .unwrap();
-    assert!(
-        events.events.iter().any(|e| e.detail.contains("file mirror stopped")),
-        "{:?}",
-        events.events
-    );
+    let events = events_of(&setup, standby);
+    assert!(events.iter().any(|e| e.contains("file mirror stopped")), "{events:?}");
 
     // Space returns: the standby resumes by itself, in order, and is synced again.
     std::fs::remove_file(&ballast).unwrap();
