@@ -262,6 +262,11 @@ where
                 let files = files.clone();
                 Box::pin(async move { files.catch_up_before_service().await })
             }));
+            let files = f.clone();
+            agent.after_release(Arc::new(move || {
+                let files = files.clone();
+                Box::pin(async move { files.drain().await })
+            }));
             peer_routes = peer_routes.merge(consensus::peer_api::with_secret(
                 files::transfer::routes(f.clone()),
                 &cfg.cluster_secret,

@@ -905,3 +905,44 @@ fn a_large_existing_folder_is_taken_over_as_it_is_on_both_nodes() {
     }
     assert_eq!(setup.manifest("w").len(), 5000 + 500 + 50);
 }
+
+#[test]
+fn a_planned_switchover_sends_what_the_service_wrote_as_it_stopped() {
+    // The service's stop script writes its last state into the folder, as a service flushing
+    // on shutdown does; the capture sends it before the old active counts as released.
+    let folders = tempfile::tempdir().unwrap();
+    let resource = format!(
+        "[[resources]]\ntype = \"script\"\nname = \"svc\"\nacquire = 'true'\nrelease = 'echo \"state of @NODE@ in epoch $TANDEM_EPOCH\" > {}/@NODE@/last-words.txt'\n",
+        folders.path().display()
+    );
+    let setup = Setup::start_in(folders, &resource, "");
+    let old = setup.cluster.wait_active(None, SETTLE);
+    let new = other_data_node(old);
+    wait_capturing(&setup, old);
+    write(&setup.folder(old).join("before.txt"), b"before the switch\n");
+    setup.wait_mirrored(old, "before the switchover");
+    let epoch = setup.cluster.status(old).unwrap().activation.unwrap().epoch;
+    let started = Instant::now();
+    loop {
+        let (code, text) = setup.cluster.ctl(&["switchover"]);
+        if code == Some(0) {
+            break;
+        }
+        // The standby may still be catching up its heartbeats' view.
+        assert!(started.elapsed() < SETTLE, "switchover refused: {text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(setup.cluster.wait_active(Some(old), SETTLE), new);
+    // The new active holds the old one's last words, committed in the old epoch, and the old
+    // active has nothing in quarantine.
+    setup.wait_committed_state(new, "w", &[], "after the switchover");
+    assert_eq!(
+        std::fs::read_to_string(setup.folder(new).join("last-words.txt")).unwrap(),
+        format!("state of {old} in epoch {epoch}\n")
+    );
+    assert!(
+        setup.files(old).quarantined.is_empty(),
+        "{:?}",
+        setup.files(old).quarantined
+    );
+}

@@ -49,6 +49,8 @@ use crate::events::Kind;
 
 /// How often settled paths are looked for.
 const SETTLE_TICK: Duration = Duration::from_millis(5);
+/// How long a drain lets the kernel's last events arrive before it sends what settled.
+const DRAIN_EVENTS_WAIT: Duration = Duration::from_millis(30);
 /// Most file changes of one folder proposed at once.
 pub const PROPOSALS_IN_FLIGHT: usize = 32;
 /// How often a folder without a working watch is rescanned.
@@ -172,8 +174,46 @@ impl FileSync {
         let mut tick = tokio::time::interval(SETTLE_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_poll = Instant::now();
+        let mut drain = self.drain_asked.subscribe();
+        drain.mark_unchanged();
         loop {
             tokio::select! {
+                Ok(()) = drain.changed() => {
+                    // The service stopped: what it wrote last goes out now, settled or not.
+                    let asked = *drain.borrow_and_update();
+                    tokio::time::sleep(DRAIN_EVENTS_WAIT).await;
+                    while let Ok(event) = rx.try_recv() {
+                        match event {
+                            Ok(event) => self.note(&spec, event, &mut settling),
+                            Err(_) => settling.rescan = true,
+                        }
+                    }
+                    let result = if settling.rescan {
+                        self.scan(&spec, "", epoch).await
+                    } else {
+                        let renames = std::mem::take(&mut settling.renames);
+                        let mut result = Ok(());
+                        for (from, to) in renames {
+                            if let Err(e) = self.rename(&spec, &from, &to, epoch).await {
+                                result = Err(e);
+                                break;
+                            }
+                        }
+                        let all = settling.ready(Duration::ZERO, Duration::ZERO);
+                        match result {
+                            Ok(()) => self.sync_paths(&spec, all, epoch, Walk::Into).await,
+                            e => e,
+                        }
+                    };
+                    settling = Settling::default();
+                    self.drained.send_modify(|d| {
+                        d.insert(spec.id.clone(), asked);
+                    });
+                    if let Err(Deposed(why)) = result {
+                        tracing::info!(folder = %spec.id, why, "capture stopped");
+                        return;
+                    }
+                }
                 event = rx.recv() => match event {
                     Some(Ok(event)) => self.note(&spec, event, &mut settling),
                     Some(Err(e)) => {

@@ -63,6 +63,8 @@ pub type Exchange =
 pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the log must be quiet before a first copy is compared with the index again.
 pub const FIRST_COPY_SETTLE: Duration = Duration::from_secs(1);
+/// Longest a planned release waits for the capture to send the service's last changes.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest the service's start waits for the folders to catch up.
 pub const CATCH_UP_BEFORE_SERVICE: Duration = Duration::from_secs(30);
 /// How often the mirror looks at the node's role, pending contents and a stalled apply.
@@ -159,6 +161,10 @@ pub struct FileSync {
     state: Mutex<MirrorState>,
     chunk_cache: Mutex<ChunkCache>,
     counters: Counters,
+    /// Raised to ask every folder's capture to send what it holds at once (see [`Self::drain`]).
+    drain_asked: watch::Sender<u64>,
+    /// The last drain each folder's capture finished.
+    drained: watch::Sender<BTreeMap<String, u64>>,
     /// Held while the disk is changed: by the log's changes and by fetched contents in turn.
     disk_turn: tokio::sync::Mutex<()>,
     /// Highest log index whose file change this node's disk reflects.
@@ -206,6 +212,8 @@ impl FileSync {
             counters: Counters::default(),
             materialized: watch::channel(0).0,
             disk_turn: tokio::sync::Mutex::new(()),
+            drain_asked: watch::channel(0).0,
+            drained: watch::channel(BTreeMap::new()).0,
         })))
     }
 
@@ -305,6 +313,31 @@ impl FileSync {
             pending_files: s.pending.len() as u64,
             pending_bytes: s.pending.values().map(|p| p.size).sum(),
             stalled: s.stalled.clone(),
+        }
+    }
+
+    /// After the service stopped on a node that is still the active (a planned switchover):
+    /// send every change its folders hold that is not in a record yet, before `Released` lets
+    /// the other node take over. At most [`DRAIN_TIMEOUT`]; what does not make it is found in
+    /// this node's quarantine later.
+    pub async fn drain(&self) {
+        if !self.lock().capture_running || self.failover.active_epoch().is_none() {
+            return;
+        }
+        self.drain_asked.send_modify(|g| *g += 1);
+        let asked = *self.drain_asked.borrow();
+        let mut done = self.drained.subscribe();
+        let folders: Vec<String> = self.folders.keys().cloned().collect();
+        let all_done = async move {
+            done.wait_for(|d| folders.iter().all(|f| d.get(f).is_some_and(|g| *g >= asked)))
+                .await
+                .is_ok()
+        };
+        if !matches!(tokio::time::timeout(DRAIN_TIMEOUT, all_done).await, Ok(true)) {
+            self.event(
+                Kind::Warning,
+                format!("the folders' last changes were not all sent within {DRAIN_TIMEOUT:?} of the service stopping"),
+            );
         }
     }
 
@@ -432,9 +465,12 @@ impl FileSync {
                     None => break,
                 },
                 _ = tick.tick() => {
-                    // Capture while this node serves, once its disk holds everything committed.
+                    // Capture from when this node serves (once its disk holds everything
+                    // committed) until it is no longer the active: through a planned release,
+                    // so the service's last changes still go out in its epoch.
                     let serving = self.failover.serving_epoch();
-                    match (serving, &capture) {
+                    let active = self.failover.active_epoch();
+                    match (serving.or(active.filter(|_| capture.is_some())), &capture) {
                         (Some(epoch), None) => {
                             let since = self.consensus.activation().map_or(0, |a| a.since_index);
                             if *self.materialized.borrow() >= since.min(self.last_file_index()) {

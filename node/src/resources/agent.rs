@@ -95,7 +95,7 @@ pub trait ActionRunner: Send + Sync + 'static {
 
 /// Runs the configured resources. Operations are serialized: a release waits for an acquire in
 /// progress, which stops before its next resource once a release is waiting.
-/// Something an acquire waits for before it starts.
+/// Something an acquire waits for before it starts, or a release after it ends.
 pub type AcquireGate = Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
 
 pub struct ResourceAgent {
@@ -113,6 +113,8 @@ pub struct ResourceAgent {
     events: std::sync::OnceLock<Arc<crate::events::EventLog>>,
     /// Awaited before the first resource is acquired (the file mirror catching up).
     gate: std::sync::OnceLock<AcquireGate>,
+    /// Awaited after the last resource is released (the file capture sending what is left).
+    after_release: std::sync::OnceLock<AcquireGate>,
 }
 
 impl ResourceAgent {
@@ -137,6 +139,7 @@ impl ResourceAgent {
             runner,
             events: std::sync::OnceLock::new(),
             gate: std::sync::OnceLock::new(),
+            after_release: std::sync::OnceLock::new(),
         })
     }
 
@@ -149,6 +152,12 @@ impl ResourceAgent {
     /// committed file change.
     pub fn gate_acquire(&self, gate: AcquireGate) {
         let _ = self.gate.set(gate);
+    }
+
+    /// Have every release end with `step`: the service's last file changes go out before the
+    /// release counts as done.
+    pub fn after_release(&self, step: AcquireGate) {
+        let _ = self.after_release.set(step);
     }
 
     pub fn resources(&self) -> &[ResourceConfig] {
@@ -218,6 +227,9 @@ impl ResourceAgent {
                     first_error.get_or_insert(e);
                 }
             }
+        }
+        if let Some(step) = self.after_release.get() {
+            step().await;
         }
         first_error.map_or(Ok(()), Err)
     }
