@@ -228,6 +228,20 @@ impl Client {
         self.call::<(), _>("GET", &path, None).await
     }
 
+    /// A sync folder's whole replicated index, page after page.
+    pub async fn file_manifest_all(&self, folder: &str) -> Result<Vec<api::ManifestEntry>, ClientError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.file_manifest(folder, after.as_deref(), None).await?;
+            out.extend(page.entries);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return Ok(out),
+            }
+        }
+    }
+
     /// `GET /v1/files`: the node's file mirror.
     pub async fn files(&self) -> Result<api::FilesInfo, ClientError> {
         self.call::<(), _>("GET", "/v1/files", None).await

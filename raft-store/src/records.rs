@@ -530,6 +530,11 @@ fn validate_file_change(f: &FileChange) -> Result<(), Rejection> {
     }
 }
 
+/// What the file index records as a symlink's hash: blake3 of its target.
+pub fn link_hash(target: &str) -> [u8; 32] {
+    *blake3::hash(target.as_bytes()).as_bytes()
+}
+
 /// A symlink target that resolves inside the folder, seen from the link at `link_path`.
 pub fn check_link_target(link_path: &str, target: &str) -> Result<(), Rejection> {
     let bad = |why: &str| Err(Rejection::Invalid(format!("symlink {link_path:?} -> {target:?} {why}")));

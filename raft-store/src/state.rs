@@ -10,6 +10,7 @@ use openraft::EntryPayload;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::records::link_hash;
 use crate::records::validate;
 use crate::records::AuditEntry;
 use crate::records::Command;
@@ -218,14 +219,25 @@ impl SmState {
 }
 
 impl SmState {
+    /// The index entries of `folder` whose paths start with `prefix` ("" for all), in path
+    /// order.
+    pub fn folder_files<'a>(
+        &'a self,
+        folder: &'a str,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a FileMeta)> {
+        self.files
+            .range((folder.to_string(), prefix.to_string())..)
+            .take_while(move |((f, p), _)| f == folder && p.starts_with(prefix))
+            .map(|((_, p), m)| (p.as_str(), m))
+    }
+
     /// Keys of `folder` at `path` and everything under it.
     fn subtree(&self, folder: &str, path: &str) -> Vec<(String, String)> {
         let prefix = format!("{path}/");
         let mut keys: Vec<_> = self
-            .files
-            .range((folder.to_string(), prefix.clone())..)
-            .take_while(|((f, p), _)| f == folder && p.starts_with(&prefix))
-            .map(|(k, _)| k.clone())
+            .folder_files(folder, &prefix)
+            .map(|(p, _)| (folder.to_string(), p.to_string()))
             .collect();
         let own = (folder.to_string(), path.to_string());
         if self.files.contains_key(&own) {
@@ -284,7 +296,7 @@ impl SmState {
                         gid: 0,
                         mtime_ns: *mtime_ns,
                     },
-                    hash: *blake3::hash(target.as_bytes()).as_bytes(),
+                    hash: link_hash(target),
                     target: Some(target.clone()),
                     index,
                 };

@@ -506,6 +506,34 @@ pub fn http_status(addr: &str, path: &str) -> Option<u16> {
     probe().ok()
 }
 
+/// A kernel tunable (`/proc/sys/...`) set for as long as this lives, then put back.
+pub struct Sysctl {
+    path: &'static str,
+    old: String,
+}
+
+impl Sysctl {
+    /// Set `path` to `value` (needs root).
+    pub fn set(path: &'static str, value: &str) -> Sysctl {
+        let old = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        std::fs::write(path, value).unwrap_or_else(|e| panic!("set {path} (needs root): {e}"));
+        Sysctl { path, old }
+    }
+
+    /// The value it had before.
+    pub fn old(&self) -> &str {
+        self.old.trim()
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(self.path, self.old.trim()) {
+            eprintln!("could not put {} back to {}: {e}", self.path, self.old.trim());
+        }
+    }
+}
+
 /// One raw HTTP/1.1 request (`Connection: close`); the status and the answer's body.
 pub fn http_request(
     addr: &str,

@@ -14,6 +14,7 @@ use tandem_client::api::FilesInfo;
 use tandem_tests::other_data_node;
 use tandem_tests::Cluster;
 use tandem_tests::ClusterOptions;
+use tandem_tests::Sysctl;
 
 const SETTLE: Duration = Duration::from_secs(30);
 const TEMP_PREFIX: &str = tandem_node::files::disk::TEMP_PREFIX;
@@ -288,22 +289,11 @@ fn a_one_byte_edit_of_a_200_mb_file_moves_about_one_chunk() {
 impl Setup {
     /// The committed state of the folder, as `node` holds it in its replicated index.
     fn manifest(&self, node: &str) -> BTreeMap<String, tandem_client::api::ManifestEntry> {
-        let client = self.cluster.client(node);
-        let mut out = BTreeMap::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .cluster
-                .block_on(client.file_manifest("scenes", after.as_deref(), None))
-                .unwrap();
-            for e in page.entries {
-                out.insert(e.path.clone(), e);
-            }
-            match page.next {
-                Some(n) => after = Some(n),
-                None => return out,
-            }
-        }
+        let entries = self
+            .cluster
+            .block_on(self.cluster.client(node).file_manifest_all("scenes"))
+            .unwrap();
+        entries.into_iter().map(|e| (e.path.clone(), e)).collect()
     }
 
     /// Differences between `node`'s folder and the committed state (empty: it holds exactly
@@ -687,26 +677,6 @@ fn bad_content_and_paths_on_the_peer_port_are_refused_and_change_nothing() {
     // And the mirror still works.
     write(&setup.folder(active).join("b.cfg"), b"still fine\n");
     setup.wait_committed_state(standby, "w", &["out"], "after the bad requests");
-}
-
-/// Sets a kernel tunable for the life of a test and puts the old value back.
-struct Sysctl {
-    path: &'static str,
-    old: String,
-}
-
-impl Sysctl {
-    fn set(path: &'static str, value: &str) -> Sysctl {
-        let old = std::fs::read_to_string(path).unwrap();
-        std::fs::write(path, value).unwrap_or_else(|e| panic!("set {path} (the test runs as root): {e}"));
-        Sysctl { path, old }
-    }
-}
-
-impl Drop for Sysctl {
-    fn drop(&mut self) {
-        let _ = std::fs::write(self.path, self.old.trim());
-    }
 }
 
 fn events_of(setup: &Setup, node: &str) -> Vec<String> {

@@ -6,7 +6,6 @@
 //! reordered events cannot make the index wrong, only late. A queue overflow or a watch that
 //! cannot be set triggers a rescan of the folder.
 
-use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -37,6 +36,7 @@ use tokio::sync::watch;
 use super::add;
 use super::chunk;
 use super::chunk::Chunked;
+use super::chunk::LocalChunks;
 use super::disk;
 use super::mirror::walk_folder;
 use super::spec::FolderSpec;
@@ -183,29 +183,9 @@ impl FileSync {
                     let asked = *drain.borrow_and_update();
                     tokio::time::sleep(DRAIN_EVENTS_WAIT).await;
                     while let Ok(event) = rx.try_recv() {
-                        match event {
-                            Ok(event) => self.note(&spec, event, &mut settling),
-                            Err(_) => settling.rescan = true,
-                        }
+                        self.take(&spec, event, &mut settling);
                     }
-                    let result = if settling.rescan {
-                        self.scan(&spec, "", epoch).await
-                    } else {
-                        let renames = std::mem::take(&mut settling.renames);
-                        let mut result = Ok(());
-                        for (from, to) in renames {
-                            if let Err(e) = self.rename(&spec, &from, &to, epoch).await {
-                                result = Err(e);
-                                break;
-                            }
-                        }
-                        let all = settling.ready(Duration::ZERO, Duration::ZERO);
-                        match result {
-                            Ok(()) => self.sync_paths(&spec, all, epoch, Walk::Into).await,
-                            e => e,
-                        }
-                    };
-                    settling = Settling::default();
+                    let result = self.send(&spec, &mut settling, epoch, watcher.as_mut(), true).await;
                     self.drained.send_modify(|d| {
                         d.insert(spec.id.clone(), asked);
                     });
@@ -214,46 +194,17 @@ impl FileSync {
                         return;
                     }
                 }
-                event = rx.recv() => match event {
-                    Some(Ok(event)) => self.note(&spec, event, &mut settling),
-                    Some(Err(e)) => {
-                        tracing::warn!(folder = %spec.id, error = %e, "watch error; rescanning");
-                        settling.rescan = true;
-                    }
-                    None => {}
-                },
+                Some(event) = rx.recv() => self.take(&spec, event, &mut settling),
                 _ = tick.tick() => {
-                    let poll = watcher.is_none() && last_poll.elapsed() >= POLL_INTERVAL;
-                    if settling.rescan || poll {
-                        if settling.rescan {
-                            add(&self.counters.rescans, 1);
-                            self.event(Kind::Warning, format!(
-                                "sync folder {}: change notifications were lost (queue overflow); rescanned", spec.id));
-                        }
-                        settling = Settling::default();
+                    if watcher.is_none() && last_poll.elapsed() >= POLL_INTERVAL {
                         last_poll = Instant::now();
+                        settling = Settling::default();
                         if self.scan(&spec, "", epoch).await.is_err() {
                             break;
                         }
                         continue;
                     }
-                    let renames = std::mem::take(&mut settling.renames);
-                    let mut moved_dirs = Vec::new();
-                    for (from, to) in renames {
-                        match self.rename(&spec, &from, &to, epoch).await {
-                            Ok(Some(dir)) => moved_dirs.push(dir),
-                            Ok(None) => {}
-                            Err(_) => return,
-                        }
-                    }
-                    if let Some(w) = watcher.as_mut() {
-                        for dir in moved_dirs {
-                            // Watches follow a moved directory, but their paths do not.
-                            let _ = w.watch(&spec.root.join(dir), RecursiveMode::Recursive);
-                        }
-                    }
-                    let ready = settling.ready(spec.quiet, spec.max_delay);
-                    if let Err(Deposed(why)) = self.sync_paths(&spec, ready, epoch, Walk::Into).await {
+                    if let Err(Deposed(why)) = self.send(&spec, &mut settling, epoch, watcher.as_mut(), false).await {
                         tracing::info!(folder = %spec.id, why, "capture stopped");
                         return;
                     }
@@ -261,6 +212,59 @@ impl FileSync {
                 _ = stopped(&mut stop) => break,
             }
         }
+    }
+
+    /// Take one item from the watch: an event, or an error that calls for a rescan.
+    fn take(&self, spec: &FolderSpec, event: notify::Result<notify::Event>, settling: &mut Settling) {
+        match event {
+            Ok(event) => self.note(spec, event, settling),
+            Err(e) => {
+                tracing::warn!(folder = %spec.id, error = %e, "watch error; rescanning");
+                settling.rescan = true;
+            }
+        }
+    }
+
+    /// Propose what settled (`now`: everything that is waiting): renames first, then the
+    /// changed paths; after lost notifications, a rescan of the folder instead.
+    async fn send(
+        &self,
+        spec: &FolderSpec,
+        settling: &mut Settling,
+        epoch: u64,
+        watcher: Option<&mut notify::RecommendedWatcher>,
+        now: bool,
+    ) -> Result<(), Deposed> {
+        if settling.rescan {
+            add(&self.counters.rescans, 1);
+            self.event(
+                Kind::Warning,
+                format!(
+                    "sync folder {}: change notifications were lost (queue overflow); rescanned",
+                    spec.id
+                ),
+            );
+            *settling = Settling::default();
+            return self.scan(spec, "", epoch).await;
+        }
+        let mut moved_dirs = Vec::new();
+        for (from, to) in std::mem::take(&mut settling.renames) {
+            if let Some(dir) = self.rename(spec, &from, &to, epoch).await? {
+                moved_dirs.push(dir);
+            }
+        }
+        if let Some(w) = watcher {
+            for dir in moved_dirs {
+                // Watches follow a moved directory, but their paths do not.
+                let _ = w.watch(&spec.root.join(dir), RecursiveMode::Recursive);
+            }
+        }
+        let ready = if now {
+            settling.ready(Duration::ZERO, Duration::ZERO)
+        } else {
+            settling.ready(spec.quiet, spec.max_delay)
+        };
+        self.sync_paths(spec, ready, epoch, Walk::Into).await
     }
 
     /// Turn one inotify event into settling paths.
@@ -362,11 +366,7 @@ impl FileSync {
         };
         let in_index: Vec<String> = {
             let st = self.consensus.state().read();
-            st.files
-                .range((spec.id.clone(), prefix.clone())..)
-                .take_while(|((f, p), _)| *f == spec.id && p.starts_with(&prefix))
-                .map(|((_, p), _)| p.clone())
-                .collect()
+            st.folder_files(&spec.id, &prefix).map(|(p, _)| p.to_string()).collect()
         };
         let mut all: Vec<String> = on_disk.into_iter().chain(in_index).collect();
         all.sort();
@@ -535,19 +535,8 @@ impl FileSync {
     /// Push the chunks of `path` the standby lacks to its staging area.
     async fn push(&self, spec: &FolderSpec, rel: &str, path: &Path, chunked: &Chunked) -> Result<(), String> {
         let peer = self.peer.clone().ok_or("no other data node")?;
-        let mut unique: Vec<ChunkRef> = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        let offsets: BTreeMap<[u8; 32], u64> = chunked
-            .offsets()
-            .into_iter()
-            .zip(&chunked.chunks)
-            .map(|(o, c)| (c.hash, o))
-            .collect();
-        for c in &chunked.chunks {
-            if seen.insert(c.hash) {
-                unique.push(*c);
-            }
-        }
+        let unique: Vec<ChunkRef> = chunked.chunks.iter().filter(|c| seen.insert(c.hash)).copied().collect();
         let req = HaveRequest {
             folder: spec.id.clone(),
             path: rel.to_string(),
@@ -567,35 +556,28 @@ impl FileSync {
             .filter(|(_, h)| !h)
             .map(|(c, _)| c)
             .collect();
-        let mut start = 0;
-        while start < missing.len() {
-            let mut end = start;
-            let mut bytes = 0usize;
-            while end < missing.len() && (end == start || bytes + missing[end].len as usize <= chunk::BATCH_MAX_BYTES) {
-                bytes += missing[end].len as usize;
-                end += 1;
-            }
-            let part: Vec<(ChunkRef, u64)> = missing[start..end].iter().map(|c| (*c, offsets[&c.hash])).collect();
-            let path = path.to_path_buf();
-            let wire = tokio::task::spawn_blocking(move || {
-                let mut file = std::fs::File::open(&path)?;
+        let mut file = LocalChunks::open(path, chunked).map_err(|e| e.to_string())?;
+        for part in chunk::batches(missing, |c| c.len) {
+            let bytes: u64 = part.iter().map(|c| u64::from(c.len)).sum();
+            // The file travels into the blocking read and back.
+            let (back, wire) = tokio::task::spawn_blocking(move || {
                 let mut out = Vec::with_capacity(part.len());
-                for (c, offset) in part {
-                    let data = chunk::read_at(&mut file, offset, c.len)?;
-                    if blake3::hash(&data).as_bytes() != &c.hash {
-                        return Err(std::io::Error::other("the file changed while it was read"));
-                    }
+                for c in part {
+                    let Some(data) = file.get(&c.hash) else {
+                        return (file, Err("the file changed while it was read".to_string()));
+                    };
                     out.push((c.hash, data));
                 }
-                chunk::encode_batch(out)
+                let wire = chunk::encode_batch(out).map_err(|e| e.to_string());
+                (file, wire)
             })
             .await
-            .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
-            add(&self.counters.pushed_bytes, bytes as u64);
+            file = back;
+            let wire = wire?;
+            add(&self.counters.pushed_bytes, bytes);
             add(&self.counters.pushed_wire_bytes, wire.len() as u64);
             (self.exchange)(peer.clone(), "/peer/files/put", wire, TRANSFER_TIMEOUT).await?;
-            start = end;
         }
         Ok(())
     }

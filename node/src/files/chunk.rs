@@ -42,18 +42,42 @@ pub struct Chunked {
 }
 
 impl Chunked {
-    /// Byte offset of every chunk.
-    pub fn offsets(&self) -> Vec<u64> {
+    /// Where each distinct chunk lies: hash → (offset, length).
+    pub fn locations(&self) -> HashMap<[u8; 32], (u64, u32)> {
         let mut at = 0;
-        self.chunks
-            .iter()
-            .map(|c| {
-                let o = at;
-                at += u64::from(c.len);
-                o
-            })
-            .collect()
+        let mut out = HashMap::with_capacity(self.chunks.len());
+        for c in &self.chunks {
+            out.entry(c.hash).or_insert((at, c.len));
+            at += u64::from(c.len);
+        }
+        out
     }
+}
+
+/// blake3 of a whole file, streamed (for comparing a copy with a recorded hash).
+pub fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(File::open(path)?)?;
+    Ok(*hasher.finalize().as_bytes())
+}
+
+/// Split `items` into batches of at most [`BATCH_MAX_BYTES`] by `len` (an item larger than
+/// that goes alone), keeping their order.
+pub fn batches<T>(items: Vec<T>, len: impl Fn(&T) -> u32) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = Vec::new();
+    let mut bytes = 0usize;
+    for item in items {
+        let n = len(&item) as usize;
+        match out.last_mut() {
+            Some(batch) if bytes + n <= BATCH_MAX_BYTES => batch.push(item),
+            _ => {
+                out.push(vec![item]);
+                bytes = 0;
+            }
+        }
+        bytes += n;
+    }
+    out
 }
 
 /// Cut the file at `path` into chunks, hashing each and the whole as it streams by.
@@ -86,7 +110,7 @@ pub fn chunk_reader(reader: impl Read) -> io::Result<Chunked> {
 }
 
 /// Read `len` bytes at `offset` of `file`.
-pub fn read_at(file: &mut File, offset: u64, len: u32) -> io::Result<Vec<u8>> {
+fn read_at(file: &mut File, offset: u64, len: u32) -> io::Result<Vec<u8>> {
     file.seek(SeekFrom::Start(offset))?;
     let mut buf = vec![0; len as usize];
     file.read_exact(&mut buf)?;
@@ -180,7 +204,8 @@ impl Staging {
     }
 }
 
-/// The chunks of a local file, by hash, for reuse when a new version is assembled.
+/// The chunks of a local file, by hash: reused when a new version is assembled, read when
+/// they are sent.
 pub struct LocalChunks {
     file: File,
     at: HashMap<[u8; 32], (u64, u32)>,
@@ -193,16 +218,14 @@ impl LocalChunks {
         if !meta.is_file() || meta.len() == 0 {
             return None;
         }
-        let chunked = chunk_file(path).ok()?;
-        let at = chunked
-            .offsets()
-            .into_iter()
-            .zip(&chunked.chunks)
-            .map(|(o, c)| (c.hash, (o, c.len)))
-            .collect();
-        Some(Self {
-            file: File::open(path).ok()?,
-            at,
+        Self::open(path, &chunk_file(path).ok()?).ok()
+    }
+
+    /// The file at `path`, already cut into `chunked`.
+    pub fn open(path: &Path, chunked: &Chunked) -> io::Result<Self> {
+        Ok(Self {
+            file: File::open(path)?,
+            at: chunked.locations(),
         })
     }
 
@@ -210,6 +233,13 @@ impl LocalChunks {
         self.at.contains_key(hash)
     }
 
+    /// The chunk's length, if the file has it.
+    pub fn len_of(&self, hash: &[u8; 32]) -> Option<u32> {
+        self.at.get(hash).map(|&(_, len)| len)
+    }
+
+    /// The chunk's content, checked against its hash (None if absent, unreadable, or the file
+    /// changed since it was cut).
     pub fn get(&mut self, hash: &[u8; 32]) -> Option<Vec<u8>> {
         let (offset, len) = *self.at.get(hash)?;
         let data = read_at(&mut self.file, offset, len).ok()?;
@@ -331,12 +361,22 @@ mod tests {
     }
 
     #[test]
+    fn batches_stay_under_the_limit_and_keep_their_order() {
+        let half = BATCH_MAX_BYTES as u32 / 2;
+        let sizes = vec![half, half, 1, half * 3, 5];
+        let split = batches(sizes, |n| *n);
+        assert_eq!(split, vec![vec![half, half], vec![1], vec![half * 3], vec![5]]);
+        assert!(batches(Vec::<u32>::new(), |n| *n).is_empty());
+    }
+
+    #[test]
     fn local_chunks_serve_the_parts_of_the_current_copy() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("big");
         let data = noise(1024 * 1024, 3);
         std::fs::write(&path, &data).unwrap();
         let chunked = chunk_file(&path).unwrap();
+        assert_eq!(hash_file(&path).unwrap(), chunked.hash);
         let mut local = LocalChunks::of(&path).unwrap();
         let mut rebuilt = Vec::new();
         for c in &chunked.chunks {

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde::Serialize;
 use tandem_raft_store::codec;
+use tandem_raft_store::records::link_hash;
 use tandem_raft_store::records::FileChange;
 use tandem_raft_store::records::FileKind;
 use tandem_raft_store::records::FileOp;
@@ -112,7 +113,7 @@ impl LocalManifest {
                     LocalEntry {
                         kind: FileKind::Symlink,
                         size: 0,
-                        hash: *blake3::hash(target.as_bytes()).as_bytes(),
+                        hash: link_hash(target),
                         mtime_ns: *mtime_ns,
                     },
                 )

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use tandem_client::api::QuarantineInfo;
 use tandem_raft_store::codec;
+use tandem_raft_store::records::link_hash;
 use tandem_raft_store::records::FileChange;
 use tandem_raft_store::records::FileKind;
 use tandem_raft_store::records::FileMeta;
@@ -54,12 +55,7 @@ impl FileSync {
         let (index, origin, change) = match item {
             FileFeed::Resync if self.lock().capture_running => {
                 // The capture owns this disk: it is the source of what the index says.
-                let through = self.last_file_index();
-                self.materialized.send_if_modified(|m| {
-                    let newer = through > *m;
-                    *m = (*m).max(through);
-                    newer
-                });
+                self.materialized_through(self.last_file_index());
                 return None;
             }
             FileFeed::Resync => {
@@ -180,7 +176,8 @@ impl FileSync {
                     hash: *hash,
                     chunks: chunks.clone(),
                 };
-                self.assemble(&change.folder, rel, &chunked, &pending).map_err(disk_err)
+                self.assemble(&change.folder, rel, &chunked, &pending, None)
+                    .map_err(disk_err)
             }
             FileOp::Mkdir { attrs } => {
                 disk::ensure_parents(root, rel).map_err(disk_err)?;
@@ -193,15 +190,9 @@ impl FileSync {
                 Ok(Outcome::Done)
             }
             FileOp::SetAttrs { attrs } => {
-                if self
-                    .lock()
-                    .pending
-                    .contains_key(&(change.folder.clone(), rel.to_string()))
-                {
-                    let mut s = self.lock();
-                    if let Some(p) = s.pending.get_mut(&(change.folder.clone(), rel.to_string())) {
-                        p.attrs = *attrs;
-                    }
+                if let Some(p) = self.lock().pending.get_mut(&(change.folder.clone(), rel.to_string())) {
+                    // Not here yet: it is written with these attributes when it arrives.
+                    p.attrs = *attrs;
                     return Ok(Outcome::Done);
                 }
                 disk::set_attrs(root, rel, attrs, keep).map_err(disk_err)?;
@@ -222,14 +213,21 @@ impl FileSync {
         }
     }
 
-    /// Build the new version of `rel` from staged chunks and chunks of the current copy;
+    /// Build the new version of `rel` from staged chunks and chunks of the current copy
+    /// (`local`: the copy already cut, `None`: cut it here if a chunk is not staged);
     /// `Pending` if some chunk is in neither.
-    fn assemble(&self, folder: &str, rel: &str, chunked: &Chunked, pending: &Pending) -> Result<Outcome, DiskError> {
+    fn assemble(
+        &self,
+        folder: &str,
+        rel: &str,
+        chunked: &Chunked,
+        pending: &Pending,
+        mut local: Option<LocalChunks>,
+    ) -> Result<Outcome, DiskError> {
         let spec = self.folder(folder).expect("folder checked by the caller");
         let root = &spec.root;
         let target = disk::resolve(root, rel)?;
-        let mut local: Option<LocalChunks> = None;
-        let mut local_tried = false;
+        let mut local_tried = local.is_some();
         for c in &chunked.chunks {
             if self.staging.has(&c.hash) {
                 continue;
@@ -298,7 +296,7 @@ impl FileSync {
             return Ok(());
         }
         let path = disk::resolve(&spec.root, rel)?;
-        let hash = chunk::chunk_file(&path).map(|c| c.hash).ok();
+        let hash = chunk::hash_file(&path).ok();
         if hash.is_some() && (hash == known.map(|k| k.hash) || hash == incoming) {
             return Ok(());
         }
@@ -341,13 +339,7 @@ impl FileSync {
         let result = tokio::task::spawn_blocking(move || this.reconcile_blocking(how)).await;
         drop(turn);
         match result {
-            Ok(Ok(through)) => {
-                self.materialized.send_if_modified(|m| {
-                    let newer = through > *m;
-                    *m = (*m).max(through);
-                    newer
-                });
-            }
+            Ok(Ok(through)) => self.materialized_through(through),
             Ok(Err(e)) => self.event(Kind::Warning, format!("file mirror cannot compare its folders: {e}")),
             Err(e) => self.event(Kind::Warning, format!("file mirror compare failed: {e}")),
         }
@@ -370,18 +362,27 @@ impl FileSync {
 
     /// Returns the log index the comparison reflects.
     fn reconcile_blocking(&self, how: Compare) -> Result<u64, String> {
+        // One copy of the folders' index at one log position, so the disk work holds no lock.
         let (index, through) = {
             let st = self.consensus.state().read();
-            (st.files.clone(), st.meta.last_file_index)
+            let index: BTreeMap<&str, BTreeMap<String, FileMeta>> = self
+                .folders
+                .keys()
+                .map(|id| {
+                    let files = st
+                        .folder_files(id, "")
+                        .map(|(p, m)| (p.to_string(), m.clone()))
+                        .collect();
+                    (id.as_str(), files)
+                })
+                .collect();
+            (index, st.meta.last_file_index)
         };
         let mut pending = BTreeMap::new();
         for spec in self.folders.values() {
             let root = &spec.root;
-            let committed: BTreeMap<&str, &FileMeta> = index
-                .range((spec.id.clone(), String::new())..)
-                .take_while(|((id, _), _)| *id == spec.id)
-                .map(|((_, p), m)| (p.as_str(), m))
-                .collect();
+            let committed: BTreeMap<&str, &FileMeta> =
+                index[spec.id.as_str()].iter().map(|(p, m)| (p.as_str(), m)).collect();
             // A folder that was never mirrored, on a cluster that holds nothing of it yet, is
             // the initial copy: its files stay where they are (the first active proposes
             // them; a standby's copy serves as chunk source and differing files are moved aside
@@ -463,8 +464,7 @@ impl FileSync {
                             .as_ref()
                             .filter(|m| m.is_file())
                             .and_then(|_| disk::resolve(root, rel).ok())
-                            .and_then(|p| chunk::chunk_file(&p).ok())
-                            .map(|c| c.hash);
+                            .and_then(|p| chunk::hash_file(&p).ok());
                         if disk_hash == Some(meta.hash) {
                             disk::set_attrs(root, rel, &meta.attrs, spec.keep_owner).map_err(|e| e.to_string())?;
                             self.adopt(spec, rel, meta);
@@ -497,13 +497,10 @@ impl FileSync {
             return true;
         };
         match known.kind {
-            FileKind::File => !meta.is_file() || chunk::chunk_file(&path).map(|c| c.hash).ok() != Some(known.hash),
+            FileKind::File => !meta.is_file() || chunk::hash_file(&path).ok() != Some(known.hash),
             FileKind::Dir => !meta.is_dir(),
             FileKind::Symlink => {
-                std::fs::read_link(&path)
-                    .ok()
-                    .and_then(|t| t.to_str().map(|t| *blake3::hash(t.as_bytes()).as_bytes()))
-                    != Some(known.hash)
+                std::fs::read_link(&path).ok().and_then(|t| t.to_str().map(link_hash)) != Some(known.hash)
             }
         }
     }
@@ -581,64 +578,27 @@ impl FileSync {
         };
         let spec = self.folder(folder).ok_or("folder gone")?.clone();
         let target = disk::resolve(&spec.root, path).map_err(|e| e.to_string())?;
-        let local = LocalChunks::of(&target);
-        let mut missing: Vec<(u32, [u8; 32])> = Vec::new();
+        // The current copy is cut once: for what it lacks, then to assemble from.
+        let local = tokio::task::spawn_blocking(move || LocalChunks::of(&target))
+            .await
+            .map_err(|e| e.to_string())?;
         let mut seen = std::collections::HashSet::new();
-        for c in &copy.chunks {
-            if seen.insert(c.hash) && !self.staging.has(&c.hash) && !local.as_ref().is_some_and(|l| l.has(&c.hash)) {
-                missing.push((c.len, c.hash));
-            }
-        }
-        drop(local);
+        let missing: Vec<(u32, [u8; 32])> = copy
+            .chunks
+            .iter()
+            .filter(|c| seen.insert(c.hash))
+            .filter(|c| !self.staging.has(&c.hash) && !local.as_ref().is_some_and(|l| l.has(&c.hash)))
+            .map(|c| (c.len, c.hash))
+            .collect();
         let mut fetched = 0u64;
-        let mut batch: Vec<[u8; 32]> = Vec::new();
-        let mut batch_bytes = 0usize;
-        let flush = |batch: Vec<[u8; 32]>| {
+        for batch in chunk::batches(missing, |(len, _)| *len) {
             let req = GetRequest {
                 folder: folder.to_string(),
                 path: path.to_string(),
                 hash: want.hash,
-                chunks: batch,
+                chunks: batch.into_iter().map(|(_, h)| h).collect(),
             };
-            async move {
-                let body = codec::encode(&req).map_err(|e| e.to_string())?;
-                let wire = (self.exchange)(peer.to_string(), "/peer/files/get", body, TRANSFER_TIMEOUT).await?;
-                let staging = self.staging.clone();
-                let wire_len = wire.len() as u64;
-                let raw = tokio::task::spawn_blocking(move || {
-                    let chunks = chunk::decode_batch(&wire)?;
-                    let mut raw = 0u64;
-                    for (h, data) in &chunks {
-                        staging.put(h, data).map_err(|e| {
-                            if e.raw_os_error() == Some(libc::ENOSPC) {
-                                format!("{NO_SPACE}: staging area")
-                            } else {
-                                e.to_string()
-                            }
-                        })?;
-                        raw += data.len() as u64;
-                    }
-                    Ok::<u64, String>(raw)
-                })
-                .await
-                .map_err(|e| e.to_string())??;
-                add(&self.counters.fetched_bytes, raw);
-                add(&self.counters.fetched_wire_bytes, wire_len);
-                Ok::<u64, String>(raw)
-            }
-        };
-        for (len, hash) in missing {
-            if batch_bytes + len as usize > chunk::BATCH_MAX_BYTES && !batch.is_empty() {
-                let got = flush(std::mem::take(&mut batch)).await?;
-                fetched += got;
-                pace.account(spec.rate_limit, got).await;
-                batch_bytes = 0;
-            }
-            batch.push(hash);
-            batch_bytes += len as usize;
-        }
-        if !batch.is_empty() {
-            let got = flush(batch).await?;
+            let got = self.fetch_batch(peer, req).await?;
             fetched += got;
             pace.account(spec.rate_limit, got).await;
         }
@@ -650,7 +610,7 @@ impl FileSync {
         if self.lock().pending.get(&(folder.to_string(), path.to_string())) != Some(want) {
             return Ok(false);
         }
-        let result = tokio::task::spawn_blocking(move || this.assemble(&folder_id, &this_path, &copy, &wanted))
+        let result = tokio::task::spawn_blocking(move || this.assemble(&folder_id, &this_path, &copy, &wanted, local))
             .await
             .map_err(|e| e.to_string())?;
         match result {
@@ -672,6 +632,45 @@ impl FileSync {
             Err(DiskError::NoSpace { .. }) => Err(format!("{NO_SPACE}: {folder}/{path}")),
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+impl FileSync {
+    /// Ask `peer` for one batch of chunks and stage them; the raw bytes received.
+    async fn fetch_batch(&self, peer: &str, req: GetRequest) -> Result<u64, String> {
+        let body = codec::encode(&req).map_err(|e| e.to_string())?;
+        let wire = (self.exchange)(peer.to_string(), "/peer/files/get", body, TRANSFER_TIMEOUT).await?;
+        let staging = self.staging.clone();
+        let wire_len = wire.len() as u64;
+        let raw = tokio::task::spawn_blocking(move || {
+            let chunks = chunk::decode_batch(&wire)?;
+            let mut raw = 0u64;
+            for (h, data) in &chunks {
+                staging.put(h, data).map_err(|e| {
+                    if e.raw_os_error() == Some(libc::ENOSPC) {
+                        format!("{NO_SPACE}: staging area")
+                    } else {
+                        e.to_string()
+                    }
+                })?;
+                raw += data.len() as u64;
+            }
+            Ok::<u64, String>(raw)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        add(&self.counters.fetched_bytes, raw);
+        add(&self.counters.fetched_wire_bytes, wire_len);
+        Ok(raw)
+    }
+
+    /// The disk reflects every file change up to `index` (never moves back).
+    fn materialized_through(&self, index: u64) {
+        self.materialized.send_if_modified(|m| {
+            let newer = index > *m;
+            *m = (*m).max(index);
+            newer
+        });
     }
 }
 

@@ -295,12 +295,7 @@ impl FileSync {
         let folders: Vec<String> = s.first_copy.iter().cloned().collect();
         drop(s);
         let st = self.consensus.state().read();
-        folders.iter().any(|f| {
-            st.files
-                .range((f.clone(), String::new())..)
-                .next()
-                .is_some_and(|((id, _), _)| id == f)
-        })
+        folders.iter().any(|f| st.folder_files(f, "").next().is_some())
     }
 
     /// What heartbeats carry of the mirror.
@@ -371,12 +366,8 @@ impl FileSync {
             self.folders
                 .values()
                 .map(|f| {
-                    let entries = st
-                        .files
-                        .range((f.id.clone(), String::new())..)
-                        .take_while(|((id, _), _)| *id == f.id);
                     let (mut n, mut bytes) = (0, 0);
-                    for (_, m) in entries {
+                    for (_, m) in st.folder_files(&f.id, "") {
                         n += 1;
                         bytes += m.size;
                     }
@@ -390,16 +381,16 @@ impl FileSync {
                 })
                 .collect()
         };
-        let synced = self.synced();
+        let brief = self.brief();
         let s = self.lock();
         let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         FilesInfo {
-            synced,
-            capturing: s.capturing,
-            pending_files: s.pending.len() as u64,
-            pending_bytes: s.pending.values().map(|p| p.size).sum(),
-            stalled: s.stalled.clone(),
+            synced: brief.synced,
+            capturing: brief.capturing,
+            pending_files: brief.pending_files,
+            pending_bytes: brief.pending_bytes,
+            stalled: brief.stalled,
             progress: s.progress.as_ref().map(|p| {
                 let secs = p.started.elapsed().as_secs_f64().max(0.001);
                 let rate = (p.bytes_done as f64 / secs) as u64;

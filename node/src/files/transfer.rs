@@ -26,6 +26,7 @@ use tandem_raft_store::records::check_rel_path;
 
 use super::chunk;
 use super::chunk::Chunked;
+use super::chunk::LocalChunks;
 use super::disk;
 use super::FileSync;
 
@@ -167,17 +168,11 @@ async fn get(State(files): State<Arc<FileSync>>, body: Bytes) -> Result<Response
         ));
     };
     let result = tokio::task::spawn_blocking(move || {
-        let at: std::collections::HashMap<[u8; 32], (u64, u32)> = copy
-            .offsets()
-            .into_iter()
-            .zip(&copy.chunks)
-            .map(|(o, c)| (c.hash, (o, c.len)))
-            .collect();
-        let mut file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+        let mut file = LocalChunks::open(&path, &copy).map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         let mut total = 0usize;
         for h in &req.chunks {
-            let Some(&(offset, len)) = at.get(h) else {
+            let Some(len) = file.len_of(h) else {
                 return Err(format!("chunk {} is not part of this copy", chunk::hex(h)));
             };
             total += len as usize;
@@ -187,10 +182,7 @@ async fn get(State(files): State<Arc<FileSync>>, body: Bytes) -> Result<Response
                     chunk::BATCH_MAX_BYTES
                 ));
             }
-            let data = chunk::read_at(&mut file, offset, len).map_err(|e| e.to_string())?;
-            if blake3::hash(&data).as_bytes() != h {
-                return Err("the copy changed while it was read".to_string());
-            }
+            let data = file.get(h).ok_or("the copy changed while it was read")?;
             out.push((*h, data));
         }
         chunk::encode_batch(out).map_err(|e| e.to_string())

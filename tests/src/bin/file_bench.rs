@@ -45,6 +45,7 @@ use tandem_tests::bench_arg as arg;
 use tandem_tests::other_data_node;
 use tandem_tests::Cluster;
 use tandem_tests::ClusterOptions;
+use tandem_tests::Sysctl;
 
 const TEMP_PREFIX: &str = tandem_node::files::disk::TEMP_PREFIX;
 const FOLDER: &str = "bench";
@@ -220,18 +221,8 @@ impl Bench {
     /// Every path of the sync folder in `node`'s replicated index.
     fn manifest_paths(&self, node: &str) -> anyhow::Result<std::collections::HashSet<String>> {
         let client = self.cluster.client(node).with_timeout(Duration::from_secs(10));
-        let mut out = std::collections::HashSet::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .cluster
-                .block_on(client.file_manifest(FOLDER, after.as_deref(), None))?;
-            out.extend(page.entries.into_iter().map(|e| e.path));
-            match page.next {
-                Some(n) => after = Some(n),
-                None => return Ok(out),
-            }
-        }
+        let entries = self.cluster.block_on(client.file_manifest_all(FOLDER))?;
+        Ok(entries.into_iter().map(|e| e.path).collect())
     }
 
     /// Copy the nodes' logs out of the cluster's directory (removed on drop); where they are.
@@ -653,36 +644,22 @@ fn quarantine_summary(q: &[(&str, String, f64)]) -> String {
     }
 }
 
-/// Raises `fs.inotify.max_user_watches` for the run if needed; restores it on drop.
-struct WatchLimit {
-    restore: Option<u64>,
-}
-
 const MAX_USER_WATCHES: &str = "/proc/sys/fs/inotify/max_user_watches";
 
-impl WatchLimit {
-    fn at_least(need: u64) -> anyhow::Result<Self> {
-        let now: u64 = std::fs::read_to_string(MAX_USER_WATCHES)?.trim().parse()?;
-        if now >= need {
-            println!("  fs.inotify.max_user_watches is {now} (>= {need} needed): unchanged");
-            return Ok(WatchLimit { restore: None });
-        }
-        std::fs::write(MAX_USER_WATCHES, need.to_string())
-            .with_context(|| format!("raise {MAX_USER_WATCHES} from {now} to {need} (needs root)"))?;
-        println!("  raised fs.inotify.max_user_watches from {now} to {need} for this run");
-        Ok(WatchLimit { restore: Some(now) })
+/// Raises `fs.inotify.max_user_watches` to `need` for the run if it is lower (put back when the
+/// returned guard drops).
+fn watch_limit_at_least(need: u64) -> anyhow::Result<Option<Sysctl>> {
+    let now: u64 = std::fs::read_to_string(MAX_USER_WATCHES)?.trim().parse()?;
+    if now >= need {
+        println!("  fs.inotify.max_user_watches is {now} (>= {need} needed): unchanged");
+        return Ok(None);
     }
-}
-
-impl Drop for WatchLimit {
-    fn drop(&mut self) {
-        if let Some(old) = self.restore {
-            match std::fs::write(MAX_USER_WATCHES, old.to_string()) {
-                Ok(()) => println!("  restored fs.inotify.max_user_watches to {old}"),
-                Err(e) => eprintln!("could not restore fs.inotify.max_user_watches to {old}: {e}"),
-            }
-        }
-    }
+    let raised = Sysctl::set(MAX_USER_WATCHES, &need.to_string());
+    println!(
+        "  raised fs.inotify.max_user_watches from {} to {need} for this run",
+        raised.old()
+    );
+    Ok(Some(raised))
 }
 
 fn many_dirs(leaves: u64, summary: &mut Summary) -> anyhow::Result<()> {
@@ -695,7 +672,7 @@ fn many_dirs(leaves: u64, summary: &mut Summary) -> anyhow::Result<()> {
     let entries = leaves + parents;
     println!("== 3. watching {entries} directories ({parents} holding {leaves} empty ones)");
     // Both data nodes' processes run as this user; one watches. Leave room for anything else.
-    let _limit = WatchLimit::at_least(entries + 16_384)?;
+    let _limit = watch_limit_at_least(entries + 16_384)?;
     let folders = tempfile::tempdir()?;
     let made = Instant::now();
     for node in ["a", "b"] {
