@@ -7,18 +7,31 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # The partition tests cut nodes off with iptables; the VIP tests and the lab build network
 # namespaces with iproute2; the systemd-unit test boots a private systemd in namespaces of its
 # own (util-linux's unshare and nsenter). All need root. The HTTPS monitor test makes its
-# certificates with openssl.
+# certificates with openssl. The database tests start real MariaDB servers.
 missing=()
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 [ -x /lib/systemd/systemd ] || missing+=(systemd)
 command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+[ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
-    echo "installing ${missing[*]} (needed by the partition, VIP, lab, systemd and HTTPS monitor tests)..."
+    echo "installing ${missing[*]} (needed by the partition, VIP, lab, systemd, HTTPS monitor and database tests)..."
+    # Packages are not to start their own services here (the database tests start their own
+    # servers): a policy that denies service starts, for the length of the install only.
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' > "$policy"
+      chmod +x "$policy"
+      trap 'rm -f "$policy"' EXIT
+    fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    if trap -p EXIT | grep -q policy; then
+      rm -f "$policy"
+      trap - EXIT
+    fi
   else
     echo "error: ${missing[*]} not installed; run this script as root, or: sudo apt-get install ${missing[*]}" >&2
     exit 1

@@ -20,6 +20,15 @@ use tandem_client::api::WriteTestRecordResult;
 use tandem_client::Client;
 use tandem_client::ClientError;
 
+pub mod mariadb;
+
+/// The last `lines` lines of a log file (empty if it cannot be read).
+fn tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 pub const SECRET: &str = "integration-test-secret-0123456789";
 
 /// The data node that is not `name` (of the test clusters' `a` and `b`).
@@ -57,13 +66,23 @@ pub fn tandemctl() -> Command {
     Command::new(bin_dir().join("tandemctl"))
 }
 
-/// A free TCP port on `ip` (bound, then released).
+/// A free TCP port on `ip` (bound, then released), never one this process handed out before:
+/// the kernel may offer a just-released port again, and two members of one cluster (or a
+/// node and a database server) must not be given the same one.
 fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0))
-        .expect("bind a free port")
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind((ip, 0))
+            .expect("bind a free port")
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -217,8 +236,14 @@ impl Cluster {
         if !out.status.success() {
             bail!("tandem init failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        cluster.wait_for("a data node leads", Duration::from_secs(10), |s| {
-            s.leader_status().is_some_and(|l| l.kind == "data")
+        // Started means every member knows the leader of the current term, so a test that reads
+        // one node's view first does not catch that node still learning of the election.
+        cluster.wait_for("a data node leads, known to all three", Duration::from_secs(10), |s| {
+            s.leader_status().is_some_and(|l| {
+                l.kind == "data"
+                    && s.reachable().count() == 3
+                    && s.reachable().all(|n| n.term == l.term && n.leader == Some(l.node_id))
+            })
         })?;
         Ok(cluster)
     }
@@ -329,9 +354,7 @@ impl Cluster {
     }
 
     pub fn log_tail(&self, name: &str) -> String {
-        let text = std::fs::read_to_string(self.log_path(name)).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        tail(&self.log_path(name), 30)
     }
 
     /// SIGKILL a node.

@@ -1,0 +1,165 @@
+//! A real MariaDB server for the database tests: its own data directory, socket and loopback
+//! port, binlog in row format with full row images and strict GTIDs, as Tandem's capture needs.
+//! `tests/run.sh` installs the `mariadb-server` package.
+
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::Stdio;
+use std::time::Duration;
+use std::time::Instant;
+
+use anyhow::bail;
+use anyhow::Context;
+
+/// Longest a server may take to accept connections after it was started.
+const MARIADB_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct MariaDb {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub port: u16,
+    pub server_id: u32,
+}
+
+impl MariaDb {
+    /// Make a data directory and start `mariadbd` on it; returns once it answers.
+    pub fn start(server_id: u32) -> anyhow::Result<MariaDb> {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        let out = Command::new(program("mariadb-install-db"))
+            .args([
+                "--no-defaults",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+            ])
+            .arg("--skip-test-db")
+            .arg(format!("--datadir={}", data.display()))
+            .output()
+            .context("mariadb-install-db (package mariadb-server; tests/run.sh installs it)")?;
+        if !out.status.success() {
+            bail!(
+                "mariadb-install-db failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let port = crate::free_port("127.0.0.1");
+        let mut db = MariaDb {
+            child: None,
+            dir,
+            port,
+            server_id,
+        };
+        db.spawn()?;
+        Ok(db)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let d = self.dir.path();
+        let child = Command::new(program("mariadbd"))
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--socket={}", self.socket().display()))
+            .arg(format!("--pid-file={}", d.join("mariadbd.pid").display()))
+            .arg(format!("--log-error={}", d.join("error.log").display()))
+            .arg(format!("--port={}", self.port))
+            .args(["--bind-address=127.0.0.1", "--user=root", "--skip-name-resolve"])
+            .arg(format!("--server-id={}", self.server_id))
+            .arg(format!("--log-bin={}", d.join("data/binlog").display()))
+            .args([
+                "--binlog-format=ROW",
+                "--binlog-row-image=FULL",
+                "--gtid-strict-mode=ON",
+            ])
+            .args(["--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start mariadbd (package mariadb-server; tests/run.sh installs it)")?;
+        self.child = Some(child);
+        let started = Instant::now();
+        loop {
+            if self.try_sql("SELECT 1").is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("mariadbd exited at start ({status}): {}", self.error_log_tail());
+            }
+            if started.elapsed() > MARIADB_START_TIMEOUT {
+                bail!(
+                    "mariadbd did not answer within {MARIADB_START_TIMEOUT:?}: {}",
+                    self.error_log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("mariadbd.sock")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// `mysql://root@127.0.0.1:PORT` for a client.
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.port)
+    }
+
+    /// Run SQL through the `mariadb` client; tab-separated rows without a header.
+    pub fn sql(&self, sql: &str) -> String {
+        self.try_sql(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    pub fn try_sql(&self, sql: &str) -> anyhow::Result<String> {
+        let out = Command::new(program("mariadb"))
+            .args(["--no-defaults", "--user=root", "--batch", "--skip-column-names"])
+            .arg(format!("--socket={}", self.socket().display()))
+            .args(["-e", sql])
+            .output()
+            .context("run the mariadb client")?;
+        if !out.status.success() {
+            bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+    }
+
+    /// SIGKILL the server (a crash: InnoDB and the binlog recover at the next start).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+
+    /// Start it again on the same data directory.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    fn error_log_tail(&self) -> String {
+        crate::tail(&self.dir.path().join("error.log"), 20)
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A MariaDB program: where Debian puts it (the server is in /usr/sbin, which a user's PATH
+/// may lack), else by name.
+fn program(name: &str) -> PathBuf {
+    ["/usr/sbin", "/usr/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
