@@ -22,17 +22,26 @@ use tandem_client::Client;
 use tandem_client::ClientError;
 use tandem_client::EventsQuery;
 
-/// `println!` that ends the program quietly when stdout is a closed pipe
-/// (`tandemctl status | head -3`) instead of panicking.
+/// `println!` and `print!` that end the program quietly when stdout is a closed pipe
+/// (`tandemctl status | head -3`, `tandemctl events --csv | head`) instead of panicking.
 macro_rules! println {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(0);
-            }
-        }
+        crate::closed_pipe_ends(writeln!(std::io::stdout(), $($arg)*));
     }};
+}
+
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        crate::closed_pipe_ends(write!(std::io::stdout(), $($arg)*).and_then(|()| std::io::stdout().flush()));
+    }};
+}
+
+fn closed_pipe_ends(written: std::io::Result<()>) {
+    if written.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+        std::process::exit(0);
+    }
 }
 
 #[derive(Parser)]

@@ -362,6 +362,22 @@ fn a_log_only_monitor_only_logs() {
         "{csv}"
     );
     assert!(lines.all(|l| l.contains(",role,")), "{csv}");
+    // Into a pipe whose reader is already gone (`| head` that has what it wanted): a quiet end.
+    let nodes: Vec<String> = setup.cluster.nodes.iter().map(|n| n.admin_addr()).collect();
+    let mut child = tandem_tests::tandemctl()
+        .args(["--nodes", &nodes.join(","), "events", "--csv"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("panicked"),
+        "{:?}: {stderr}",
+        out.status
+    );
     let (code, out) = setup.cluster.ctl(&["events", "--kind", "nonsense"]);
     assert_ne!(code, Some(0));
     assert!(out.contains("unknown event kind \"nonsense\""), "{out}");
