@@ -274,6 +274,7 @@ pub enum FileOp {
         attrs: FileAttrs,
         hash: [u8; 32],
         chunks: Vec<ChunkRef>,
+        #[serde(with = "crate::codec::opt_bytes")]
         inline: Option<Vec<u8>>,
     },
     /// A directory exists here (created, or its attributes changed).
@@ -319,6 +320,7 @@ pub struct DbChange {
     pub seq: u64,
     /// The source's own id of the transaction (a GTID for MariaDB/MySQL).
     pub gtid: String,
+    #[serde(with = "crate::codec::bytes")]
     pub events: Vec<u8>,
 }
 
@@ -342,6 +344,7 @@ pub struct AuditEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TestRecord {
     pub id: u64,
+    #[serde(with = "crate::codec::bytes")]
     pub payload: Vec<u8>,
 }
 

@@ -38,6 +38,7 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredSnapshot {
     pub meta: SnapshotMeta,
+    #[serde(with = "crate::codec::bytes")]
     pub data: Vec<u8>,
 }
 
@@ -125,6 +126,11 @@ impl FileFeedReceiver {
             return Some(FileFeed::Resync);
         }
         self.rx.recv().await
+    }
+
+    /// The next change if one is queued now (an owed resync waits for [`Self::recv`]).
+    pub fn try_recv(&mut self) -> Option<FileFeed> {
+        self.rx.try_recv().ok()
     }
 }
 

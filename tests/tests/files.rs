@@ -80,6 +80,27 @@ fn tree(root: &Path, skip: &[&str]) -> BTreeMap<String, Entry> {
 struct Setup {
     cluster: Cluster,
     folders: tempfile::TempDir,
+    _limits: Limits,
+}
+
+/// The kernel's inotify limits are one setting for the whole machine. A test that lowers them
+/// runs alone: every other test holds this shared for its whole life, since its nodes set
+/// watches at any time (a capture starts again after a failover).
+static KERNEL_LIMITS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+enum Limits {
+    Shared(#[allow(dead_code)] std::sync::RwLockReadGuard<'static, ()>),
+    Alone(#[allow(dead_code)] std::sync::RwLockWriteGuard<'static, ()>),
+}
+
+impl Limits {
+    fn shared() -> Limits {
+        Limits::Shared(KERNEL_LIMITS.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn alone() -> Limits {
+        Limits::Alone(KERNEL_LIMITS.write().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 impl Setup {
@@ -94,6 +115,10 @@ impl Setup {
 
     /// A cluster whose data nodes keep folder `scenes` in `folders/<node>`, as found there.
     fn start_in(folders: tempfile::TempDir, extra: &str, all: &str) -> Setup {
+        Self::start_holding(folders, extra, all, Limits::shared())
+    }
+
+    fn start_holding(folders: tempfile::TempDir, extra: &str, all: &str, limits: Limits) -> Setup {
         let data_config = format!(
             "[[sync]]\nid = \"scenes\"\npath = \"{}/@NODE@\"\nignore = [\"licence.key\", \"*.swp\"]\n{extra}",
             folders.path().display()
@@ -104,7 +129,11 @@ impl Setup {
             ..Default::default()
         })
         .unwrap();
-        Setup { cluster, folders }
+        Setup {
+            cluster,
+            folders,
+            _limits: limits,
+        }
     }
 
     fn folder(&self, node: &str) -> PathBuf {
@@ -359,11 +388,13 @@ fn sigkill_of_the_active_keeps_the_committed_state_and_quarantines_the_rest() {
     write(&root.join("keep/settings.cfg"), b"committed settings\n");
     setup.wait_mirrored(active, "first files");
 
-    // A service writing flat out: creates, edits, renames and deletes, and a large file.
+    // A service writing flat out: creates, edits, renames and deletes, a 200 MB file among
+    // them, and a large file rewritten again and again.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let (root, stop) = (root.clone(), stop.clone());
         std::thread::spawn(move || {
+            write(&root.join("load/video.bin"), &noise(200 * 1024 * 1024, 77));
             let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let dir = root.join(format!("load/{}", i % 20));
@@ -383,7 +414,13 @@ fn sigkill_of_the_active_keeps_the_committed_state_and_quarantines_the_rest() {
             }
         })
     };
-    std::thread::sleep(Duration::from_secs(3));
+    // The 200 MB file commits while the load goes on; the SIGKILL comes a moment later.
+    let started = Instant::now();
+    while !setup.manifest("w").contains_key("load/video.bin") {
+        assert!(started.elapsed() < SETTLE, "the 200 MB file never committed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
     setup.cluster.kill(active);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
@@ -491,6 +528,132 @@ fn a_standby_that_was_down_fetches_only_what_changed() {
         events.iter().any(|e| e.contains("to fetch from the other data node")),
         "{events:?}"
     );
+}
+
+#[test]
+fn content_only_the_dead_active_held_stays_committed_and_comes_back_with_it() {
+    let mut setup = Setup::start("");
+    let active = setup.cluster.wait_active(None, SETTLE);
+    let standby = other_data_node(active);
+    let root = setup.folder(active);
+    // Larger than inline records: their content goes only to the data nodes.
+    let (v1, v2, fresh) = (noise(600_000, 1), noise(600_000, 2), noise(700_000, 3));
+    write(&root.join("scene.bin"), &v1);
+    setup.wait_mirrored(active, "first version");
+
+    // The standby is down: the next versions commit with the witness, their content only on
+    // the active (its push found nobody to take it).
+    setup.cluster.kill(standby);
+    write(&root.join("scene.bin"), &v2);
+    write(&root.join("fresh.bin"), &fresh);
+    let hex = |d: &[u8]| blake3::hash(d).to_hex().to_string();
+    let started = Instant::now();
+    loop {
+        let m = setup.manifest("w");
+        if m.get("scene.bin").is_some_and(|e| e.hash == hex(&v2))
+            && m.get("fresh.bin").is_some_and(|e| e.hash == hex(&fresh))
+        {
+            break;
+        }
+        assert!(started.elapsed() < SETTLE, "the second versions never committed: {m:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The active dies before the standby could fetch them; the standby comes back, the
+    // witness catches it up and hands it the lead.
+    setup.cluster.kill(active);
+    setup.cluster.restart(standby).unwrap();
+    assert_eq!(setup.cluster.wait_active(Some(active), SETTLE), standby);
+    wait_capturing(&setup, standby);
+    // Its folder has the first version and no fresh.bin. It must not commit that as the
+    // folder's state: the committed versions stay, pending, and it says so.
+    std::thread::sleep(Duration::from_secs(1));
+    let m = setup.manifest("w");
+    assert_eq!(m["scene.bin"].hash, hex(&v2), "the new active undid a committed change");
+    assert_eq!(m["fresh.bin"].hash, hex(&fresh));
+    let info = setup.files(standby);
+    assert_eq!(info.pending_files, 2, "{info:?}");
+    assert_eq!(std::fs::read(setup.folder(standby).join("scene.bin")).unwrap(), v1);
+    let events = events_of(&setup, standby);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("never reached this node: scenes/fresh.bin, scenes/scene.bin")),
+        "{events:?}"
+    );
+
+    // The old active returns as standby with the content on its disk: the new active fetches
+    // it, and both hold exactly the committed state.
+    setup.cluster.restart(active).unwrap();
+    setup.wait_committed_state(standby, "w", &[], "content fetched from the returning node");
+    setup.wait_mirrored(standby, "the returning node mirrors the new active");
+    assert_eq!(setup.files(standby).pending_files, 0);
+    assert!(
+        setup.files(active).quarantined.is_empty(),
+        "nothing there was uncommitted"
+    );
+}
+
+#[test]
+fn a_copy_that_keeps_size_and_mtime_still_replaces_the_file() {
+    // `cp -p`, `tar x` or `rsync -t` restoring another version of a file: same size, same
+    // mtime, other content. Size and mtime alone would call it unchanged.
+    let setup = Setup::start("");
+    let active = setup.cluster.wait_active(None, SETTLE);
+    let standby = other_data_node(active);
+    let root = setup.folder(active);
+    let outside = setup.folders.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let cases = [
+        ("small.cfg", noise(1000, 11), noise(1000, 12)),
+        ("large.bin", noise(900_000, 13), noise(900_000, 14)),
+    ];
+    for (name, first, _) in &cases {
+        write(&root.join(name), first);
+    }
+    setup.wait_mirrored(active, "first versions");
+    for (name, _, second) in &cases {
+        let mtime = std::fs::metadata(root.join(name)).unwrap().modified().unwrap();
+        let staged = outside.join(name);
+        write(&staged, second);
+        std::fs::File::options()
+            .write(true)
+            .open(&staged)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        std::fs::rename(&staged, root.join(name)).unwrap();
+    }
+    setup.wait_mirrored(active, "second versions, same size and mtime");
+    for (name, _, second) in &cases {
+        assert_eq!(
+            &std::fs::read(setup.folder(standby).join(name)).unwrap(),
+            second,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_rename_onto_a_file_changed_on_the_standby_moves_that_change_to_quarantine() {
+    let setup = Setup::start("");
+    let active = setup.cluster.wait_active(None, SETTLE);
+    let standby = other_data_node(active);
+    let root = setup.folder(active);
+    write(&root.join("current.cfg"), b"committed\n");
+    write(&root.join("next.cfg"), b"the next settings\n");
+    setup.wait_mirrored(active, "first files");
+    // Someone edits the standby's copy by hand, then the service swaps the next file in.
+    write(&setup.folder(standby).join("current.cfg"), b"edited on the standby\n");
+    std::fs::rename(root.join("next.cfg"), root.join("current.cfg")).unwrap();
+    setup.wait_mirrored(active, "after the rename");
+    let info = setup.files(standby);
+    let moved = info
+        .quarantined
+        .iter()
+        .find(|q| q.path == "current.cfg")
+        .unwrap_or_else(|| panic!("the hand edit was not kept: {:?}", info.quarantined));
+    assert_eq!(std::fs::read(&moved.moved_to).unwrap(), b"edited on the standby\n");
 }
 
 /// A tmpfs mounted for the life of a test.
@@ -612,7 +775,7 @@ fn bad_content_and_paths_on_the_peer_port_are_refused_and_change_nothing() {
     let peer = setup.cluster.spec(standby).peer_addr();
     let secret = [("x-tandem-cluster-secret", tandem_tests::SECRET)];
     let staging = setup.cluster.data_dir(standby).join("files/staging");
-    let staged = || std::fs::read_dir(&staging).unwrap().count();
+    let staged = || walkdir(&staging).len();
     let before = staged();
 
     // A chunk whose content does not match its hash.
@@ -701,8 +864,9 @@ fn lost_notifications_and_a_watch_limit_fall_back_to_rescans() {
     // The kernel's notification queue of the active's watch holds 16 events: a burst of
     // creates overflows it.
     let setup = {
+        let alone = Limits::alone();
         let _small_queue = Sysctl::set("/proc/sys/fs/inotify/max_queued_events", "16");
-        let setup = Setup::start("");
+        let setup = Setup::start_holding(tempfile::tempdir().unwrap(), "", "", alone);
         let active = setup.cluster.wait_active(None, SETTLE);
         wait_capturing(&setup, active);
         setup
@@ -734,8 +898,9 @@ fn lost_notifications_and_a_watch_limit_fall_back_to_rescans() {
         }
     }
     let setup = {
+        let alone = Limits::alone();
         let _no_watches = Sysctl::set("/proc/sys/fs/inotify/max_user_watches", "1");
-        let setup = Setup::start_in(folders, "", "");
+        let setup = Setup::start_holding(folders, "", "", alone);
         let active = setup.cluster.wait_active(None, SETTLE);
         wait_capturing(&setup, active);
         setup

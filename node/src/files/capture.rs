@@ -32,6 +32,7 @@ use tandem_raft_store::records::Record;
 use tandem_raft_store::records::INLINE_FILE_MAX_BYTES;
 use tokio::sync::mpsc;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use super::add;
 use super::chunk;
@@ -56,13 +57,27 @@ pub const PROPOSALS_IN_FLIGHT: usize = 32;
 /// How often a folder without a working watch is rescanned.
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Whether syncing a new directory also scans what is in it.
+/// How a path came to be synced: whether its size and mtime may be taken as proof that its
+/// content is unchanged, and whether a directory's entries are scanned too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Walk {
-    /// A changed path: files made right after `mkdir` may not have been reported.
+    /// Events said it changed: a file is read again even when its size and mtime look as
+    /// before (a rewrite of the same size within one timestamp tick, or one that set the mtime
+    /// back), and a directory is scanned, as what is in it may not have been reported.
+    Changed,
+    /// A rename named it: a directory is scanned too; a file's size and mtime are trusted.
     Into,
     /// Part of a scan that lists the whole subtree anyway.
     Not,
+}
+
+/// Why a push of a file's chunks did not complete.
+#[derive(Debug)]
+enum Push {
+    /// The file is no longer the version that was cut: what was read is gone from the disk.
+    Changed,
+    /// The standby could not be reached or refused; the active still holds the content.
+    Failed(String),
 }
 
 /// Why the capture stopped by itself.
@@ -161,7 +176,10 @@ impl FileSync {
                 None
             }
         };
+        let spec = Arc::new(spec);
         let mut settling = Settling::default();
+        // Paths being read and proposed; the capture goes on with later events meanwhile.
+        let mut inflight: JoinSet<Result<(), Deposed>> = JoinSet::new();
         // The initial scan builds the manifest: everything on disk that the index lacks or has
         // otherwise is proposed.
         if let Err(Deposed(why)) = self.scan(&spec, "", epoch).await {
@@ -185,7 +203,9 @@ impl FileSync {
                     while let Ok(event) = rx.try_recv() {
                         self.take(&spec, event, &mut settling);
                     }
-                    let result = self.send(&spec, &mut settling, epoch, watcher.as_mut(), true).await;
+                    let result = self
+                        .send(&spec, &mut settling, epoch, watcher.as_mut(), true, &mut inflight)
+                        .await;
                     self.drained.send_modify(|d| {
                         d.insert(spec.id.clone(), asked);
                     });
@@ -195,16 +215,25 @@ impl FileSync {
                     }
                 }
                 Some(event) = rx.recv() => self.take(&spec, event, &mut settling),
+                Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                    if let Err(Deposed(why)) = outcome(done) {
+                        tracing::info!(folder = %spec.id, why, "capture stopped");
+                        return;
+                    }
+                }
                 _ = tick.tick() => {
                     if watcher.is_none() && last_poll.elapsed() >= POLL_INTERVAL {
                         last_poll = Instant::now();
                         settling = Settling::default();
-                        if self.scan(&spec, "", epoch).await.is_err() {
+                        if finish(&mut inflight).await.is_err() || self.scan(&spec, "", epoch).await.is_err() {
                             break;
                         }
                         continue;
                     }
-                    if let Err(Deposed(why)) = self.send(&spec, &mut settling, epoch, watcher.as_mut(), false).await {
+                    let sent = self
+                        .send(&spec, &mut settling, epoch, watcher.as_mut(), false, &mut inflight)
+                        .await;
+                    if let Err(Deposed(why)) = sent {
                         tracing::info!(folder = %spec.id, why, "capture stopped");
                         return;
                     }
@@ -225,16 +254,26 @@ impl FileSync {
         }
     }
 
-    /// Propose what settled (`now`: everything that is waiting): renames first, then the
-    /// changed paths; after lost notifications, a rescan of the folder instead.
+    /// Propose what settled (`now`: everything that is waiting, and wait until it is
+    /// proposed): renames first, then the changed paths; after lost notifications, a rescan of
+    /// the folder instead.
+    ///
+    /// Changed paths are handed to tasks in `inflight` (at most [`PROPOSALS_IN_FLIGHT`]), so a
+    /// large file being chunked and pushed does not hold up the small ones settling behind it.
+    /// Renames and rescans wait for those tasks first: they read the index as the earlier
+    /// changes left it.
     async fn send(
-        &self,
-        spec: &FolderSpec,
+        self: &Arc<Self>,
+        spec: &Arc<FolderSpec>,
         settling: &mut Settling,
         epoch: u64,
         watcher: Option<&mut notify::RecommendedWatcher>,
         now: bool,
+        inflight: &mut JoinSet<Result<(), Deposed>>,
     ) -> Result<(), Deposed> {
+        if now || settling.rescan || !settling.renames.is_empty() {
+            finish(inflight).await?;
+        }
         if settling.rescan {
             add(&self.counters.rescans, 1);
             self.event(
@@ -264,7 +303,19 @@ impl FileSync {
         } else {
             settling.ready(spec.quiet, spec.max_delay)
         };
-        self.sync_paths(spec, ready, epoch, Walk::Into).await
+        for rel in ready {
+            while inflight.len() >= PROPOSALS_IN_FLIGHT {
+                if let Some(done) = inflight.join_next().await {
+                    outcome(done)?;
+                }
+            }
+            let (this, spec) = (self.clone(), spec.clone());
+            inflight.spawn(async move { this.sync_path(&spec, &rel, epoch, Walk::Changed).await });
+        }
+        if now {
+            finish(inflight).await?;
+        }
+        Ok(())
     }
 
     /// Turn one inotify event into settling paths.
@@ -316,18 +367,26 @@ impl FileSync {
                     epoch,
                 )
                 .await?;
-                // Contents and attributes are checked as for any change.
+                // Contents and attributes are checked as for any change (a directory is
+                // scanned too).
                 self.sync_path(spec, to, epoch, Walk::Into).await?;
-                if known.kind == FileKind::Dir {
-                    self.scan(spec, to, epoch).await?;
-                    return Ok(Some(to.to_string()));
-                }
-                return Ok(None);
+                return Ok((known.kind == FileKind::Dir).then(|| to.to_string()));
             }
         }
         self.sync_path(spec, from, epoch, Walk::Into).await?;
         self.sync_path(spec, to, epoch, Walk::Into).await?;
         Ok(None)
+    }
+
+    /// A path whose committed content never reached this node (it became the active first)
+    /// is left as it is while the disk holds what Tandem last put there: proposing that older
+    /// copy would quietly undo a committed change. The content is fetched from the other data
+    /// node once it is back; a change the service makes to the file meanwhile goes out as usual.
+    fn left_for_fetch(&self, spec: &FolderSpec, rel: &str, meta: &std::fs::Metadata) -> bool {
+        if !self.lock().pending.contains_key(&(spec.id.clone(), rel.to_string())) {
+            return false;
+        }
+        self.local.get(&spec.id, rel).is_some_and(|l| l.same_stat(meta))
     }
 
     fn indexed(&self, folder: &str, rel: &str) -> Option<FileMeta> {
@@ -389,8 +448,27 @@ impl FileSync {
         Ok(())
     }
 
-    /// Make the index say what `rel` is on disk now.
+    /// Make the index say what `rel` is on disk now. One path is read and proposed by one task
+    /// at a time: the same file can be reached twice at once (its own events, and the scan of
+    /// a directory just made), and two reads in flight could commit out of order, leaving the
+    /// index with the older content and no event left to correct it. The second waits, then
+    /// reads the disk again after the first one's change is applied.
     async fn sync_path(&self, spec: &FolderSpec, rel: &str, epoch: u64, walk: Walk) -> Result<(), Deposed> {
+        let key = (spec.id.clone(), rel.to_string());
+        let turn = self.syncing().entry(key.clone()).or_default().clone();
+        let result = {
+            let _held = turn.lock().await;
+            self.sync_path_now(spec, rel, epoch, walk).await
+        };
+        let mut syncing = self.syncing();
+        // Only the map and this task still hold it: nobody is waiting.
+        if Arc::strong_count(&turn) == 2 {
+            syncing.remove(&key);
+        }
+        result
+    }
+
+    async fn sync_path_now(&self, spec: &FolderSpec, rel: &str, epoch: u64, walk: Walk) -> Result<(), Deposed> {
         let here = match disk::stat(&spec.root, rel) {
             Ok(m) => m,
             Err(e) => {
@@ -416,6 +494,9 @@ impl FileSync {
             }
             return Ok(());
         };
+        if self.left_for_fetch(spec, rel, &meta) {
+            return Ok(());
+        }
         let mut attrs = disk::attrs_of(&meta);
         if !spec.keep_owner {
             attrs.uid = 0;
@@ -429,12 +510,13 @@ impl FileSync {
                 .as_ref()
                 .is_some_and(|k| k.kind == FileKind::Dir && same_owner_and_mode(&k.attrs, &attrs));
             if !same {
-                let was_dir = known.as_ref().is_some_and(|k| k.kind == FileKind::Dir);
                 self.propose(spec, change(FileOp::Mkdir { attrs }), epoch).await?;
-                if !was_dir && walk == Walk::Into {
-                    // Files created right after mkdir may not have been reported.
-                    Box::pin(self.scan(spec, rel, epoch)).await?;
-                }
+            }
+            if walk != Walk::Not {
+                // What is in a directory an event names may predate its watch: files made
+                // right after mkdir, or after a scan of its parent found it (as a directory the
+                // index may already hold) but before its own watch was set.
+                Box::pin(self.scan(spec, rel, epoch)).await?;
             }
             return Ok(());
         }
@@ -469,7 +551,10 @@ impl FileSync {
         if !ft.is_file() {
             return Ok(()); // sockets, fifos, devices: not replicated
         }
-        if let Some(k) = known.as_ref().filter(|k| k.kind == FileKind::File) {
+        if let Some(k) = known
+            .as_ref()
+            .filter(|k| k.kind == FileKind::File && walk != Walk::Changed)
+        {
             if k.size == meta.size() && k.attrs.mtime_ns == attrs.mtime_ns {
                 if !same_attrs(&k.attrs, &attrs) {
                     self.propose(spec, change(FileOp::SetAttrs { attrs }), epoch).await?;
@@ -483,7 +568,10 @@ impl FileSync {
                 return Ok(()); // gone again: its removal is reported too
             };
             if data.len() > INLINE_FILE_MAX_BYTES {
-                return Box::pin(self.sync_path(spec, rel, epoch, walk)).await;
+                return Box::pin(self.sync_path_now(spec, rel, epoch, walk)).await;
+            }
+            if !still_as(&path, &meta) {
+                return Ok(()); // being written: its own events bring it back
             }
             let hash = *blake3::hash(&data).as_bytes();
             if known
@@ -502,18 +590,43 @@ impl FileSync {
                 }
             }
         } else {
+            if walk == Walk::Changed {
+                // The cached cut is keyed by size and mtime as well.
+                self.forget_chunked(&path);
+            }
             let Some(chunked) = self.chunked_copy(&path).await else {
                 return Ok(());
             };
+            if !still_as(&path, &meta) {
+                // Being written (a rewrite of a large file is seen as soon as it is truncated):
+                // what was cut may be part of it. Its own events bring it back once written.
+                self.forget_chunked(&path);
+                return Ok(());
+            }
             if known
                 .as_ref()
                 .is_some_and(|k| k.kind == FileKind::File && k.hash == chunked.hash)
             {
                 FileOp::SetAttrs { attrs }
             } else {
-                if let Err(e) = self.push(spec, rel, &path, &chunked).await {
-                    // The record still goes: the standby fetches what it lacks.
-                    tracing::debug!(folder = %spec.id, rel, error = %e, "push to the standby failed");
+                let after = known.as_ref().map_or(0, |k| k.index);
+                match self.push(spec, rel, &path, &chunked, after).await {
+                    Ok(()) => {}
+                    // The version that was cut is not on the disk any more: a record of it could
+                    // never be materialized anywhere. Either the cut came from the cache and was
+                    // stale, which no event may follow: cut it once afresh (`Changed` skips the
+                    // cache); or the file changed after it was read: its own events bring it back.
+                    Err(Push::Changed) if walk != Walk::Changed => {
+                        return Box::pin(self.sync_path_now(spec, rel, epoch, Walk::Changed)).await;
+                    }
+                    Err(Push::Changed) => {
+                        self.forget_chunked(&path);
+                        return Ok(());
+                    }
+                    Err(Push::Failed(e)) => {
+                        // The record still goes: the standby fetches what it lacks from here.
+                        tracing::debug!(folder = %spec.id, rel, error = %e, "push to the standby failed");
+                    }
                 }
                 FileOp::Write {
                     size: chunked.size,
@@ -532,31 +645,35 @@ impl FileSync {
         self.propose(spec, change(op), epoch).await
     }
 
-    /// Push the chunks of `path` the standby lacks to its staging area.
-    async fn push(&self, spec: &FolderSpec, rel: &str, path: &Path, chunked: &Chunked) -> Result<(), String> {
-        let peer = self.peer.clone().ok_or("no other data node")?;
+    /// Push the chunks of `path` the standby lacks to its staging area. `after`: the log index
+    /// of the path's last committed change, which the standby applies before it says what its
+    /// copy holds.
+    async fn push(&self, spec: &FolderSpec, rel: &str, path: &Path, chunked: &Chunked, after: u64) -> Result<(), Push> {
+        let peer = self.peer.clone().ok_or(Push::Failed("no other data node".into()))?;
         let mut seen = std::collections::HashSet::new();
         let unique: Vec<ChunkRef> = chunked.chunks.iter().filter(|c| seen.insert(c.hash)).copied().collect();
         let req = HaveRequest {
             folder: spec.id.clone(),
             path: rel.to_string(),
+            after,
             hashes: unique.iter().map(|c| c.hash).collect(),
         };
         let answer = (self.exchange)(
             peer.clone(),
             "/peer/files/have",
-            codec::encode(&req).map_err(|e| e.to_string())?,
+            codec::encode(&req).map_err(|e| Push::Failed(e.to_string()))?,
             TRANSFER_TIMEOUT,
         )
-        .await?;
-        let held: Vec<bool> = codec::decode(&answer).map_err(|e| e.to_string())?;
+        .await
+        .map_err(Push::Failed)?;
+        let held: Vec<bool> = codec::decode(&answer).map_err(|e| Push::Failed(e.to_string()))?;
         let missing: Vec<ChunkRef> = unique
             .into_iter()
             .zip(held.into_iter().chain(std::iter::repeat(false)))
             .filter(|(_, h)| !h)
             .map(|(c, _)| c)
             .collect();
-        let mut file = LocalChunks::open(path, chunked).map_err(|e| e.to_string())?;
+        let mut file = LocalChunks::open(path, chunked).map_err(|_| Push::Changed)?;
         for part in chunk::batches(missing, |c| c.len) {
             let bytes: u64 = part.iter().map(|c| u64::from(c.len)).sum();
             // The file travels into the blocking read and back.
@@ -564,20 +681,22 @@ impl FileSync {
                 let mut out = Vec::with_capacity(part.len());
                 for c in part {
                     let Some(data) = file.get(&c.hash) else {
-                        return (file, Err("the file changed while it was read".to_string()));
+                        return (file, Err(Push::Changed));
                     };
                     out.push((c.hash, data));
                 }
-                let wire = chunk::encode_batch(out).map_err(|e| e.to_string());
+                let wire = chunk::encode_batch(out).map_err(|e| Push::Failed(e.to_string()));
                 (file, wire)
             })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Push::Failed(e.to_string()))?;
             file = back;
             let wire = wire?;
             add(&self.counters.pushed_bytes, bytes);
             add(&self.counters.pushed_wire_bytes, wire.len() as u64);
-            (self.exchange)(peer.clone(), "/peer/files/put", wire, TRANSFER_TIMEOUT).await?;
+            (self.exchange)(peer.clone(), "/peer/files/put", wire, TRANSFER_TIMEOUT)
+                .await
+                .map_err(Push::Failed)?;
         }
         Ok(())
     }
@@ -599,6 +718,29 @@ impl FileSync {
             Err(e) => Err(Deposed(format!("{what}: {e}"))),
         }
     }
+}
+
+/// Wait for every path in flight; the first capture-ending error, if any.
+async fn finish(inflight: &mut JoinSet<Result<(), Deposed>>) -> Result<(), Deposed> {
+    let mut result = Ok(());
+    while let Some(done) = inflight.join_next().await {
+        if result.is_ok() {
+            result = outcome(done);
+        }
+    }
+    result
+}
+
+/// A finished path task's result (a task that panicked ends the capture, which starts over).
+fn outcome(done: Result<Result<(), Deposed>, tokio::task::JoinError>) -> Result<(), Deposed> {
+    done.unwrap_or_else(|e| Err(Deposed(format!("a capture task failed: {e}"))))
+}
+
+/// Whether the file still has the size and mtime it had when the sync looked at it first; if
+/// not, a write went on while it was read, and that write's events follow.
+fn still_as(path: &Path, first: &std::fs::Metadata) -> bool {
+    std::fs::symlink_metadata(path)
+        .is_ok_and(|now| now.len() == first.len() && disk::attrs_of(&now).mtime_ns == disk::attrs_of(first).mtime_ns)
 }
 
 fn same_owner_and_mode(a: &FileAttrs, b: &FileAttrs) -> bool {

@@ -13,8 +13,10 @@ use std::io::SeekFrom;
 use std::io::Write;
 use std::path::Path;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
-use std::time::SystemTime;
+use std::time::Instant;
 
 use serde::Deserialize;
 use serde::Serialize;
@@ -121,84 +123,176 @@ pub fn hex(hash: &[u8; 32]) -> String {
     hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Chunks pushed or fetched ahead of the record that needs them, one file per chunk named by
-/// its hash. Staged chunks are verified on the way in; whatever outlives [`STAGING_TTL`] is
-/// swept.
+/// Chunks pushed or fetched ahead of the record that needs them. Each batch that arrives is
+/// written as one pack file (not one file per chunk: creating and deleting thousands of small
+/// files costs more than the bytes), and an index in memory says where each chunk is. A pack
+/// is deleted once every chunk in it has been used, or after [`STAGING_TTL`].
+///
+/// Staged chunks are verified on the way in and again on the way out. The index is not kept
+/// across restarts: [`Staging::open`] empties the area, and whatever a record still needs is
+/// fetched from the other data node like any missing content.
 #[derive(Debug, Clone)]
 pub struct Staging {
     dir: PathBuf,
+    packs: Arc<Mutex<Packs>>,
+}
+
+#[derive(Debug, Default)]
+struct Packs {
+    next: u64,
+    chunks: HashMap<[u8; 32], Loc>,
+    /// Pack number → chunks in it not used yet, and when it was written.
+    live: HashMap<u64, (usize, Instant)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    pack: u64,
+    offset: u64,
+    len: u32,
 }
 
 /// How long an unused staged chunk is kept.
 pub const STAGING_TTL: Duration = Duration::from_secs(3600);
 
 impl Staging {
+    /// The staging area in `dir`, emptied of anything an earlier run left.
     pub fn open(dir: PathBuf) -> io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
-        Ok(Self { dir })
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                std::fs::remove_dir_all(e.path())?;
+            } else {
+                std::fs::remove_file(e.path())?;
+            }
+        }
+        Ok(Self {
+            dir,
+            packs: Arc::default(),
+        })
     }
 
-    fn path(&self, hash: &[u8; 32]) -> PathBuf {
-        self.dir.join(hex(hash))
+    fn lock(&self) -> std::sync::MutexGuard<'_, Packs> {
+        self.packs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pack_path(&self, pack: u64) -> PathBuf {
+        self.dir.join(format!("pack-{pack}"))
     }
 
     pub fn has(&self, hash: &[u8; 32]) -> bool {
-        self.path(hash).exists()
+        self.lock().chunks.contains_key(hash)
     }
 
-    /// Store a chunk whose content was checked against `hash`.
-    pub fn put(&self, hash: &[u8; 32], data: &[u8]) -> io::Result<()> {
-        if blake3::hash(data).as_bytes() != hash {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "chunk does not match its hash",
-            ));
-        }
-        let target = self.path(hash);
-        if target.exists() {
-            return Ok(());
-        }
-        let tmp = self.dir.join(format!(".tmp.{}.{}", hex(hash), rand::random::<u32>()));
-        let result = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(data)?;
-            std::fs::rename(&tmp, &target)
+    /// Store checked chunks as one pack. Chunks already staged are skipped.
+    pub fn put_all(&self, chunks: &Checked) -> io::Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        let (pack, fresh) = {
+            let mut p = self.lock();
+            let fresh: Vec<&ChunkData> = chunks
+                .0
+                .iter()
+                .filter(|(h, _)| seen.insert(*h) && !p.chunks.contains_key(h))
+                .collect();
+            if fresh.is_empty() {
+                return Ok(());
+            }
+            p.next += 1;
+            (p.next, fresh)
+        };
+        let path = self.pack_path(pack);
+        let mut locs = Vec::with_capacity(fresh.len());
+        let written = (|| {
+            let mut f = std::io::BufWriter::with_capacity(1 << 20, File::create(&path)?);
+            let mut offset = 0u64;
+            for (hash, data) in &fresh {
+                f.write_all(data)?;
+                locs.push((
+                    *hash,
+                    Loc {
+                        pack,
+                        offset,
+                        len: data.len() as u32,
+                    },
+                ));
+                offset += data.len() as u64;
+            }
+            f.flush()
         })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
         }
-        result
+        let mut p = self.lock();
+        let mut live = 0;
+        for (hash, loc) in locs {
+            // Another batch may have brought the same chunk meanwhile: one copy is enough.
+            if let std::collections::hash_map::Entry::Vacant(v) = p.chunks.entry(hash) {
+                v.insert(loc);
+                live += 1;
+            }
+        }
+        if live == 0 {
+            drop(p);
+            let _ = std::fs::remove_file(&path);
+        } else {
+            p.live.insert(pack, (live, Instant::now()));
+        }
+        Ok(())
     }
 
-    /// A staged chunk, checked again (a staging file can rot like any other).
+    /// A staged chunk, checked again (a staged file can rot like any other).
     pub fn get(&self, hash: &[u8; 32]) -> Option<Vec<u8>> {
-        let data = std::fs::read(self.path(hash)).ok()?;
-        if blake3::hash(&data).as_bytes() != hash {
-            let _ = std::fs::remove_file(self.path(hash));
+        use std::os::unix::fs::FileExt;
+        let loc = *self.lock().chunks.get(hash)?;
+        let mut data = vec![0; loc.len as usize];
+        let read = File::open(self.pack_path(loc.pack)).and_then(|f| f.read_exact_at(&mut data, loc.offset));
+        if read.is_err() || blake3::hash(&data).as_bytes() != hash {
+            self.remove(hash);
             return None;
         }
         Some(data)
     }
 
+    /// The chunk is no longer needed here; its pack goes with the last of its chunks.
     pub fn remove(&self, hash: &[u8; 32]) {
-        let _ = std::fs::remove_file(self.path(hash));
+        let mut p = self.lock();
+        let Some(loc) = p.chunks.remove(hash) else {
+            return;
+        };
+        let last = p.live.get_mut(&loc.pack).is_some_and(|(n, _)| {
+            *n -= 1;
+            *n == 0
+        });
+        if last {
+            p.live.remove(&loc.pack);
+            drop(p);
+            let _ = std::fs::remove_file(self.pack_path(loc.pack));
+        }
     }
 
-    /// Remove chunks older than `ttl`; returns how many.
+    /// Remove packs written more than `ttl` ago; returns how many chunks went with them.
     pub fn sweep(&self, ttl: Duration) -> usize {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+        let mut p = self.lock();
+        let old: Vec<u64> = p
+            .live
+            .iter()
+            .filter(|(_, (_, made))| made.elapsed() > ttl)
+            .map(|(&pack, _)| pack)
+            .collect();
+        if old.is_empty() {
             return 0;
-        };
-        let now = SystemTime::now();
-        let mut removed = 0;
-        for e in entries.flatten() {
-            let old = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > ttl);
-            if old && std::fs::remove_file(e.path()).is_ok() {
-                removed += 1;
-            }
+        }
+        let before = p.chunks.len();
+        p.chunks.retain(|_, loc| !old.contains(&loc.pack));
+        let removed = before - p.chunks.len();
+        for pack in &old {
+            p.live.remove(pack);
+        }
+        drop(p);
+        for pack in old {
+            let _ = std::fs::remove_file(self.pack_path(pack));
         }
         removed
     }
@@ -252,35 +346,56 @@ pub type ChunkData = ([u8; 32], Vec<u8>);
 
 #[derive(Serialize, Deserialize)]
 struct Batch {
-    chunks: Vec<ChunkData>,
+    chunks: Vec<Chunk>,
+}
+
+/// One chunk in a batch; its content is coded as one run of bytes.
+#[derive(Serialize, Deserialize)]
+struct Chunk([u8; 32], #[serde(with = "tandem_raft_store::codec::bytes")] Vec<u8>);
+
+/// Chunks whose contents match their hashes: made only by [`Checked::new`], so what reaches
+/// the staging area was hashed once, on the way in.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Checked(Vec<ChunkData>);
+
+impl Checked {
+    /// Check each chunk against its hash; the first that does not match refuses them all.
+    pub fn new(chunks: Vec<ChunkData>) -> Result<Checked, String> {
+        for (hash, data) in &chunks {
+            if blake3::hash(data).as_bytes() != hash {
+                return Err(format!("chunk {} does not match its hash", hex(hash)));
+            }
+        }
+        Ok(Checked(chunks))
+    }
+
+    pub fn chunks(&self) -> &[ChunkData] {
+        &self.0
+    }
 }
 
 /// A batch of chunks for the wire: codec-framed, then zstd.
 pub fn encode_batch(chunks: Vec<ChunkData>) -> io::Result<Vec<u8>> {
+    let chunks = chunks.into_iter().map(|(h, d)| Chunk(h, d)).collect();
     let framed = codec::encode(&Batch { chunks }).map_err(io::Error::other)?;
     zstd::bulk::compress(&framed, ZSTD_LEVEL)
 }
 
 /// Decode a batch, refusing more than [`BATCH_MAX_BYTES`] of content (a compressed bomb stops
 /// there) and any chunk that does not match its hash.
-pub fn decode_batch(bytes: &[u8]) -> Result<Vec<ChunkData>, String> {
+pub fn decode_batch(bytes: &[u8]) -> Result<Checked, String> {
     // The frame adds a few bytes per chunk around the content.
     let limit = BATCH_MAX_BYTES + BATCH_MAX_BYTES / 64 + 4096;
     let framed = zstd::bulk::decompress(bytes, limit)
         .map_err(|e| format!("chunk batch does not decompress within {limit} bytes (BATCH_MAX_BYTES): {e}"))?;
     let batch: Batch = codec::decode(&framed).map_err(|e| format!("chunk batch: {e}"))?;
-    let total: usize = batch.chunks.iter().map(|(_, d)| d.len()).sum();
+    let total: usize = batch.chunks.iter().map(|c| c.1.len()).sum();
     if total > BATCH_MAX_BYTES {
         return Err(format!(
             "chunk batch holds {total} bytes, more than BATCH_MAX_BYTES ({BATCH_MAX_BYTES})"
         ));
     }
-    for (hash, data) in &batch.chunks {
-        if blake3::hash(data).as_bytes() != hash {
-            return Err(format!("chunk {} does not match its hash", hex(hash)));
-        }
-    }
-    Ok(batch.chunks)
+    Checked::new(batch.chunks.into_iter().map(|Chunk(h, d)| (h, d)).collect())
 }
 
 #[cfg(test)]
@@ -324,22 +439,53 @@ mod tests {
         assert!(moved <= 4, "{moved} new chunks after a 3-byte insertion");
     }
 
+    fn checked(chunks: &[&ChunkData]) -> Checked {
+        Checked::new(chunks.iter().map(|&c| c.clone()).collect()).unwrap()
+    }
+
     #[test]
     fn staging_keeps_only_chunks_that_match_their_hash() {
         let dir = tempfile::tempdir().unwrap();
-        let staging = Staging::open(dir.path().join("staging")).unwrap();
-        let data = b"scene 12: night".to_vec();
-        let hash = *blake3::hash(&data).as_bytes();
-        assert!(staging.put(&[0; 32], &data).is_err());
-        assert!(!staging.has(&[0; 32]));
-        staging.put(&hash, &data).unwrap();
-        assert_eq!(staging.get(&hash).unwrap(), data);
-        std::fs::write(dir.path().join("staging").join(hex(&hash)), b"rotten").unwrap();
-        assert!(staging.get(&hash).is_none(), "a rotten chunk is not served");
-        assert!(!staging.has(&hash), "and is dropped");
-        staging.put(&hash, &data).unwrap();
+        let area = dir.path().join("staging");
+        std::fs::create_dir_all(area.join("ab")).unwrap();
+        std::fs::write(area.join("ab").join("cd"), b"left by an earlier run").unwrap();
+        let staging = Staging::open(area.clone()).unwrap();
+        let files = || std::fs::read_dir(&area).unwrap().count();
+        assert_eq!(files(), 0, "an earlier run's staging is cleared");
+
+        let chunk = |text: &str| (*blake3::hash(text.as_bytes()).as_bytes(), text.as_bytes().to_vec());
+        let (a, b, c) = (chunk("scene 12: night"), chunk("scene 13: dawn"), chunk("scene 14"));
+        // One chunk that does not match its hash and the whole batch is refused.
+        let err = Checked::new(vec![a.clone(), ([0; 32], b.1.clone())]).unwrap_err();
+        assert!(err.to_string().contains("does not match its hash"), "{err}");
+        assert!(!staging.has(&a.0) && !staging.has(&[0; 32]));
+        assert_eq!(files(), 0);
+
+        // A batch is one pack; a chunk staged twice is kept once.
+        staging.put_all(&checked(&[&a, &b, &a])).unwrap();
+        assert_eq!(files(), 1);
+        staging.put_all(&checked(&[&b])).unwrap();
+        assert_eq!(files(), 1, "nothing new, no pack");
+        assert_eq!(staging.get(&a.0).unwrap(), a.1);
+        assert_eq!(staging.get(&b.0).unwrap(), b.1);
+        staging.remove(&a.0);
+        assert!(!staging.has(&a.0) && staging.has(&b.0));
+        assert_eq!(files(), 1, "the pack stays while a chunk in it is unused");
+        staging.remove(&b.0);
+        assert_eq!(files(), 0, "and goes with its last chunk");
+
+        // A rotten pack is not served, and the chunk is dropped.
+        staging.put_all(&checked(&[&c])).unwrap();
+        let pack = std::fs::read_dir(&area).unwrap().next().unwrap().unwrap().path();
+        std::fs::write(&pack, b"rotten!!").unwrap();
+        assert!(staging.get(&c.0).is_none(), "a rotten chunk is not served");
+        assert!(!staging.has(&c.0), "and is dropped");
+
+        staging.put_all(&checked(&[&a, &b])).unwrap();
         assert_eq!(staging.sweep(Duration::from_secs(60)), 0);
-        assert_eq!(staging.sweep(Duration::ZERO), 1);
+        assert_eq!(staging.sweep(Duration::ZERO), 2);
+        assert!(!staging.has(&a.0));
+        assert_eq!(files(), 0);
     }
 
     #[test]
@@ -348,7 +494,7 @@ mod tests {
         let hash = *blake3::hash(&text).as_bytes();
         let wire = encode_batch(vec![(hash, text.clone())]).unwrap();
         assert!(wire.len() < text.len() / 10, "{} bytes on the wire", wire.len());
-        assert_eq!(decode_batch(&wire).unwrap(), vec![(hash, text.clone())]);
+        assert_eq!(decode_batch(&wire).unwrap().chunks(), [(hash, text.clone())]);
         let lie = encode_batch(vec![([9; 32], text)]).unwrap();
         assert!(decode_batch(&lie).unwrap_err().contains("does not match"));
         let just_over = vec![0u8; BATCH_MAX_BYTES + 1];

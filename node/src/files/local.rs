@@ -22,6 +22,17 @@ pub struct LocalEntry {
     pub mtime_ns: i128,
 }
 
+impl LocalEntry {
+    /// Whether `meta` is a file of this entry's size and mtime: taken as the content Tandem
+    /// last knew to be there, without reading it.
+    pub fn same_stat(&self, meta: &std::fs::Metadata) -> bool {
+        self.kind == FileKind::File
+            && meta.is_file()
+            && self.size == meta.len()
+            && self.mtime_ns == super::disk::attrs_of(meta).mtime_ns
+    }
+}
+
 /// sled's page cache for the local manifest (sled's default is 1 GiB).
 const LOCAL_MANIFEST_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 

@@ -42,6 +42,9 @@ pub(super) enum Compare {
     CatchUp,
 }
 
+/// Most independent file writes made at once by the mirror.
+pub const APPLY_PARALLEL: usize = 8;
+
 /// What became of one change on this disk.
 enum Outcome {
     Done,
@@ -50,40 +53,116 @@ enum Outcome {
 }
 
 impl FileSync {
-    /// Deal with one item of the feed; `Some(item)` to try it again later (the disk is full).
-    pub(super) async fn handle(self: Arc<Self>, item: FileFeed) -> Option<FileFeed> {
-        let (index, origin, change) = match item {
-            FileFeed::Resync if self.lock().capture_running => {
-                // The capture owns this disk: it is the source of what the index says.
-                self.materialized_through(self.last_file_index());
-                return None;
+    /// Deal with the feed's items in order; returns what must be tried again later (the disk is
+    /// full), in order. Runs of independent file writes are made side by side, up to
+    /// [`APPLY_PARALLEL`] at once: each still gets its own fsync, rename and directory fsync,
+    /// but the waits for the disk overlap. Any other change goes alone.
+    pub(super) async fn handle_all(self: Arc<Self>, items: Vec<FileFeed>) -> Vec<FileFeed> {
+        let mut items = std::collections::VecDeque::from(items);
+        while let Some(item) = items.pop_front() {
+            let FileFeed::Applied { index, origin, change } = item else {
+                if self.lock().capture_running {
+                    // The capture owns this disk: it is the source of what the index says.
+                    self.materialized_through(self.last_file_index());
+                } else {
+                    self.clone().reconcile(Compare::CatchUp).await;
+                }
+                continue;
+            };
+            self.lock().last_change = Some(Instant::now());
+            if index <= *self.materialized.borrow() {
+                continue;
             }
-            FileFeed::Resync => {
-                self.reconcile(Compare::CatchUp).await;
-                return None;
+            if origin == Some(self.me) && self.lock().capture_running {
+                // This node read the change from its own disk: the disk already holds it.
+                self.local.follow(&change);
+                self.lock()
+                    .pending
+                    .remove(&(change.folder.clone(), change.path.clone()));
+                self.materialized.send_replace(index);
+                continue;
             }
-            FileFeed::Applied { index, origin, change } => (index, origin, change),
+            let mut run = vec![(index, origin, change)];
+            while run.len() < APPLY_PARALLEL && items.front().is_some_and(|next| self.joins(&run, next)) {
+                if let Some(FileFeed::Applied { index, origin, change }) = items.pop_front() {
+                    run.push((index, origin, change));
+                }
+            }
+            let turn = self.disk_turn.lock().await;
+            let tasks: Vec<_> = run
+                .iter()
+                .map(|(_, _, change)| {
+                    let (this, c) = (self.clone(), change.clone());
+                    tokio::task::spawn_blocking(move || this.materialize(&c))
+                })
+                .collect();
+            let mut results = Vec::with_capacity(tasks.len());
+            for t in tasks {
+                results.push(
+                    t.await
+                        .unwrap_or_else(|e| Err(Unmade::Failed(format!("apply task failed: {e}")))),
+                );
+            }
+            drop(turn);
+            let mut done = run.into_iter().zip(results);
+            while let Some(((index, origin, change), result)) = done.next() {
+                if let Some(back) = self.settle(index, origin, change, result) {
+                    // Tried again from here, in order (what was written after it is written
+                    // again: the same content).
+                    let rest: Vec<FileFeed> = done
+                        .map(|((index, origin, change), _)| FileFeed::Applied { index, origin, change })
+                        .collect();
+                    for item in rest.into_iter().rev() {
+                        items.push_front(item);
+                    }
+                    items.push_front(back);
+                    return items.into();
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    /// Whether `next` can be written beside the run: the run and `next` are file writes that
+    /// this disk does not hold yet, to paths that are neither equal nor one below the other,
+    /// sharing no chunk (a staged chunk is used once).
+    fn joins(&self, run: &[(u64, Option<u64>, FileChange)], next: &FileFeed) -> bool {
+        let FileFeed::Applied { index, origin, change } = next else {
+            return false;
         };
-        self.lock().last_change = Some(Instant::now());
-        if index <= *self.materialized.borrow() {
-            return None;
+        let FileOp::Write { chunks, .. } = &change.op else {
+            return false;
+        };
+        if *index <= *self.materialized.borrow() || (*origin == Some(self.me) && self.lock().capture_running) {
+            return false;
         }
-        if origin == Some(self.me) && self.lock().capture_running {
-            // This node read the change from its own disk: the disk already holds it.
-            self.local.follow(&change);
-            self.lock()
-                .pending
-                .remove(&(change.folder.clone(), change.path.clone()));
-            self.materialized.send_replace(index);
-            return None;
-        }
-        let this = self.clone();
-        let c = change.clone();
-        let turn = self.disk_turn.lock().await;
-        let result = tokio::task::spawn_blocking(move || this.materialize(&c)).await;
-        drop(turn);
+        let related = |a: &str, b: &str| {
+            a == b
+                || (a.starts_with(b) && a.as_bytes()[b.len()] == b'/')
+                || (b.starts_with(a) && b.as_bytes()[a.len()] == b'/')
+        };
+        run.iter().all(|(_, _, theirs)| match &theirs.op {
+            FileOp::Write {
+                chunks: their_chunks, ..
+            } => {
+                let same_path = theirs.folder == change.folder && related(&theirs.path, &change.path);
+                let shared_chunk = chunks.iter().any(|c| their_chunks.iter().any(|t| t.hash == c.hash));
+                !same_path && !shared_chunk
+            }
+            _ => false,
+        })
+    }
+
+    /// Record what became of one change: pending, stalled or done.
+    fn settle(
+        &self,
+        index: u64,
+        origin: Option<u64>,
+        change: FileChange,
+        result: Result<Outcome, Unmade>,
+    ) -> Option<FileFeed> {
         let key = (change.folder.clone(), change.path.clone());
-        match result.unwrap_or_else(|e| Err(format!("apply task failed: {e}"))) {
+        match result {
             Ok(Outcome::Done) => {
                 add(&self.counters.applied, 1);
                 self.local.follow(&change);
@@ -106,8 +185,8 @@ impl FileSync {
                 progress.files_total += 1;
                 progress.bytes_total += size;
             }
-            Err(e) if e.starts_with(NO_SPACE) => {
-                let first = self.lock().stalled.replace(e.clone()).is_none();
+            Err(e @ Unmade::NoSpace(_)) => {
+                let first = self.lock().stalled.replace(e.to_string()).is_none();
                 if first {
                     self.event(
                         Kind::Warning,
@@ -133,15 +212,18 @@ impl FileSync {
     }
 
     /// Make one change on disk (blocking).
-    fn materialize(&self, change: &FileChange) -> Result<Outcome, String> {
-        let spec = self
-            .folder(&change.folder)
-            .ok_or_else(|| format!("sync folder {:?} is not configured on this node", change.folder))?;
+    fn materialize(&self, change: &FileChange) -> Result<Outcome, Unmade> {
+        let spec = self.folder(&change.folder).ok_or_else(|| {
+            Unmade::Failed(format!(
+                "sync folder {:?} is not configured on this node",
+                change.folder
+            ))
+        })?;
         let (root, rel, keep) = (&spec.root, change.path.as_str(), spec.keep_owner);
         let path = format!("{}/{}", change.folder, rel);
         let disk_err = |e: DiskError| match e {
-            DiskError::NoSpace { .. } => format!("{NO_SPACE}: {e}"),
-            other => format!("{path}: {other}"),
+            DiskError::NoSpace { .. } => Unmade::NoSpace(e.to_string()),
+            other => Unmade::Failed(format!("{path}: {other}")),
         };
         // What Tandem did not put here is moved aside before a committed change replaces it.
         let incoming = match &change.op {
@@ -207,6 +289,8 @@ impl FileSync {
                     // Nothing here to move (its content was pending): the pending entry moves.
                     return Ok(Outcome::Done);
                 }
+                // The destination it replaces is guarded like any file a change replaces.
+                self.guard(&change.folder, to, None).map_err(disk_err)?;
                 disk::rename(root, rel, to).map_err(disk_err)?;
                 Ok(Outcome::Done)
             }
@@ -290,9 +374,7 @@ impl FileSync {
             return Ok(());
         }
         let known = self.local.get(folder, rel);
-        if known.is_some_and(|k| {
-            k.kind == FileKind::File && k.size == meta.len() && k.mtime_ns == disk::attrs_of(&meta).mtime_ns
-        }) {
+        if known.is_some_and(|k| k.same_stat(&meta)) {
             return Ok(());
         }
         let path = disk::resolve(&spec.root, rel)?;
@@ -544,8 +626,8 @@ impl FileSync {
                 Ok(false) => {}
                 Err(e) => {
                     tracing::debug!(folder, path, error = %e, "fetch failed");
-                    if e.starts_with(NO_SPACE) {
-                        let first = self.lock().stalled.replace(e.clone()).is_none();
+                    if let Unmade::NoSpace(_) = e {
+                        let first = self.lock().stalled.replace(e.to_string()).is_none();
                         if first {
                             self.event(Kind::Warning, format!("file mirror stopped: {e}"));
                         }
@@ -565,7 +647,7 @@ impl FileSync {
         path: &str,
         want: &Pending,
         pace: &mut Pace,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, Unmade> {
         let req = codec::encode(&ManifestRequest {
             folder: folder.to_string(),
             path: path.to_string(),
@@ -576,7 +658,7 @@ impl FileSync {
         let Some(copy) = copy.filter(|c| c.hash == want.hash && c.size == want.size) else {
             return Ok(false);
         };
-        let spec = self.folder(folder).ok_or("folder gone")?.clone();
+        let spec = self.folder(folder).ok_or_else(|| "folder gone".to_string())?.clone();
         let target = disk::resolve(&spec.root, path).map_err(|e| e.to_string())?;
         // The current copy is cut once: for what it lacks, then to assemble from.
         let local = tokio::task::spawn_blocking(move || LocalChunks::of(&target))
@@ -629,33 +711,31 @@ impl FileSync {
                 Ok(true)
             }
             Ok(Outcome::Pending(_)) => Ok(false),
-            Err(DiskError::NoSpace { .. }) => Err(format!("{NO_SPACE}: {folder}/{path}")),
-            Err(e) => Err(e.to_string()),
+            Err(e @ DiskError::NoSpace { .. }) => Err(Unmade::NoSpace(e.to_string())),
+            Err(e) => Err(Unmade::Failed(e.to_string())),
         }
     }
 }
 
 impl FileSync {
     /// Ask `peer` for one batch of chunks and stage them; the raw bytes received.
-    async fn fetch_batch(&self, peer: &str, req: GetRequest) -> Result<u64, String> {
+    async fn fetch_batch(&self, peer: &str, req: GetRequest) -> Result<u64, Unmade> {
         let body = codec::encode(&req).map_err(|e| e.to_string())?;
         let wire = (self.exchange)(peer.to_string(), "/peer/files/get", body, TRANSFER_TIMEOUT).await?;
         let staging = self.staging.clone();
         let wire_len = wire.len() as u64;
         let raw = tokio::task::spawn_blocking(move || {
             let chunks = chunk::decode_batch(&wire)?;
-            let mut raw = 0u64;
-            for (h, data) in &chunks {
-                staging.put(h, data).map_err(|e| {
-                    if e.raw_os_error() == Some(libc::ENOSPC) {
-                        format!("{NO_SPACE}: staging area")
-                    } else {
-                        e.to_string()
-                    }
-                })?;
-                raw += data.len() as u64;
-            }
-            Ok::<u64, String>(raw)
+            staging.put_all(&chunks).map_err(|e| {
+                if e.raw_os_error() == Some(libc::ENOSPC) {
+                    Unmade::NoSpace(format!(
+                        "the staging area is full (no space left: {e}); free space in data_dir and the mirror resumes"
+                    ))
+                } else {
+                    Unmade::Failed(e.to_string())
+                }
+            })?;
+            Ok::<u64, Unmade>(chunks.chunks().iter().map(|(_, d)| d.len() as u64).sum())
         })
         .await
         .map_err(|e| e.to_string())??;
@@ -700,8 +780,29 @@ impl Pace {
     }
 }
 
-/// Error prefix of a full disk: the mirror stops and retries instead of skipping the change.
-const NO_SPACE: &str = "no space left";
+/// Why a change or a fetch could not be made on this node's disk.
+#[derive(Debug)]
+pub(super) enum Unmade {
+    /// The disk or the staging area is full (the message says so): the mirror stops and tries
+    /// again, in order, instead of skipping the change.
+    NoSpace(String),
+    /// Anything else, naming what it concerns.
+    Failed(String),
+}
+
+impl std::fmt::Display for Unmade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unmade::NoSpace(why) | Unmade::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<String> for Unmade {
+    fn from(why: String) -> Self {
+        Unmade::Failed(why)
+    }
+}
 /// Suffix of a new version written beside a copy that goes to quarantine.
 const QUARANTINE_SWAP_SUFFIX: &str = ".tandem-swap";
 

@@ -67,8 +67,14 @@ pub const FIRST_COPY_SETTLE: Duration = Duration::from_secs(1);
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest the service's start waits for the folders to catch up.
 pub const CATCH_UP_BEFORE_SERVICE: Duration = Duration::from_secs(30);
+/// How many pending paths an event names.
+const PENDING_NAMED: usize = 10;
 /// How often the mirror looks at the node's role, pending contents and a stalled apply.
 pub const MIRROR_TICK: Duration = Duration::from_millis(100);
+/// Most feed items the mirror takes at once.
+const FEED_BATCH_MAX: usize = 64;
+/// How often staged chunks older than [`chunk::STAGING_TTL`] are looked for.
+const STAGING_SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How many local copies' chunk lists are kept, keyed by size and mtime.
 const CHUNK_CACHE_ENTRIES: usize = 64;
 
@@ -145,6 +151,9 @@ fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
 
+/// One turn per (folder, path) being captured.
+type PathTurns = HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
+
 /// One data node's file replication.
 pub struct FileSync {
     me: NodeId,
@@ -169,6 +178,9 @@ pub struct FileSync {
     disk_turn: tokio::sync::Mutex<()>,
     /// Highest log index whose file change this node's disk reflects.
     materialized: watch::Sender<u64>,
+    /// Paths the capture is reading and proposing now, one turn per path (see
+    /// [`Self::sync_path`]).
+    syncing: Mutex<PathTurns>,
 }
 
 impl FileSync {
@@ -214,11 +226,16 @@ impl FileSync {
             disk_turn: tokio::sync::Mutex::new(()),
             drain_asked: watch::channel(0).0,
             drained: watch::channel(BTreeMap::new()).0,
+            syncing: Mutex::default(),
         })))
     }
 
     pub(crate) fn folder(&self, id: &str) -> Option<&FolderSpec> {
         self.folders.get(id)
+    }
+
+    fn syncing(&self) -> std::sync::MutexGuard<'_, PathTurns> {
+        self.syncing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MirrorState> {
@@ -246,6 +263,11 @@ impl FileSync {
         }
         cache.insert(path.to_path_buf(), (chunked.size, mtime, chunked.clone()));
         Some(chunked)
+    }
+
+    /// Drop the cached cut of `path` (its content is known to have changed).
+    pub(crate) fn forget_chunked(&self, path: &Path) {
+        self.chunk_cache.lock().expect("chunk cache lock").remove(path);
     }
 
     /// Whether the disk reflects every committed file change and nothing is pending.
@@ -350,11 +372,22 @@ impl FileSync {
                 ),
             );
         }
-        let pending = self.lock().pending.len();
-        if pending > 0 {
+        let pending: Vec<String> = self.lock().pending.keys().map(|(f, p)| format!("{f}/{p}")).collect();
+        if !pending.is_empty() {
+            let more = match pending.len().saturating_sub(PENDING_NAMED) {
+                0 => String::new(),
+                n => format!(" and {n} more"),
+            };
             self.event(
                 Kind::Warning,
-                format!("the service starts with {pending} files whose committed content never reached this node"),
+                format!(
+                    "the service starts with {} files whose committed content never reached this node: {}{more}. \
+                     The folder keeps its earlier copy of each (or lacks the file) until the other data node \
+                     is back and the content is fetched from it; if the service writes one of them first, its \
+                     write replaces the committed content. `tandemctl files` lists them",
+                    pending.len(),
+                    pending[..pending.len().min(PENDING_NAMED)].join(", ")
+                ),
             );
         }
     }
@@ -434,15 +467,17 @@ impl FileSync {
         }
         self.clone().reconcile(Compare::Rejoin).await;
         let mut capture: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)> = None;
-        let mut retry: Option<tandem_raft_store::state_machine::FileFeed> = None;
+        // Changes to try again (the disk was full), in order.
+        let mut retry: Vec<tandem_raft_store::state_machine::FileFeed> = Vec::new();
         let mut tick = tokio::time::interval(MIRROR_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_fetch = Instant::now();
+        let mut last_sweep = Instant::now();
         let mut fetching: Option<tokio::task::JoinHandle<()>> = None;
         loop {
-            if let Some(item) = retry.take() {
-                retry = self.clone().handle(item).await;
-                if retry.is_some() {
+            if !retry.is_empty() {
+                retry = self.clone().handle_all(std::mem::take(&mut retry)).await;
+                if !retry.is_empty() {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                         _ = stopped(&mut stop) => break,
@@ -452,7 +487,17 @@ impl FileSync {
             }
             tokio::select! {
                 item = feed.recv() => match item {
-                    Some(item) => retry = self.clone().handle(item).await,
+                    Some(item) => {
+                        // What else is queued goes with it, so independent writes can overlap.
+                        let mut items = vec![item];
+                        while items.len() < FEED_BATCH_MAX {
+                            match feed.try_recv() {
+                                Some(item) => items.push(item),
+                                None => break,
+                            }
+                        }
+                        retry = self.clone().handle_all(items).await;
+                    }
                     None => break,
                 },
                 _ = tick.tick() => {
@@ -488,6 +533,13 @@ impl FileSync {
                     }
                     if self.first_copy_settled() {
                         self.clone().reconcile(Compare::Rejoin).await;
+                    }
+                    if last_sweep.elapsed() >= STAGING_SWEEP_EVERY {
+                        last_sweep = Instant::now();
+                        let n = self.staging.sweep(chunk::STAGING_TTL);
+                        if n > 0 {
+                            tracing::info!(chunks = n, "removed staged chunks no change used");
+                        }
                     }
                     // Fetches run beside the log's changes (they take turns on the disk), so a
                     // long resync does not hold up new changes.

@@ -34,6 +34,10 @@ use super::FileSync;
 pub struct HaveRequest {
     pub folder: String,
     pub path: String,
+    /// Log index of the path's last committed change (0: none). The copy on disk counts only
+    /// once it is applied: until then that change may still replace it (a version proposed
+    /// while the file was being written, whose chunks are only partly those of the copy here).
+    pub after: u64,
     pub hashes: Vec<[u8; 32]>,
 }
 
@@ -54,6 +58,9 @@ pub struct GetRequest {
 
 /// Most chunk hashes in one `have` or `get` request.
 pub const HASHES_PER_REQUEST_MAX: usize = 1 << 16;
+/// Longest a standby waits to apply a path's last committed change before it answers which
+/// chunks of that path it holds.
+pub const HAVE_WAITS_FOR_APPLY: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub fn routes(files: Arc<FileSync>) -> Router {
     Router::new()
@@ -112,7 +119,11 @@ async fn have(State(files): State<Arc<FileSync>>, body: Bytes) -> Result<Respons
         ));
     }
     let path = target(&files, &req.folder, &req.path)?;
-    let local = files.chunked_copy(&path).await;
+    let local = if files.wait_materialized(req.after, HAVE_WAITS_FOR_APPLY).await {
+        files.chunked_copy(&path).await
+    } else {
+        None // still behind: only staged chunks count, and the active pushes the rest
+    };
     let local: std::collections::HashSet<[u8; 32]> =
         local.iter().flat_map(|c| c.chunks.iter().map(|r| r.hash)).collect();
     let held: Vec<bool> = req
@@ -127,12 +138,10 @@ async fn put(State(files): State<Arc<FileSync>>, body: Bytes) -> Result<Response
     let staging = files.staging.clone();
     let result = tokio::task::spawn_blocking(move || {
         let chunks = chunk::decode_batch(&body)?;
-        for (hash, data) in &chunks {
-            staging
-                .put(hash, data)
-                .map_err(|e| format!("cannot stage chunk: {e}"))?;
-        }
-        Ok::<usize, String>(chunks.len())
+        staging
+            .put_all(&chunks)
+            .map_err(|e| format!("cannot stage chunks: {e}"))?;
+        Ok::<usize, String>(chunks.chunks().len())
     })
     .await;
     match result {

@@ -49,6 +49,8 @@ use tandem_tests::Sysctl;
 
 const TEMP_PREFIX: &str = tandem_node::files::disk::TEMP_PREFIX;
 const FOLDER: &str = "bench";
+/// How long the active's index may stand still short of the copy before the bench gives up.
+const INDEX_STUCK: Duration = Duration::from_secs(30);
 const MIB: f64 = 1024.0 * 1024.0;
 
 /// Deterministic xorshift64 for sizes and incompressible content.
@@ -116,41 +118,50 @@ fn sync_disks() -> Duration {
     t.elapsed()
 }
 
-/// Files under `root` (temp files left out): relative path → size.
-fn files_under(root: &Path) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
+/// Every entry under `root` (not `root` itself), directories before what they hold; entries
+/// that vanish meanwhile are skipped.
+fn each_entry(root: &Path, mut f: impl FnMut(&std::fs::DirEntry, &std::fs::Metadata)) {
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                continue;
-            }
-            let Ok(t) = e.file_type() else { continue };
-            if t.is_dir() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
                 stack.push(e.path());
-            } else if t.is_file() {
-                let Ok(meta) = e.metadata() else { continue };
-                let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().to_string();
-                out.insert(rel, meta.size());
             }
+            f(&e, &meta);
         }
     }
+}
+
+/// Files under `root` (temp files left out): relative path → size.
+fn files_under(root: &Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    each_entry(root, |e, meta| {
+        if meta.is_file() && !e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().to_string();
+            out.insert(rel, meta.size());
+        }
+    });
     out
+}
+
+/// Bytes allocated on disk to the files under `root`.
+fn allocated_bytes(root: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    each_entry(root, |_, meta| {
+        if !meta.is_dir() {
+            total += meta.blocks() * 512;
+        }
+    });
+    total
 }
 
 /// Directories under `root` (not counting `root`).
 fn dirs_under(root: &Path) -> u64 {
     let mut n = 0;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                n += 1;
-                stack.push(e.path());
-            }
-        }
-    }
+    each_entry(root, |_, meta| n += u64::from(meta.is_dir()));
     n
 }
 
@@ -188,6 +199,36 @@ impl Bench {
 
     fn files(&self, node: &str) -> anyhow::Result<FilesInfo> {
         Ok(self.cluster.block_on(self.cluster.client(node).files())?)
+    }
+
+    /// The files of `node`'s index whose content is not the source's, with what the index
+    /// and the disk say of them.
+    fn index_differences(&self, node: &str, dir: &Path, source: &BTreeMap<String, blake3::Hash>) -> String {
+        let entries = match self
+            .cluster
+            .block_on(self.cluster.client(node).file_manifest_all(FOLDER))
+        {
+            Ok(e) => e,
+            Err(e) => return format!("(manifest unavailable: {e})"),
+        };
+        let indexed: BTreeMap<&str, &tandem_client::api::ManifestEntry> =
+            entries.iter().map(|e| (e.path.as_str(), e)).collect();
+        let mut out = Vec::new();
+        for (rel, hash) in source {
+            let disk = std::fs::metadata(dir.join(rel))
+                .map(|m| format!("size {} mtime {:?}", m.len(), m.modified().ok()))
+                .unwrap_or_else(|e| e.to_string());
+            match indexed.get(rel.as_str()) {
+                Some(e) if e.hash == hash.to_hex().as_str() => {}
+                Some(e) => out.push(format!(
+                    "{rel}: index size {} mtime_ns {} index {}; disk {disk}",
+                    e.size, e.mtime_ns, e.index
+                )),
+                None => out.push(format!("{rel}: not in the index; disk {disk}")),
+            }
+        }
+        out.truncate(20);
+        out.join("\n")
     }
 
     /// Entries of the sync folder in `node`'s replicated index.
@@ -521,9 +562,22 @@ fn bulk(mib: u64, summary: &mut Summary) -> anyhow::Result<()> {
         let copied = started.elapsed();
         let limit = Duration::from_secs(120.max(mib * 2));
         let mut indexed_at = None;
+        // The active's index, and since when it has not moved.
+        let mut last_index = (None, Instant::now());
         let done = loop {
-            if indexed_at.is_none() && bench.indexed(active).is_some_and(|(_, b)| b >= total_bytes) {
+            let index = bench.indexed(active);
+            if indexed_at.is_none() && index.is_some_and(|(_, b)| b >= total_bytes) {
                 indexed_at = Some(started.elapsed());
+            }
+            if index != last_index.0 {
+                last_index = (index, Instant::now());
+            }
+            if indexed_at.is_none() && last_index.1.elapsed() > INDEX_STUCK {
+                bail!(
+                    "the active's index stopped short of the copy: {index:?} for {INDEX_STUCK:?}, of {total_files} \
+                     files and {total_bytes} bytes; entries that differ from the source:\n{}",
+                    bench.index_differences(active, &a_dir, &hashes)
+                );
             }
             // The cheap look first (the standby's API); the walk of its folder only when that
             // says it may be done, so the bench does not take CPU from the nodes.
@@ -581,9 +635,14 @@ fn bulk(mib: u64, summary: &mut Summary) -> anyhow::Result<()> {
     };
 
     // (b) rsync over loopback, each run into an empty directory.
-    let daemon = RsyncDaemon::start(&["whole", "delta"])?;
+    // The third run makes rsync fsync every file it writes, as Tandem does.
+    let daemon = RsyncDaemon::start(&["whole", "delta", "fsync"])?;
     let mut rsync = Vec::new();
-    for (module, extra) in [("whole", &["--whole-file"][..]), ("delta", &[][..])] {
+    for (module, extra) in [
+        ("whole", &["--whole-file"][..]),
+        ("delta", &[][..]),
+        ("fsync", &["--whole-file", "--fsync"][..]),
+    ] {
         sync_disks();
         let took = daemon.push(&src, module, extra)?;
         let flush = sync_disks();
@@ -598,13 +657,13 @@ fn bulk(mib: u64, summary: &mut Summary) -> anyhow::Result<()> {
             "rsync's copy differs: {:?}",
             &wrong[..wrong.len().min(10)]
         );
-        let label = if extra.is_empty() {
-            "rsync -a (delta algorithm)"
-        } else {
-            "rsync -a --whole-file"
+        let (label, fsyncs) = match module {
+            "whole" => ("rsync -a --whole-file", "rsync does not fsync"),
+            "delta" => ("rsync -a (delta algorithm)", "rsync does not fsync"),
+            _ => ("rsync -a --whole-file --fsync", "each file fsynced"),
         };
         summary.add(format!(
-            "{label}: {:.2} s = {:.1} MiB/s (the sync after it took {:.2} s more; rsync does not fsync)",
+            "{label}: {:.2} s = {:.1} MiB/s (the sync after it took {:.2} s more; {fsyncs})",
             took.as_secs_f64(),
             total_mib / took.as_secs_f64(),
             flush.as_secs_f64()
@@ -613,9 +672,11 @@ fn bulk(mib: u64, summary: &mut Summary) -> anyhow::Result<()> {
     }
     let ratio = rsync[0].as_secs_f64() / tandem_time.as_secs_f64();
     summary.add(format!(
-        "Tandem's throughput is {:.0} % of rsync --whole-file's ({:.0} % of rsync's delta run): target >= 80 %: {}",
+        "Tandem's throughput is {:.0} % of rsync --whole-file's ({:.0} % of rsync's delta run, {:.0} % of \
+         rsync --fsync's): target >= 80 % of rsync --whole-file: {}",
         100.0 * ratio,
         100.0 * rsync[1].as_secs_f64() / tandem_time.as_secs_f64(),
+        100.0 * rsync[2].as_secs_f64() / tandem_time.as_secs_f64(),
         if ratio >= 0.8 { "met" } else { "MISSED" }
     ));
     Ok(())
@@ -855,6 +916,17 @@ fn many_dirs(leaves: u64, summary: &mut Summary) -> anyhow::Result<()> {
     summary.add(format!(
         "{entries} directories: a new file in the last directory reached the standby in {:.1} ms",
         ms(probe)
+    ));
+    let on_disk: Vec<String> = ["a", "b", "w"]
+        .iter()
+        .map(|n| {
+            let raft = allocated_bytes(&bench.cluster.data_dir(n).join("raft"));
+            format!("{n} {:.0} MiB", raft as f64 / MIB)
+        })
+        .collect();
+    summary.add(format!(
+        "{entries} directories: the Raft store (log and state) takes on disk: {}",
+        on_disk.join(", ")
     ));
     for (node, n) in held {
         let verdict = if n == entries { "as it should" } else { "UNEXPECTED" };
