@@ -24,6 +24,7 @@
 compile_error!("mutation switches are for the simulator's build only (simulation/, with --cfg tokio_unstable)");
 
 pub mod codec;
+pub mod journal;
 pub mod mem_store;
 pub mod records;
 pub mod sled_store;

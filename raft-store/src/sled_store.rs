@@ -4,7 +4,8 @@
 //! - `log`: log index (big-endian u64) → encoded entry;
 //! - `raft`: `vote`, `committed`, `last_purged`;
 //! - `sm`: the state machine, key by key (`m` meta, `f<folder>\0<path>`, `d<source>`,
-//!   `a<seq>`), plus `s` for the current snapshot.
+//!   `a<seq>`), plus `s` for the current snapshot and, on data nodes, the database journal
+//!   (`j<source>\0<seq>`, see [`crate::journal`]), which a snapshot install keeps.
 //!
 //! Durability: `save_vote` returns only after a flush, and an append's completion callback is
 //! called only after a flush that covers it. Appends are flushed by one flusher thread that
@@ -13,6 +14,7 @@
 //! its keys are written in one atomic batch per apply call, so after a crash it is at some
 //! earlier consistent point and openraft re-applies the log from there.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
 use std::ops::Bound;
@@ -32,6 +34,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec;
+use crate::journal::DbJournal;
+use crate::journal::JournalBackend;
+use crate::journal::JournalEntry;
 use crate::state::Meta;
 use crate::state::SmState;
 use crate::state::Touched;
@@ -105,8 +110,10 @@ pub fn open(dir: &Path) -> Result<(SledLogStore, StateMachineStore), OpenError> 
     };
     let state = load_state(&sm).map_err(corrupt("state machine"))?;
     let snapshot: Option<StoredSnapshot> = get(&sm, KEY_SNAPSHOT).map_err(corrupt("snapshot"))?;
-    let backend = SledSm { db: db.clone(), sm };
-    let sm_store = StateMachineStore::from_parts(state, snapshot, Some(Arc::new(backend)));
+    let journal = load_journal(&sm).map_err(corrupt("database journal"))?;
+    let backend = Arc::new(SledSm { db: db.clone(), sm });
+    let journal = DbJournal::with_backend(journal, Some(backend.clone()));
+    let sm_store = StateMachineStore::from_parts(state, snapshot, Some(backend), journal);
 
     let (flush_tx, flush_rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
     let flusher_db = db.clone();
@@ -167,6 +174,25 @@ fn load_state(sm: &sled::Tree) -> io::Result<SmState> {
     Ok(state)
 }
 
+fn load_journal(sm: &sled::Tree) -> io::Result<BTreeMap<(String, u64), JournalEntry>> {
+    let mut out = BTreeMap::new();
+    for item in sm.scan_prefix(b"j") {
+        let (_, value) = item.map_err(sled_err)?;
+        let e: JournalEntry = codec::decode(&value)?;
+        out.insert((e.change.source.clone(), e.change.seq), e);
+    }
+    Ok(out)
+}
+
+fn journal_key(source: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(10 + source.len());
+    k.push(b'j');
+    k.extend_from_slice(source.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
 fn file_key(folder: &str, path: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + folder.len() + path.len());
     k.push(b'f');
@@ -225,10 +251,13 @@ impl SledSm {
 }
 
 impl SmBackend for SledSm {
-    fn persist(&self, state: &SmState, touched: &[Touched]) -> io::Result<()> {
+    fn persist(&self, state: &SmState, touched: &[Touched], journal: &[JournalEntry]) -> io::Result<()> {
         let mut batch = sled::Batch::default();
         for t in touched {
             self.put_touched(&mut batch, state, t)?;
+        }
+        for e in journal {
+            batch.insert(journal_key(&e.change.source, e.change.seq), codec::encode(e)?);
         }
         batch.insert(KEY_SM_META, codec::encode(&state.meta)?);
         self.sm.apply_batch(batch).map_err(sled_err)
@@ -238,7 +267,8 @@ impl SmBackend for SledSm {
         let mut batch = sled::Batch::default();
         for key in self.sm.iter().keys() {
             let key = key.map_err(sled_err)?;
-            if key.as_ref() != KEY_SNAPSHOT {
+            // The snapshot and the journal are this node's own, not part of the state.
+            if key.as_ref() != KEY_SNAPSHOT && key.first() != Some(&b'j') {
                 batch.remove(key);
             }
         }
@@ -262,6 +292,18 @@ impl SmBackend for SledSm {
         // The log may be purged up to this snapshot, so it must be on disk first.
         self.db.flush().map_err(sled_err)?;
         Ok(())
+    }
+}
+
+impl JournalBackend for SledSm {
+    fn remove(&self, keys: &[(String, u64)]) -> io::Result<()> {
+        let mut batch = sled::Batch::default();
+        for (source, seq) in keys {
+            batch.remove(journal_key(source, *seq));
+        }
+        // Not flushed: an entry that comes back after a crash is one the database holds
+        // already, which the applier recognizes.
+        self.sm.apply_batch(batch).map_err(sled_err)
     }
 }
 

@@ -21,6 +21,8 @@ use serde::Deserialize;
 use serde::Serialize;
 
 use crate::codec;
+use crate::journal::DbJournal;
+use crate::journal::JournalEntry;
 use crate::records::FileChange;
 use crate::records::Record;
 use crate::records::Response;
@@ -55,7 +57,8 @@ impl StateReader {
 
 /// Where a durable state machine keeps its data (implemented on sled in `sled_store`).
 pub(crate) trait SmBackend: Send + Sync + 'static {
-    fn persist(&self, state: &SmState, touched: &[Touched]) -> io::Result<()>;
+    /// Write what one apply call changed, and the journal entries it added, in one batch.
+    fn persist(&self, state: &SmState, touched: &[Touched], journal: &[JournalEntry]) -> io::Result<()>;
     fn replace_all(&self, state: &SmState) -> io::Result<()>;
     fn save_snapshot(&self, snapshot: &StoredSnapshot) -> io::Result<()>;
 }
@@ -67,6 +70,7 @@ pub struct StateMachineStore {
     current_snapshot: Arc<RwLock<Option<StoredSnapshot>>>,
     backend: Option<Arc<dyn SmBackend>>,
     file_feed: Arc<FeedSlot>,
+    journal: DbJournal,
 }
 
 /// What the state machine tells the node's file mirror after each apply.
@@ -137,20 +141,27 @@ impl FileFeedReceiver {
 impl StateMachineStore {
     /// A state machine with no durable backend (simulation, tests).
     pub fn in_memory() -> Self {
-        Self::from_parts(SmState::default(), None, None)
+        Self::from_parts(SmState::default(), None, None, DbJournal::default())
     }
 
     pub(crate) fn from_parts(
         state: SmState,
         snapshot: Option<StoredSnapshot>,
         backend: Option<Arc<dyn SmBackend>>,
+        journal: DbJournal,
     ) -> Self {
         Self {
             state: Arc::new(RwLock::new(state)),
             current_snapshot: Arc::new(RwLock::new(snapshot)),
             backend,
             file_feed: Arc::default(),
+            journal,
         }
+    }
+
+    /// This node's database journal (see [`crate::journal`]).
+    pub fn db_journal(&self) -> DbJournal {
+        self.journal.clone()
     }
 
     /// Receive every file change applied from now on (replacing an earlier receiver).
@@ -174,6 +185,7 @@ impl StateMachineStore {
             current_snapshot: self.current_snapshot.clone(),
             backend: self.backend.clone(),
             file_feed: self.file_feed.clone(),
+            journal: self.journal.clone(),
         }
     }
 }
@@ -222,6 +234,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut touched = Vec::new();
         let mut replies = Vec::new();
         let mut files = Vec::new();
+        let mut journal = Vec::new();
+        let journaling = self.journal.enabled();
         while let Some((entry, responder)) = entries.try_next().await? {
             let mut state = self.state.write().expect("state machine lock poisoned");
             let response = state.apply(&entry, &mut touched);
@@ -239,14 +253,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         change: change.clone(),
                     });
                 }
+                if let (Record::Db(change), true) = (&cmd.record, journaling) {
+                    journal.push(JournalEntry {
+                        index: *index,
+                        epoch: cmd.epoch,
+                        change: change.clone(),
+                    });
+                }
             }
             drop(state);
             replies.push((responder, response));
         }
         if let Some(backend) = &self.backend {
             let state = self.state.read().expect("state machine lock poisoned");
-            backend.persist(&state, &touched)?;
+            backend.persist(&state, &touched, &journal)?;
         }
+        self.journal.added(journal);
         for item in files {
             self.file_feed.send(item);
         }

@@ -177,3 +177,77 @@ async fn the_file_feed_carries_applied_changes_with_their_origin() {
         vec![(2, Some(1), "ok".to_string()), (6, Some(2), "from-b".to_string())]
     );
 }
+
+/// A data node keeps each applied database change in its journal until its database holds it:
+/// across a reopen, across a snapshot install, and only what the state machine applied.
+#[tokio::test]
+async fn the_database_journal_keeps_applied_changes_until_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = |seq: u64, epoch| Command {
+        epoch,
+        record: Record::Db(DbChange {
+            source: "mariadb".into(),
+            seq,
+            gtid: format!("0-1-{seq}"),
+            events: vec![seq as u8; 3],
+        }),
+    };
+    let entry = |index: u64, cmd| Entry {
+        log_id: LogId::new(LeaderId { term: 3, node_id: 1 }, index),
+        payload: EntryPayload::Normal(cmd),
+    };
+    let activate = Command {
+        epoch: 3,
+        record: Record::Activate { node: 1, epoch: 3 },
+    };
+    {
+        let (_log, mut sm) = sled_store::open(dir.path()).unwrap();
+        let journal = sm.db_journal();
+        journal.enable();
+        // Seq 3 before 2 is refused by the state machine and never journaled; so is a stale epoch.
+        apply_all(
+            &mut sm,
+            vec![
+                entry(1, activate),
+                entry(2, db(1, 3)),
+                entry(3, db(3, 3)),
+                entry(4, db(2, 3)),
+                entry(5, db(3, 2)),
+                entry(6, db(3, 3)),
+            ],
+        )
+        .await;
+        let seqs: Vec<(u64, u64)> = journal
+            .read("mariadb", 0, 10)
+            .iter()
+            .map(|e| (e.change.seq, e.index))
+            .collect();
+        assert_eq!(seqs, vec![(1, 2), (2, 4), (3, 6)]);
+        journal.trim("mariadb", 1).unwrap();
+        assert_eq!(journal.first_seq("mariadb"), Some(2));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    // Reopened: what was not trimmed is there again, in order.
+    let (_log, mut sm) = sled_store::open(dir.path()).unwrap();
+    let journal = sm.db_journal();
+    let seqs: Vec<u64> = journal.read("mariadb", 0, 10).iter().map(|e| e.change.seq).collect();
+    assert_eq!(seqs, vec![2, 3]);
+    assert_eq!(journal.get("mariadb", 3).unwrap().change.events, vec![3; 3]);
+
+    // A snapshot install replaces the state but keeps the journal, which is not in it.
+    let mut other = StateMachineStore::in_memory();
+    apply_all(&mut other, vec![entry(1, db(1, 0))]).await;
+    let snap = other.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    sm.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
+    assert_eq!(sm.reader().read().db_positions["mariadb"].seq, 1);
+    drop((_log, sm, journal));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (_log, sm) = sled_store::open(dir.path()).unwrap();
+    assert_eq!(sm.db_journal().read("mariadb", 0, 10).len(), 2);
+
+    // A store whose journal is not enabled (the witness) keeps nothing.
+    let mut witness = StateMachineStore::in_memory();
+    apply_all(&mut witness, vec![entry(1, db(1, 0))]).await;
+    assert!(witness.db_journal().read("mariadb", 0, 10).is_empty());
+}
