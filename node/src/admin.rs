@@ -85,6 +85,9 @@ pub struct AdminState {
     pub cluster: Arc<ClusterState>,
     /// File replication, on a data node with sync folders.
     pub files: Option<Arc<crate::files::FileSync>>,
+    /// Database change records, on a data node with a `[database]`.
+    #[cfg(feature = "mariadb")]
+    pub database: Option<Arc<crate::db::mariadb::MariaDb>>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -99,6 +102,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/failover", post(forced_failover))
         .route("/v1/recover", post(recover))
         .route("/v1/files", get(files))
+        .route("/v1/db", get(db_info))
         .route("/v1/files/manifest", get(file_manifest))
         .route("/v1/resources", get(resources))
         .route("/v1/resources/cancel", post(cancel_script))
@@ -650,6 +654,25 @@ async fn files(State(app): State<AdminState>) -> Result<Json<tandem_client::api:
         )
     })?;
     Ok(Json(files.info()))
+}
+
+#[cfg(feature = "mariadb")]
+async fn db_info(State(app): State<AdminState>) -> Result<Json<crate::db::mariadb::DbInfo>, AdminError> {
+    let db = app.database.as_ref().ok_or_else(no_database)?;
+    Ok(Json(db.info()))
+}
+
+#[cfg(not(feature = "mariadb"))]
+async fn db_info() -> Result<Json<()>, AdminError> {
+    Err(no_database())
+}
+
+fn no_database() -> AdminError {
+    AdminError::new(
+        StatusCode::NOT_FOUND,
+        "no_database",
+        "this node replicates no database: add a [database] section to the config of both data nodes",
+    )
 }
 
 async fn resources(State(app): State<AdminState>) -> Json<ResourcesInfo> {

@@ -67,6 +67,7 @@ struct RawConfig {
     monitors: Vec<crate::monitor::spec::RawMonitor>,
     #[serde(default)]
     sync: Vec<crate::files::spec::RawFolder>,
+    database: Option<crate::db::spec::RawDatabase>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -339,6 +340,8 @@ pub struct ValidConfig {
     pub monitors: Vec<crate::monitor::spec::MonitorSpec>,
     /// Sync folders this node mirrors (data nodes only).
     pub folders: Vec<crate::files::spec::FolderSpec>,
+    /// This node's database, whose changes are captured and replayed (data nodes only).
+    pub database: Option<crate::db::spec::DatabaseSpec>,
 }
 
 impl ValidConfig {
@@ -561,6 +564,10 @@ fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
         ));
     }
     let folders = crate::files::spec::validate_folders(raw.sync, &me_name, &member_names, base, &data_dir)?;
+    let database = raw
+        .database
+        .map(|d| crate::db::spec::validate_database(d, raw.node_id, witness, base))
+        .transpose()?;
     let timers = validate_timers(&raw.timers, &resources)?;
     if raw.log.snapshot_every_entries == 0 {
         return Err(err("log.snapshot_every_entries", "must be greater than 0"));
@@ -596,6 +603,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
         members,
         monitors,
         folders,
+        database,
     })
 }
 

@@ -11,6 +11,7 @@
 //! - [`monitor`]: health checks of the protected service and the switch rule they feed;
 //! - [`files`]: file replication of the sync folders (capture on the active, mirror on the
 //!   standby, contents over the peer port);
+//! - [`db`]: database change records (MariaDB binlog capture on the active, replay everywhere);
 //! - [`cluster`]: heartbeats between the members and the status model shown to operators;
 //! - [`events`]: the node's event log (role changes, monitor transitions, actions);
 //! - [`admin`]: the admin HTTP API and health routes;
@@ -34,6 +35,7 @@ pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod consensus;
+pub mod db;
 pub mod events;
 pub mod failover;
 pub mod files;
@@ -205,6 +207,10 @@ where
         } = parts;
         let network = PeerNetwork::with_connector(cfg.node_id, cfg.cluster_secret.clone(), connector);
         let file_feed = (!cfg.folders.is_empty()).then(|| sm.subscribe_files());
+        let db_journal = sm.db_journal();
+        if cfg.database.is_some() {
+            db_journal.enable();
+        }
         let consensus = Consensus::start(cfg.clone(), log, sm, network.clone())
             .await
             .context("cannot start raft")?;
@@ -272,6 +278,28 @@ where
                 &cfg.cluster_secret,
             ));
         }
+        #[cfg(feature = "mariadb")]
+        let database = cfg.database.clone().map(|spec| {
+            let db = db::mariadb::MariaDb::new(spec, consensus.clone(), failover.clone(), events.clone(), db_journal);
+            let d = db.clone();
+            agent.gate_acquire(Arc::new(move || {
+                let d = d.clone();
+                Box::pin(async move { d.before_service().await })
+            }));
+            let d = db.clone();
+            agent.before_release(Arc::new(move || {
+                let d = d.clone();
+                Box::pin(async move { d.read_only().await })
+            }));
+            let d = db.clone();
+            agent.after_release(Arc::new(move || {
+                let d = d.clone();
+                Box::pin(async move { d.drain().await })
+            }));
+            db
+        });
+        #[cfg(not(feature = "mariadb"))]
+        let _ = db_journal;
         let peer_server = serve(peer_listener, peer_routes, "peer");
         let failover_driver = tokio::spawn(failover::driver::run(
             consensus.clone(),
@@ -290,6 +318,10 @@ where
         if let (Some(f), Some(feed)) = (&file_sync, file_feed) {
             health.push(tokio::spawn(f.clone().run(feed, stop_rx.clone())));
         }
+        #[cfg(feature = "mariadb")]
+        if let Some(d) = &database {
+            health.push(tokio::spawn(d.clone().run(stop_rx.clone())));
+        }
         let restart = Arc::new(tokio::sync::Notify::new());
         let admin_server = serve(
             admin_listener,
@@ -301,6 +333,8 @@ where
                 agent,
                 cluster,
                 files: file_sync,
+                #[cfg(feature = "mariadb")]
+                database,
             }),
             "admin",
         );

@@ -37,7 +37,8 @@ pub struct JournalEntry {
 
 /// Where a durable journal keeps its entries (sled in `sled_store`).
 pub(crate) trait JournalBackend: Send + Sync + 'static {
-    fn remove(&self, keys: &[(String, u64)]) -> io::Result<()>;
+    /// Remove `keys` and record `mark` (source, seq), in one batch.
+    fn remove(&self, keys: &[(String, u64)], mark: (&str, u64)) -> io::Result<()>;
 }
 
 /// Shared handle to a node's journal.
@@ -48,6 +49,8 @@ pub struct DbJournal(Arc<Inner>);
 struct Inner {
     enabled: AtomicBool,
     entries: Mutex<BTreeMap<(String, u64), JournalEntry>>,
+    /// Per source, the highest sequence number trimmed: the database holds everything up to it.
+    marks: Mutex<BTreeMap<String, u64>>,
     /// Bumped whenever entries are added.
     added: watch::Sender<u64>,
     backend: Mutex<Option<Arc<dyn JournalBackend>>>,
@@ -65,10 +68,12 @@ impl std::fmt::Debug for DbJournal {
 impl DbJournal {
     pub(crate) fn with_backend(
         entries: BTreeMap<(String, u64), JournalEntry>,
+        marks: BTreeMap<String, u64>,
         backend: Option<Arc<dyn JournalBackend>>,
     ) -> Self {
         let j = DbJournal::default();
         *j.lock() = entries;
+        *j.0.marks.lock().expect("journal lock poisoned") = marks;
         *j.0.backend.lock().expect("journal lock poisoned") = backend;
         j
     }
@@ -124,24 +129,38 @@ impl DbJournal {
         self.0.added.subscribe()
     }
 
-    /// Drop the entries of `source` up to and including `through` (its database holds them).
+    /// The highest sequence number of `source` trimmed so far (0: none): this node's database
+    /// holds every change up to it. A journal whose first entry is further on has a gap.
+    pub fn mark(&self, source: &str) -> u64 {
+        self.0
+            .marks
+            .lock()
+            .expect("journal lock poisoned")
+            .get(source)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Drop the entries of `source` up to and including `through` (its database holds them),
+    /// and move the mark there.
     pub fn trim(&self, source: &str, through: u64) -> io::Result<()> {
         let keys: Vec<(String, u64)> = self
             .lock()
             .range((source.to_string(), 0)..=(source.to_string(), through))
             .map(|(k, _)| k.clone())
             .collect();
-        if keys.is_empty() {
-            return Ok(());
-        }
         let backend = self.0.backend.lock().expect("journal lock poisoned").clone();
         if let Some(b) = backend {
-            b.remove(&keys)?;
+            b.remove(&keys, (source, through))?;
         }
         let mut entries = self.lock();
         for k in keys {
             entries.remove(&k);
         }
+        drop(entries);
+        let mut marks = self.0.marks.lock().expect("journal lock poisoned");
+        let m = marks.entry(source.to_string()).or_insert(0);
+        *m = (*m).max(through);
         Ok(())
     }
 }

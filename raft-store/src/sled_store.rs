@@ -5,7 +5,8 @@
 //! - `raft`: `vote`, `committed`, `last_purged`;
 //! - `sm`: the state machine, key by key (`m` meta, `f<folder>\0<path>`, `d<source>`,
 //!   `a<seq>`), plus `s` for the current snapshot and, on data nodes, the database journal
-//!   (`j<source>\0<seq>`, see [`crate::journal`]), which a snapshot install keeps.
+//!   (`j<source>\0<seq>`, and `J<source>` for how far it was trimmed; see [`crate::journal`]),
+//!   which a snapshot install keeps.
 //!
 //! Durability: `save_vote` returns only after a flush, and an append's completion callback is
 //! called only after a flush that covers it. Appends are flushed by one flusher thread that
@@ -110,9 +111,9 @@ pub fn open(dir: &Path) -> Result<(SledLogStore, StateMachineStore), OpenError> 
     };
     let state = load_state(&sm).map_err(corrupt("state machine"))?;
     let snapshot: Option<StoredSnapshot> = get(&sm, KEY_SNAPSHOT).map_err(corrupt("snapshot"))?;
-    let journal = load_journal(&sm).map_err(corrupt("database journal"))?;
+    let (journal, marks) = load_journal(&sm).map_err(corrupt("database journal"))?;
     let backend = Arc::new(SledSm { db: db.clone(), sm });
-    let journal = DbJournal::with_backend(journal, Some(backend.clone()));
+    let journal = DbJournal::with_backend(journal, marks, Some(backend.clone()));
     let sm_store = StateMachineStore::from_parts(state, snapshot, Some(backend), journal);
 
     let (flush_tx, flush_rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
@@ -174,14 +175,28 @@ fn load_state(sm: &sled::Tree) -> io::Result<SmState> {
     Ok(state)
 }
 
-fn load_journal(sm: &sled::Tree) -> io::Result<BTreeMap<(String, u64), JournalEntry>> {
-    let mut out = BTreeMap::new();
+type Journal = (BTreeMap<(String, u64), JournalEntry>, BTreeMap<String, u64>);
+
+fn load_journal(sm: &sled::Tree) -> io::Result<Journal> {
+    let mut entries = BTreeMap::new();
     for item in sm.scan_prefix(b"j") {
         let (_, value) = item.map_err(sled_err)?;
         let e: JournalEntry = codec::decode(&value)?;
-        out.insert((e.change.source.clone(), e.change.seq), e);
+        entries.insert((e.change.source.clone(), e.change.seq), e);
     }
-    Ok(out)
+    let mut marks = BTreeMap::new();
+    for item in sm.scan_prefix(b"J") {
+        let (key, value) = item.map_err(sled_err)?;
+        let source = String::from_utf8(key[1..].to_vec()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        marks.insert(source, codec::decode(&value)?);
+    }
+    Ok((entries, marks))
+}
+
+fn journal_mark_key(source: &str) -> Vec<u8> {
+    let mut k = vec![b'J'];
+    k.extend_from_slice(source.as_bytes());
+    k
 }
 
 fn journal_key(source: &str, seq: u64) -> Vec<u8> {
@@ -268,7 +283,7 @@ impl SmBackend for SledSm {
         for key in self.sm.iter().keys() {
             let key = key.map_err(sled_err)?;
             // The snapshot and the journal are this node's own, not part of the state.
-            if key.as_ref() != KEY_SNAPSHOT && key.first() != Some(&b'j') {
+            if key.as_ref() != KEY_SNAPSHOT && !matches!(key.first(), Some(b'j' | b'J')) {
                 batch.remove(key);
             }
         }
@@ -296,11 +311,13 @@ impl SmBackend for SledSm {
 }
 
 impl JournalBackend for SledSm {
-    fn remove(&self, keys: &[(String, u64)]) -> io::Result<()> {
+    fn remove(&self, keys: &[(String, u64)], (source, through): (&str, u64)) -> io::Result<()> {
         let mut batch = sled::Batch::default();
         for (source, seq) in keys {
             batch.remove(journal_key(source, *seq));
         }
+        let mark: u64 = get(&self.sm, &journal_mark_key(source))?.unwrap_or(0);
+        batch.insert(journal_mark_key(source), codec::encode(&mark.max(through))?);
         // Not flushed: an entry that comes back after a crash is one the database holds
         // already, which the applier recognizes.
         self.sm.apply_batch(batch).map_err(sled_err)

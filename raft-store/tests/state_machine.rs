@@ -223,8 +223,10 @@ async fn the_database_journal_keeps_applied_changes_until_trimmed() {
             .map(|e| (e.change.seq, e.index))
             .collect();
         assert_eq!(seqs, vec![(1, 2), (2, 4), (3, 6)]);
+        assert_eq!(journal.mark("mariadb"), 0);
         journal.trim("mariadb", 1).unwrap();
         assert_eq!(journal.first_seq("mariadb"), Some(2));
+        assert_eq!(journal.mark("mariadb"), 1);
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
@@ -234,6 +236,7 @@ async fn the_database_journal_keeps_applied_changes_until_trimmed() {
     let seqs: Vec<u64> = journal.read("mariadb", 0, 10).iter().map(|e| e.change.seq).collect();
     assert_eq!(seqs, vec![2, 3]);
     assert_eq!(journal.get("mariadb", 3).unwrap().change.events, vec![3; 3]);
+    assert_eq!(journal.mark("mariadb"), 1, "the mark is kept too");
 
     // A snapshot install replaces the state but keeps the journal, which is not in it.
     let mut other = StateMachineStore::in_memory();
@@ -245,6 +248,7 @@ async fn the_database_journal_keeps_applied_changes_until_trimmed() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let (_log, sm) = sled_store::open(dir.path()).unwrap();
     assert_eq!(sm.db_journal().read("mariadb", 0, 10).len(), 2);
+    assert_eq!(sm.db_journal().mark("mariadb"), 1);
 
     // A store whose journal is not enabled (the witness) keeps nothing.
     let mut witness = StateMachineStore::in_memory();

@@ -13,46 +13,76 @@ use std::time::Instant;
 use anyhow::bail;
 use anyhow::Context;
 
+/// How often a data directory is made before the harness gives up.
+const INSTALL_ATTEMPTS: u32 = 3;
 /// Longest a server may take to accept connections after it was started.
 const MARIADB_START_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct MariaDb {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    pub ip: String,
     pub port: u16,
     pub server_id: u32,
 }
 
+/// The account Tandem's nodes use in the tests (all privileges, from any loopback address).
+pub const TANDEM_USER: &str = "tandem";
+
 impl MariaDb {
     /// Make a data directory and start `mariadbd` on it; returns once it answers.
     pub fn start(server_id: u32) -> anyhow::Result<MariaDb> {
+        Self::start_at(server_id, "127.0.0.1", crate::free_port("127.0.0.1"))
+    }
+
+    /// [`Self::start`] listening on `ip:port` (two servers may share a port on two loopback
+    /// addresses, so one config line names each node's own server).
+    pub fn start_at(server_id: u32, ip: &str, port: u16) -> anyhow::Result<MariaDb> {
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data");
-        let out = Command::new(program("mariadb-install-db"))
-            .args([
-                "--no-defaults",
-                "--user=root",
-                "--auth-root-authentication-method=normal",
-            ])
-            .arg("--skip-test-db")
-            .arg(format!("--datadir={}", data.display()))
-            .output()
-            .context("mariadb-install-db (package mariadb-server; tests/run.sh installs it)")?;
-        if !out.status.success() {
-            bail!(
-                "mariadb-install-db failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+        // One data directory at a time in a test process, and a failed one made again: two
+        // installs side by side were seen to fail.
+        static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+        let mut attempt = 1;
+        loop {
+            let out = Command::new(program("mariadb-install-db"))
+                .args([
+                    "--no-defaults",
+                    "--user=root",
+                    "--auth-root-authentication-method=normal",
+                ])
+                .arg("--skip-test-db")
+                .arg(format!("--datadir={}", data.display()))
+                .output()
+                .context("mariadb-install-db (package mariadb-server; tests/run.sh installs it)")?;
+            if out.status.success() {
+                break;
+            }
+            if attempt == INSTALL_ATTEMPTS {
+                bail!(
+                    "mariadb-install-db failed {attempt} times: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            attempt += 1;
+            let _ = std::fs::remove_dir_all(&data);
+            std::thread::sleep(Duration::from_millis(500));
         }
-        let port = crate::free_port("127.0.0.1");
+        drop(_one);
         let mut db = MariaDb {
             child: None,
             dir,
+            ip: ip.to_string(),
             port,
             server_id,
         };
         db.spawn()?;
+        // Not in the binlog: both servers of a test start at the same (empty) GTID position.
+        db.try_sql(&format!(
+            "SET SESSION sql_log_bin = 0; CREATE USER '{TANDEM_USER}'@'%'; GRANT ALL PRIVILEGES ON *.* TO '{TANDEM_USER}'@'%' WITH GRANT OPTION"
+        ))?;
         Ok(db)
     }
 
@@ -65,7 +95,8 @@ impl MariaDb {
             .arg(format!("--pid-file={}", d.join("mariadbd.pid").display()))
             .arg(format!("--log-error={}", d.join("error.log").display()))
             .arg(format!("--port={}", self.port))
-            .args(["--bind-address=127.0.0.1", "--user=root", "--skip-name-resolve"])
+            .arg(format!("--bind-address={}", self.ip))
+            .args(["--user=root", "--skip-name-resolve"])
             .arg(format!("--server-id={}", self.server_id))
             .arg(format!("--log-bin={}", d.join("data/binlog").display()))
             .args([
@@ -106,9 +137,9 @@ impl MariaDb {
         self.dir.path().join("data")
     }
 
-    /// `mysql://root@127.0.0.1:PORT` for a client.
+    /// `mysql://tandem@IP:PORT` for a client.
     pub fn url(&self) -> String {
-        format!("mysql://root@127.0.0.1:{}", self.port)
+        format!("mysql://{TANDEM_USER}@{}:{}", self.ip, self.port)
     }
 
     /// Run SQL through the `mariadb` client; tab-separated rows without a header.

@@ -111,10 +111,13 @@ pub struct ResourceAgent {
     runner: Option<Arc<dyn ActionRunner>>,
     /// Where each finished action is reported, once the node set it.
     events: std::sync::OnceLock<Arc<crate::events::EventLog>>,
-    /// Awaited before the first resource is acquired (the file mirror catching up).
-    gate: std::sync::OnceLock<AcquireGate>,
-    /// Awaited after the last resource is released (the file capture sending what is left).
-    after_release: std::sync::OnceLock<AcquireGate>,
+    /// Awaited in order before the first resource is acquired (the file mirror and the
+    /// database catching up).
+    gates: std::sync::Mutex<Vec<AcquireGate>>,
+    /// Awaited in order before the first resource is released (the database made read-only).
+    before_release: std::sync::Mutex<Vec<AcquireGate>>,
+    /// Awaited in order after the last resource is released (the captures sending what is left).
+    after_release: std::sync::Mutex<Vec<AcquireGate>>,
 }
 
 impl ResourceAgent {
@@ -138,8 +141,9 @@ impl ResourceAgent {
             runs: std::sync::Mutex::new(VecDeque::new()),
             runner,
             events: std::sync::OnceLock::new(),
-            gate: std::sync::OnceLock::new(),
-            after_release: std::sync::OnceLock::new(),
+            gates: std::sync::Mutex::default(),
+            before_release: std::sync::Mutex::default(),
+            after_release: std::sync::Mutex::default(),
         })
     }
 
@@ -151,13 +155,27 @@ impl ResourceAgent {
     /// Have every acquire wait for `gate` first: the service starts on a disk that holds every
     /// committed file change.
     pub fn gate_acquire(&self, gate: AcquireGate) {
-        let _ = self.gate.set(gate);
+        self.gates.lock().expect("gates lock").push(gate);
     }
 
-    /// Have every release end with `step`: the service's last file changes go out before the
+    /// Have every release start with `step`, before any resource is released (and before
+    /// waiting for an acquire in progress): the database stops taking writes first.
+    pub fn before_release(&self, step: AcquireGate) {
+        self.before_release.lock().expect("gates lock").push(step);
+    }
+
+    /// Have every release end with `step`: the service's last changes go out before the
     /// release counts as done.
     pub fn after_release(&self, step: AcquireGate) {
-        let _ = self.after_release.set(step);
+        self.after_release.lock().expect("gates lock").push(step);
+    }
+
+    /// Await each of `steps` in order.
+    async fn run_steps(steps: &std::sync::Mutex<Vec<AcquireGate>>) {
+        let steps: Vec<AcquireGate> = steps.lock().expect("gates lock").clone();
+        for step in steps {
+            step().await;
+        }
     }
 
     pub fn resources(&self) -> &[ResourceConfig] {
@@ -199,9 +217,7 @@ impl ResourceAgent {
     pub async fn acquire(&self, epoch: Epoch) -> Result<(), ResourceError> {
         let _turn = self.busy.lock().await;
         self.last_epoch.store(epoch, Ordering::SeqCst);
-        if let Some(gate) = self.gate.get() {
-            gate().await;
-        }
+        Self::run_steps(&self.gates).await;
         for r in &self.resources {
             if self.release_waiting.load(Ordering::SeqCst) {
                 return Err(ResourceError::Cancelled);
@@ -215,6 +231,7 @@ impl ResourceAgent {
     /// Release every resource in reverse order; a failure is reported and the rest still run.
     pub async fn release(&self) -> Result<(), ResourceError> {
         self.release_waiting.store(true, Ordering::SeqCst);
+        Self::run_steps(&self.before_release).await;
         let _turn = self.busy.lock().await;
         self.release_waiting.store(false, Ordering::SeqCst);
         let epoch = self.last_epoch.load(Ordering::SeqCst);
@@ -228,9 +245,7 @@ impl ResourceAgent {
                 }
             }
         }
-        if let Some(step) = self.after_release.get() {
-            step().await;
-        }
+        Self::run_steps(&self.after_release).await;
         first_error.map_or(Ok(()), Err)
     }
 

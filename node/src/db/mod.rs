@@ -1,0 +1,16 @@
+//! Database change records (DESIGN §5): the active's database changes travel through the log,
+//! and every data node's database replays them in commit order, exactly once.
+//!
+//! - [`spec`]: the `[database]` config section;
+//! - [`binlog`]: a captured MariaDB transaction, and how binlog events are cut into them;
+//! - `mariadb`: the capture on the active, the replay on every data node, and the role changes
+//!   (`read_only`), on a real server through mysql_async (the `mariadb` build feature).
+//!
+//! The replicated state counts each source's transactions (`db_positions`); the transactions
+//! themselves wait in the node's journal (`tandem_raft_store::journal`) until its database
+//! holds them.
+
+pub mod binlog;
+#[cfg(feature = "mariadb")]
+pub mod mariadb;
+pub mod spec;
