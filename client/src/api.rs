@@ -491,3 +491,65 @@ pub struct ManifestEntry {
     /// Log index of the change that last touched it.
     pub index: u64,
 }
+
+/// `GET /v1/db`: a data node's database change records.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DbInfo {
+    /// The change stream's name (`[database] source`).
+    pub source: String,
+    /// Sequence number and GTID of the last committed transaction.
+    pub committed_seq: u64,
+    pub committed_gtid: Option<String>,
+    /// The last sequence number this node's database is known to hold.
+    pub applied_seq: u64,
+    /// The server's own `@@gtid_binlog_pos`, as last read.
+    pub server_gtid: Option<String>,
+    /// Committed transactions this node's database lacks, and their size in bytes.
+    pub lag_records: u64,
+    pub lag_bytes: u64,
+    /// Milliseconds since this node last applied a transaction.
+    pub last_applied_ms_ago: Option<u64>,
+    /// Lag 0 and not diverged.
+    pub synced: bool,
+    pub read_only: Option<bool>,
+    /// This node is the active and its capture runs.
+    pub capturing: bool,
+    /// Why nothing is applied here (the server holds transactions that never committed, or
+    /// this node's journal has a gap); `tandemctl db seed` mends it.
+    pub diverged: Option<String>,
+    /// The last error talking to the server.
+    pub error: Option<String>,
+    pub captured_total: u64,
+    pub applied_total: u64,
+    /// The last seeding of this node's database, while it runs and after.
+    pub seed: Option<SeedInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedInfo {
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    /// The server the dump comes from.
+    pub from: String,
+    /// Bytes of the dump loaded, against an estimate of its size (`files_*` unused).
+    pub progress: ResyncProgress,
+    /// The GTID position the dump was taken at.
+    pub position: Option<String>,
+    pub error: Option<String>,
+}
+
+/// `POST /v1/db/seed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedRequest {
+    /// Drop this node's databases and load the other data node's. Without it, nothing is
+    /// changed and the answer says what would be.
+    #[serde(default)]
+    pub replace_local_data: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedAnswer {
+    pub started: bool,
+    /// What is (or would be) replaced, and by what.
+    pub report: String,
+}

@@ -247,6 +247,16 @@ impl Client {
         self.call::<(), _>("GET", "/v1/files", None).await
     }
 
+    /// `GET /v1/db`: the node's database change records.
+    pub async fn db(&self) -> Result<api::DbInfo, ClientError> {
+        self.call::<(), _>("GET", "/v1/db", None).await
+    }
+
+    /// `POST /v1/db/seed`: seed this node's database from the other data node's.
+    pub async fn db_seed(&self, req: &api::SeedRequest) -> Result<api::SeedAnswer, ClientError> {
+        self.call("POST", "/v1/db/seed", Some(req)).await
+    }
+
     pub async fn resources(&self) -> Result<ResourcesInfo, ClientError> {
         self.call::<(), _>("GET", "/v1/resources", None).await
     }

@@ -44,6 +44,17 @@ fn closed_pipe_ends(written: std::io::Result<()>) {
     }
 }
 
+#[derive(Subcommand)]
+enum DbAction {
+    /// Replace --node's databases with a consistent copy of the other data node's, then replay
+    /// what committed after it. Without --replace-local-data it only says what it would do
+    /// (exit code 3).
+    Seed {
+        #[arg(long)]
+        replace_local_data: bool,
+    },
+}
+
 #[derive(Parser)]
 #[command(name = "tandemctl", version, about = "Control a Tandem cluster")]
 struct Cli {
@@ -121,6 +132,15 @@ enum Cmd {
         /// Redraw the resync progress until the node is synced, then print the summary.
         #[arg(long)]
         watch: bool,
+    },
+    /// Show a data node's database replication (positions, lag, synced or diverged, a seeding's
+    /// progress), or seed its database from the other data node's.
+    Db {
+        /// The node to ask (default: the first of --nodes that is a data node and answers).
+        #[arg(long)]
+        node: Option<String>,
+        #[command(subcommand)]
+        action: Option<DbAction>,
     },
     /// Turn maintenance mode on or off (pauses automatic actions; checks keep reporting).
     Maintenance {
@@ -205,6 +225,10 @@ async fn main() -> ExitCode {
         Cmd::Rejoin { node } => rejoin(&cli, timeout, node).await,
         Cmd::Resources { node, cancel, last } => resources(&cli, timeout, node.as_deref(), *cancel, *last).await,
         Cmd::Files { watch } => files(&cli, timeout, *watch).await,
+        Cmd::Db { node, action } => match db(&cli, timeout, node.as_deref(), action.as_ref()).await {
+            Ok(false) => return ExitCode::from(REPORT_ONLY_EXIT),
+            other => other.map(drop),
+        },
         Cmd::Failover {
             to,
             force,
@@ -1006,6 +1030,122 @@ async fn files(cli: &Cli, timeout: Duration, watch: bool) -> anyhow::Result<()> 
     }
     println!("{}", files_report(&info, &first.name));
     Ok(())
+}
+
+/// `tandemctl db [seed]`; `Ok(false)` when a seed was only reported.
+async fn db(cli: &Cli, timeout: Duration, node: Option<&str>, action: Option<&DbAction>) -> anyhow::Result<bool> {
+    let first = first_answer(&cli.nodes, timeout).await?;
+    let target = first
+        .members
+        .into_iter()
+        .find(|m| node.map_or(m.kind == "data", |n| m.name == n))
+        .ok_or_else(|| anyhow::anyhow!("no member is named {:?}", node.unwrap_or("")))?;
+    let client = Client::new(target.admin_addr.clone()).with_timeout(timeout);
+    if let Some(DbAction::Seed { replace_local_data }) = action {
+        let answer = client
+            .db_seed(&tandem_client::api::SeedRequest {
+                replace_local_data: *replace_local_data,
+            })
+            .await?;
+        if !answer.started {
+            println!("{}: {}", target.name, answer.report);
+            return Ok(false);
+        }
+        println!("{}: seeding: {}", target.name, answer.report);
+        let in_place = std::io::stdout().is_terminal() && !cli.json;
+        loop {
+            let info = client.db().await?;
+            let Some(seed) = &info.seed else { break };
+            if seed.state != "running" {
+                if in_place {
+                    redraw("");
+                }
+                match &seed.error {
+                    Some(e) => anyhow::bail!("seeding {} failed: {e}", target.name),
+                    None => println!(
+                        "{}: seeded at {}; {} transactions to replay",
+                        target.name,
+                        seed.position.as_deref().unwrap_or("-"),
+                        info.lag_records
+                    ),
+                }
+                break;
+            }
+            let line = format!(
+                "seeding from {}: {} {} of ~{} at {}/s, eta {}",
+                seed.from,
+                progress_bar(&seed.progress),
+                human_bytes(seed.progress.bytes_done),
+                human_bytes(seed.progress.bytes_total),
+                human_bytes(seed.progress.rate_bytes_per_sec),
+                eta(seed.progress.eta_secs)
+            );
+            if in_place {
+                redraw(&line);
+            } else {
+                println!("{line}");
+            }
+            tokio::time::sleep(FILES_WATCH_REDRAW).await;
+        }
+        return Ok(true);
+    }
+    let info = client.db().await?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        println!("{}", db_report(&info, &target.name));
+    }
+    Ok(true)
+}
+
+/// The summary of `tandemctl db` for the node named `node`.
+fn db_report(info: &tandem_client::api::DbInfo, node: &str) -> String {
+    let mut lines = vec![match (&info.diverged, info.synced) {
+        (Some(why), _) => format!("{node}: NOT SYNCED, diverged: {why}"),
+        (None, true) => format!("{node}: synced"),
+        (None, false) => format!(
+            "{node}: catching up, {} transactions ({}) behind",
+            info.lag_records,
+            human_bytes(info.lag_bytes)
+        ),
+    }];
+    lines.push(format!(
+        "source {}: committed seq {} at {}; this node's server at {} (seq {})",
+        info.source,
+        info.committed_seq,
+        info.committed_gtid.as_deref().unwrap_or("-"),
+        info.server_gtid.as_deref().unwrap_or("-"),
+        info.applied_seq
+    ));
+    lines.push(format!(
+        "server {}; {}; captured {}, applied {}{}",
+        match info.read_only {
+            Some(true) => "read-only",
+            Some(false) => "writable",
+            None => "not reached yet",
+        },
+        if info.capturing {
+            "capturing (the active)"
+        } else {
+            "not capturing"
+        },
+        info.captured_total,
+        info.applied_total,
+        info.last_applied_ms_ago
+            .map_or(String::new(), |ms| format!(", last {ms} ms ago"))
+    ));
+    if let Some(e) = &info.error {
+        lines.push(format!("last error: {e}"));
+    }
+    if let Some(s) = &info.seed {
+        lines.push(format!(
+            "last seeding from {}: {}{}",
+            s.from,
+            s.state,
+            s.error.as_ref().map_or(String::new(), |e| format!(": {e}"))
+        ));
+    }
+    lines.join("\n")
 }
 
 /// `GET /v1/files` of `node`, with a hint when it is the witness (which mirrors nothing).

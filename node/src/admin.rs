@@ -103,6 +103,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/recover", post(recover))
         .route("/v1/files", get(files))
         .route("/v1/db", get(db_info))
+        .route("/v1/db/seed", post(db_seed))
         .route("/v1/files/manifest", get(file_manifest))
         .route("/v1/resources", get(resources))
         .route("/v1/resources/cancel", post(cancel_script))
@@ -664,6 +665,28 @@ async fn db_info(State(app): State<AdminState>) -> Result<Json<crate::db::mariad
 
 #[cfg(not(feature = "mariadb"))]
 async fn db_info() -> Result<Json<()>, AdminError> {
+    Err(no_database())
+}
+
+/// Seed this node's database from the other data node's (or, without `replace_local_data`,
+/// say what that would do).
+#[cfg(feature = "mariadb")]
+async fn db_seed(
+    State(app): State<AdminState>,
+    body: Result<Json<tandem_client::api::SeedRequest>, JsonRejection>,
+) -> Result<Json<tandem_client::api::SeedAnswer>, AdminError> {
+    let Json(req) = body?;
+    let db = app.database.as_ref().ok_or_else(no_database)?;
+    match db.start_seed(req.replace_local_data).await {
+        Ok(answer) => Ok(Json(answer)),
+        Err(crate::db::seed::SeedRefusal::Conflict(why)) => {
+            Err(AdminError::new(StatusCode::CONFLICT, "cannot_seed", why))
+        }
+    }
+}
+
+#[cfg(not(feature = "mariadb"))]
+async fn db_seed() -> Result<Json<()>, AdminError> {
     Err(no_database())
 }
 

@@ -113,8 +113,9 @@ pub struct ClusterOptions {
     pub own_addresses: Option<u8>,
     /// TOML inserted into every node's config before the members (e.g. a `[log]` table).
     pub extra_config: String,
-    /// TOML appended to the data nodes' configs only (e.g. `[[resources]]`); `@NODE@` and
-    /// `@NODE_ID@` in it become the node's name and id.
+    /// TOML appended to the data nodes' configs only (e.g. `[[resources]]`); `@NODE@`,
+    /// `@NODE_ID@` and `@OTHER_NODE_ID@` in it become the node's name, its id and the other
+    /// data node's id.
     pub data_config: String,
 }
 
@@ -203,6 +204,7 @@ impl Cluster {
                 let own = opts
                     .data_config
                     .replace("@NODE@", n.name)
+                    .replace("@OTHER_NODE_ID@", &(3 - n.id).to_string())
                     .replace("@NODE_ID@", &n.id.to_string());
                 format!("{cfg}\n{own}")
             } else {

@@ -53,8 +53,9 @@ impl Setup {
         ];
         let cluster = Cluster::start_initialized(ClusterOptions {
             data_config: format!(
-                "[database]\nkind = \"mariadb\"\nurl = \"mysql://{}@127.0.1@NODE_ID@.1:{port}\"\n",
-                tandem_tests::mariadb::TANDEM_USER
+                "[database]\nkind = \"mariadb\"\nurl = \"mysql://{user}@127.0.1@NODE_ID@.1:{port}\"\n\
+                 seed_url = \"mysql://{user}@127.0.1@OTHER_NODE_ID@.1:{port}\"\n",
+                user = tandem_tests::mariadb::TANDEM_USER
             ),
             ..Default::default()
         })
@@ -172,4 +173,156 @@ fn transactions_on_the_active_replay_on_the_standby_with_the_same_gtids() {
     let info = setup.wait_info(standby, "synced again", |i| i["synced"] == true);
     assert_eq!(info["committed_seq"], 28, "{info:#}");
     assert_eq!(setup.db(standby).sql("SELECT @@gtid_binlog_pos"), format!("0-{id}-28"));
+}
+
+/// Insert rows `id = 1, 2, …` into `shop.load` one transaction each until told to stop (or
+/// until the server refuses); returns the ids the server acknowledged.
+fn writer(
+    db_socket: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<u64>> {
+    std::thread::spawn(move || {
+        // One client process running many single-row transactions, fed through its stdin.
+        let mut child = std::process::Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "--user=root",
+                "--batch",
+                "--skip-column-names",
+                "--force",
+            ])
+            .arg(format!("--socket={}", db_socket.display()))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut id = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            id += 1;
+            use std::io::Write as _;
+            if writeln!(stdin, "INSERT INTO shop.load VALUES ({id}, RAND()); SELECT {id};").is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    })
+}
+
+#[test]
+fn sigkill_of_the_active_loses_no_committed_transaction_and_the_returning_node_is_diverged() {
+    let mut setup = Setup::start();
+    let old = setup.cluster.wait_active(None, SETTLE);
+    let new = other_data_node(old);
+    setup.wait_info(old, "capturing", |i| i["capturing"] == true);
+    setup
+        .db(old)
+        .sql("CREATE DATABASE shop; CREATE TABLE shop.load (id INT PRIMARY KEY, r DOUBLE)");
+
+    // A write load on the active's server; its Tandem is killed in the middle of it. The
+    // server goes on taking writes that Tandem never sees (nothing fences it here).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = writer(setup.db(old).socket(), stop.clone());
+    std::thread::sleep(Duration::from_millis(1500));
+    setup.cluster.kill(old);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged = load.join().unwrap();
+    assert!(acknowledged.len() > 50, "the load ran: {}", acknowledged.len());
+    let on_old: u64 = setup.db(old).sql("SELECT COUNT(*) FROM shop.load").parse().unwrap();
+
+    // The other node takes over once its server holds every committed transaction, and not
+    // one more: a gap-free prefix of the load, each row once, at the committed GTID.
+    assert_eq!(setup.cluster.wait_active(Some(old), SETTLE), new);
+    let info = setup.wait_info(new, "writable and capturing", |i| {
+        i["read_only"] == false && i["capturing"] == true
+    });
+    let committed = info["committed_gtid"].as_str().unwrap().to_string();
+    assert_eq!(setup.db(new).sql("SELECT @@gtid_binlog_pos"), committed);
+    let (count, max): (u64, u64) = {
+        let row = setup
+            .db(new)
+            .sql("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM shop.load");
+        let (c, m) = row.split_once('\t').unwrap();
+        (c.parse().unwrap(), m.parse().unwrap())
+    };
+    assert_eq!(count, max, "a gap-free prefix");
+    assert!(
+        count > 0 && count < on_old,
+        "{count} committed of {on_old} the old server took"
+    );
+    // Exactly the committed transactions: two DDL statements, then one per row.
+    assert_eq!(info["committed_seq"].as_u64().unwrap(), count + 2, "{info:#}");
+
+    // The new active's writes go on through its own capture.
+    setup.db(new).sql("INSERT INTO shop.load VALUES (1000000, 0)");
+    let after = setup.wait_info(new, "the new write committed", |i| {
+        i["committed_seq"].as_u64() == Some(count + 3)
+    });
+    let committed_now = after["committed_gtid"].as_str().unwrap().to_string();
+    assert!(
+        committed_now.starts_with(&format!("0-{}-", if new == "a" { 1 } else { 2 })),
+        "{committed_now}"
+    );
+
+    // The old node returns as standby. Its server holds transactions that never committed:
+    // it is reported diverged, made read-only, and gets nothing applied on top.
+    let old_position = setup.db(old).sql("SELECT @@gtid_binlog_pos");
+    setup.cluster.restart(old).unwrap();
+    let info = setup.wait_info(old, "diverged", |i| i["diverged"].is_string());
+    let why = info["diverged"].as_str().unwrap();
+    assert!(why.contains("never committed through Tandem"), "{why}");
+    assert_eq!(info["synced"], false);
+    setup.wait_info(old, "read-only", |i| i["read_only"] == true);
+    assert_eq!(setup.db(old).sql("SELECT @@read_only"), "1");
+    setup.db(new).sql("INSERT INTO shop.load VALUES (1000001, 0)");
+    setup.wait_info(new, "the second write committed", |i| {
+        i["committed_seq"].as_u64() == Some(count + 4)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        setup.db(old).sql("SELECT @@gtid_binlog_pos"),
+        old_position,
+        "nothing applied on top"
+    );
+    assert_eq!(
+        setup.db(old).sql("SELECT COUNT(*) FROM shop.load WHERE id >= 1000000"),
+        "0"
+    );
+    let events = setup.cluster.ctl(&["events", "--kind", "warning"]).1;
+    assert!(events.contains("database not synced"), "{events}");
+    let (code, out) = setup.cluster.ctl(&["db", "--node", old]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("NOT SYNCED, diverged"), "{out}");
+
+    // The operator's word: first what a seed would do (nothing changes), then the seed. The
+    // old node's server then holds exactly the committed transactions and replays the next.
+    let (code, out) = setup.cluster.ctl(&["db", "--node", old, "seed"]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains("nothing changed") && out.contains("--replace-local-data"),
+        "{out}"
+    );
+    assert_eq!(setup.db(old).sql("SELECT @@gtid_binlog_pos"), old_position);
+    let (code, out) = setup
+        .cluster
+        .ctl(&["db", "--node", old, "seed", "--replace-local-data"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("seeded at"), "{out}");
+    let info = setup.wait_info(old, "synced after the seed", |i| i["synced"] == true);
+    assert!(info["diverged"].is_null(), "{info:#}");
+    setup.db(new).sql("INSERT INTO shop.load VALUES (1000002, 0)");
+    setup.wait_same(&["shop.load"]);
+    assert_eq!(setup.db(old).sql("SELECT @@read_only"), "1");
+    let (code, _) = setup
+        .cluster
+        .ctl(&["db", "--node", new, "seed", "--replace-local-data"]);
+    assert_eq!(code, Some(1), "the active is never seeded");
 }

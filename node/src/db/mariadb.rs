@@ -14,7 +14,6 @@ use mysql_async::binlog::BinlogVersion;
 use mysql_async::prelude::Queryable as _;
 use mysql_async::BinlogStreamRequest;
 use mysql_async::Conn;
-use serde::Serialize;
 use tandem_raft_store::journal::DbJournal;
 use tandem_raft_store::records::DbChange;
 use tandem_raft_store::records::Record;
@@ -37,6 +36,8 @@ pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a release waits for the capture to send what the server took before it turned
 /// read-only.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an empty journal may lag the state before it counts as a gap.
+const GAP_SETTLE: Duration = Duration::from_secs(1);
 /// Most journal entries the applier takes at once.
 const APPLY_BATCH: usize = 64;
 /// How often the loops look at the role and the server.
@@ -45,32 +46,7 @@ const TICK: Duration = Duration::from_millis(100);
 /// every second while idle).
 const STREAM_SILENCE: Duration = Duration::from_secs(5);
 
-/// What `GET /v1/db` shows.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct DbInfo {
-    pub source: String,
-    /// Sequence number and GTID of the last committed transaction.
-    pub committed_seq: u64,
-    pub committed_gtid: Option<String>,
-    /// The last sequence number this node's database is known to hold.
-    pub applied_seq: u64,
-    /// The server's own `@@gtid_binlog_pos`, as last read.
-    pub server_gtid: Option<String>,
-    /// Committed transactions this node's database lacks, and their size.
-    pub lag_records: u64,
-    pub lag_bytes: u64,
-    /// Milliseconds since this node last applied a transaction.
-    pub last_applied_ms_ago: Option<u64>,
-    pub synced: bool,
-    pub read_only: Option<bool>,
-    pub capturing: bool,
-    /// Why nothing is applied here: the server holds transactions that never committed.
-    pub diverged: Option<String>,
-    /// The last error talking to the server.
-    pub error: Option<String>,
-    pub captured_total: u64,
-    pub applied_total: u64,
-}
+pub use tandem_client::api::DbInfo;
 
 #[derive(Default)]
 struct State {
@@ -80,6 +56,33 @@ struct State {
     writable_in: Option<u64>,
     /// The last GTID the capture proposed.
     proposed: Option<Gtid>,
+}
+
+impl MariaDb {
+    pub(super) fn spec(&self) -> &DatabaseSpec {
+        &self.spec
+    }
+
+    pub(super) fn journal(&self) -> &DbJournal {
+        &self.journal
+    }
+
+    pub(super) fn failover(&self) -> &Failover {
+        &self.failover
+    }
+
+    pub(super) fn event(&self, kind: Kind, detail: String) {
+        self.events.record(kind, detail);
+    }
+
+    pub(super) fn with_info<T>(&self, f: impl FnOnce(&mut DbInfo) -> T) -> T {
+        f(&mut self.lock().info)
+    }
+
+    /// Hold the server: the applier and the role changes wait meanwhile.
+    pub(super) async fn hold(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.turn.lock().await
+    }
 }
 
 pub struct MariaDb {
@@ -93,7 +96,7 @@ pub struct MariaDb {
     turn: tokio::sync::Mutex<()>,
 }
 
-fn sql_err(e: mysql_async::Error) -> String {
+pub(super) fn sql_err(e: mysql_async::Error) -> String {
     e.to_string()
 }
 
@@ -128,21 +131,26 @@ impl MariaDb {
     }
 
     async fn connect(&self) -> Result<Conn, String> {
+        self.connect_to(&self.spec.host, self.spec.port).await
+    }
+
+    /// A session on `host:port` with this node's account.
+    pub(super) async fn connect_to(&self, host: &str, port: u16) -> Result<Conn, String> {
         let opts = mysql_async::OptsBuilder::default()
-            .ip_or_hostname(self.spec.host.clone())
-            .tcp_port(self.spec.port)
+            .ip_or_hostname(host.to_string())
+            .tcp_port(port)
             .user(Some(self.spec.user.clone()))
             .pass(self.spec.password.clone())
             .prefer_socket(false);
         let conn = tokio::time::timeout(Duration::from_secs(5), Conn::new(opts))
             .await
-            .map_err(|_| format!("{}:{} did not answer within 5 s", self.spec.host, self.spec.port))?
-            .map_err(|e| format!("cannot connect to {}:{}: {e}", self.spec.host, self.spec.port))?;
+            .map_err(|_| format!("{host}:{port} did not answer within 5 s"))?
+            .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
         Ok(conn)
     }
 
     /// The committed (seq, GTID) of this source.
-    fn committed(&self) -> (u64, Option<Gtid>) {
+    pub(super) fn committed(&self) -> (u64, Option<Gtid>) {
         let state = self.consensus.state().read();
         match state.db_positions.get(&self.spec.source) {
             Some(p) => (p.seq, p.gtid.parse().ok()),
@@ -474,7 +482,16 @@ impl MariaDb {
             let entries = self.journal.read(source, 0, APPLY_BATCH);
             let (committed_seq, _) = self.committed();
             if entries.is_empty() {
-                if committed_seq > mark {
+                // The state counts a transaction a moment before the journal holds it: a gap
+                // only when that lasts.
+                let lasting = match r.empty_behind {
+                    Some((seq, since)) if seq == committed_seq => since.elapsed() > GAP_SETTLE,
+                    _ => {
+                        r.empty_behind = (committed_seq > mark).then(|| (committed_seq, Instant::now()));
+                        false
+                    }
+                };
+                if committed_seq > mark && lasting {
                     self.diverge(format!(
                         "this node's journal lacks transactions {}..={committed_seq} (it caught up from a snapshot): \
                          its database must be seeded from the active",
@@ -483,6 +500,7 @@ impl MariaDb {
                 }
                 return Ok(());
             }
+            r.empty_behind = None;
             if entries[0].change.seq > mark + 1 {
                 self.diverge(format!(
                     "this node's journal lacks transactions {}..{} (it caught up from a snapshot): \
@@ -556,6 +574,9 @@ struct Replayer {
     conn: Option<Conn>,
     /// The format description event this session was given last.
     fde: Option<Vec<u8>>,
+    /// Since when the journal is empty while the state counts more transactions than this
+    /// node's database holds (committed seq, since).
+    empty_behind: Option<(u64, Instant)>,
 }
 
 impl Replayer {
@@ -642,7 +663,7 @@ impl Replayer {
     }
 }
 
-async fn server_position(conn: &mut Conn) -> Result<BTreeMap<u32, Gtid>, String> {
+pub(super) async fn server_position(conn: &mut Conn) -> Result<BTreeMap<u32, Gtid>, String> {
     let pos: Option<String> = conn
         .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
         .await
@@ -650,6 +671,6 @@ async fn server_position(conn: &mut Conn) -> Result<BTreeMap<u32, Gtid>, String>
     parse_position(&pos.unwrap_or_default())
 }
 
-fn print_position(pos: &BTreeMap<u32, Gtid>) -> String {
+pub(super) fn print_position(pos: &BTreeMap<u32, Gtid>) -> String {
     pos.values().map(Gtid::to_string).collect::<Vec<_>>().join(",")
 }

@@ -4,7 +4,9 @@
 //! - [`spec`]: the `[database]` config section;
 //! - [`binlog`]: a captured MariaDB transaction, and how binlog events are cut into them;
 //! - `mariadb`: the capture on the active, the replay on every data node, and the role changes
-//!   (`read_only`), on a real server through mysql_async (the `mariadb` build feature).
+//!   (`read_only`), on a real server through mysql_async (the `mariadb` build feature);
+//! - `seed`: copying the other data node's databases here, to mend a diverged node or fill a
+//!   new one.
 //!
 //! The replicated state counts each source's transactions (`db_positions`); the transactions
 //! themselves wait in the node's journal (`tandem_raft_store::journal`) until its database
@@ -13,4 +15,6 @@
 pub mod binlog;
 #[cfg(feature = "mariadb")]
 pub mod mariadb;
+#[cfg(feature = "mariadb")]
+pub mod seed;
 pub mod spec;

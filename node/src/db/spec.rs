@@ -31,6 +31,9 @@ pub struct RawDatabase {
     #[serde(default = "default_source")]
     source: String,
     capture_server_id: Option<u32>,
+    /// The other data node's server, as this node reaches it: what `tandemctl db seed` copies
+    /// this node's databases from (same account and password as `url`).
+    seed_url: Option<String>,
 }
 
 fn default_source() -> String {
@@ -47,6 +50,8 @@ pub struct DatabaseSpec {
     pub password: Option<String>,
     /// Name of the change stream in the log (`DbChange::source`).
     pub source: String,
+    /// The other data node's server (host, port), to seed this node's from.
+    pub seed_from: Option<(String, u16)>,
     /// Server id the capture registers with on this node's server (unique among the server's
     /// replicas, never the server's own).
     pub capture_server_id: u32,
@@ -80,7 +85,22 @@ pub fn validate_database(
             "this build of tandem has no MariaDB support (built without the `mariadb` feature)",
         ));
     }
-    let (user, password_in_url, host, port) = parse_url(&raw.url)?;
+    let (user, password_in_url, host, port) = parse_url("database.url", &raw.url)?;
+    let seed_from = match &raw.seed_url {
+        None => None,
+        Some(u) => {
+            let (seed_user, with_password, h, p) = parse_url("database.seed_url", u)?;
+            if with_password || seed_user != user {
+                return Err(err(
+                    "database.seed_url",
+                    format!(
+                        "use the same account as database.url ({user}), without a password: it shares password_file"
+                    ),
+                ));
+            }
+            Some((h, p))
+        }
+    };
     if password_in_url {
         return Err(err(
             "database.url",
@@ -131,15 +151,16 @@ pub fn validate_database(
         user,
         password,
         source: raw.source,
+        seed_from,
         capture_server_id,
     })
 }
 
 /// `mysql://USER[:PASSWORD]@HOST[:PORT]` → (user, whether a password was given, host, port).
-fn parse_url(url: &str) -> Result<(String, bool, String, u16), ConfigError> {
+fn parse_url(key: &str, url: &str) -> Result<(String, bool, String, u16), ConfigError> {
     let bad = |why: &str| {
         err(
-            "database.url",
+            key,
             format!("{url:?} is not a MariaDB URL ({why}); write it as mysql://USER@HOST:PORT"),
         )
     };
@@ -191,6 +212,7 @@ mod tests {
             password_file: None,
             source: default_source(),
             capture_server_id: None,
+            seed_url: None,
         }
     }
 
@@ -204,6 +226,7 @@ mod tests {
         std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
         let mut r = raw("mysql://tandem@db.local:3307");
         r.password_file = Some("pw".into());
+        r.seed_url = Some("mysql://tandem@10.0.0.2".into());
         let spec = validate_database(r, 2, false, dir.path()).unwrap();
         assert_eq!(
             spec,
@@ -213,6 +236,7 @@ mod tests {
                 user: "tandem".into(),
                 password: Some("s3cret".into()),
                 source: "mariadb".into(),
+                seed_from: Some(("10.0.0.2".into(), 3306)),
                 capture_server_id: 4002,
             }
         );
@@ -246,6 +270,10 @@ mod tests {
             e.contains("database.password_file") && e.contains("/nonexistent/pw"),
             "{e}"
         );
+        let mut r = raw("mysql://root@h:1");
+        r.seed_url = Some("mysql://other@h:2".into());
+        let e = message(validate_database(r, 1, false, base));
+        assert!(e.contains("database.seed_url") && e.contains("same account"), "{e}");
         let mut r = raw("mysql://root@h:1");
         r.capture_server_id = Some(0);
         let e = message(validate_database(r, 1, false, base));
