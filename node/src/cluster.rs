@@ -80,7 +80,21 @@ pub struct Summary {
     pub standby_synced: Option<bool>,
     /// The sender's file mirror, if it has sync folders.
     pub files: Option<FilesBrief>,
+    /// The sender's database replication, if it has a `[database]`.
+    pub db: Option<DbBrief>,
 }
+
+/// A data node's database replication in a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbBrief {
+    /// Lag 0 and not diverged.
+    pub synced: bool,
+    pub lag_records: u64,
+    pub diverged: Option<String>,
+}
+
+/// What reports this node's database replication for heartbeats.
+pub type DbBriefSource = Arc<dyn Fn() -> DbBrief + Send + Sync>;
 
 /// A data node's file mirror in a heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +128,9 @@ pub struct ClusterState {
     files: std::sync::OnceLock<Arc<crate::files::FileSync>>,
     /// Members whose latest heartbeat says their file mirror is not synced.
     files_unsynced: Mutex<std::collections::BTreeSet<NodeId>>,
+    db: std::sync::OnceLock<DbBriefSource>,
+    /// Members whose latest heartbeat says their database is not synced.
+    db_unsynced: Mutex<std::collections::BTreeSet<NodeId>>,
 }
 
 impl ClusterState {
@@ -155,7 +172,15 @@ impl ClusterState {
             role: Mutex::new(role),
             files: std::sync::OnceLock::new(),
             files_unsynced: Mutex::default(),
+            db: std::sync::OnceLock::new(),
+            db_unsynced: Mutex::default(),
         })
+    }
+
+    /// Report this node's database replication in heartbeats, and count the standby's in its
+    /// sync state.
+    pub fn set_db(&self, db: DbBriefSource) {
+        let _ = self.db.set(db);
     }
 
     /// Report this node's file mirror in heartbeats and count the standby's in its sync state.
@@ -167,6 +192,7 @@ impl ClusterState {
     /// Kept apart from the peers' table: the summary is built while that is locked.
     fn files_synced(&self, node: NodeId) -> bool {
         self.files_unsynced.lock().expect("files lock").get(&node).is_none()
+            && self.db_unsynced.lock().expect("db lock").get(&node).is_none()
     }
 
     pub fn config(&self) -> &ValidConfig {
@@ -239,6 +265,7 @@ impl ClusterState {
                 .filter(|_| active)
                 .map(|id| self.consensus.in_sync(id, self.cfg.timers.election_timeout_min) && self.files_synced(id)),
             files: self.files.get().map(|f| f.brief()),
+            db: self.db.get().map(|d| d()),
         }
     }
 
@@ -265,6 +292,13 @@ impl ClusterState {
             let mut unsynced = self.files_unsynced.lock().expect("files lock");
             match &summary.files {
                 Some(f) if !f.synced => unsynced.insert(summary.node),
+                _ => unsynced.remove(&summary.node),
+            };
+        }
+        {
+            let mut unsynced = self.db_unsynced.lock().expect("db lock");
+            match &summary.db {
+                Some(d) if !d.synced => unsynced.insert(summary.node),
                 _ => unsynced.remove(&summary.node),
             };
         }
@@ -408,6 +442,26 @@ pub fn cluster_status(
                 };
             }
         }
+        let standby_db = standby.as_ref().and_then(|s| s.db.as_ref()).filter(|d| !d.synced);
+        if let (Some(d), Some(false)) = (standby_db, active.standby_synced) {
+            if active.standby_behind.is_none_or(|(behind, _)| behind == 0) {
+                return match &d.diverged {
+                    Some(why) => status(
+                        "not synced",
+                        format!("standby {standby_name}'s database diverged: {why}"),
+                        warnings,
+                    ),
+                    None => status(
+                        "not synced",
+                        format!(
+                            "standby {standby_name}'s database is {} transactions behind",
+                            d.lag_records
+                        ),
+                        warnings,
+                    ),
+                };
+            }
+        }
         if active.standby_synced == Some(false) {
             return match active.standby_behind {
                 Some((behind, true)) => status(
@@ -515,6 +569,7 @@ mod tests {
             standby_behind: None,
             standby_synced: None,
             files: None,
+            db: None,
         }
     }
 
@@ -554,6 +609,31 @@ mod tests {
         );
         assert_eq!(s.state, "ready", "{s:?}");
         assert!(s.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_standby_database_behind_or_diverged_is_not_synced_by_name() {
+        let w = Some(summary(3, Role::Witness));
+        let active = Summary {
+            standby_synced: Some(false),
+            ..healthy_active()
+        };
+        let standby = |diverged: Option<&str>| Summary {
+            db: Some(DbBrief {
+                synced: false,
+                lag_records: 12,
+                diverged: diverged.map(Into::into),
+            }),
+            ..summary(2, Role::Standby)
+        };
+        let s = cluster_status(&views(Some(active.clone()), Some(standby(None)), w.clone()), &names(), false);
+        assert_eq!(
+            (s.state.as_str(), s.reason.as_str()),
+            ("not synced", "standby beta's database is 12 transactions behind")
+        );
+        let s = cluster_status(&views(Some(active), Some(standby(Some("it holds 0-2-9"))), w), &names(), false);
+        assert_eq!(s.state, "not synced");
+        assert!(s.reason.contains("database diverged: it holds 0-2-9"), "{s:?}");
     }
 
     #[test]

@@ -282,6 +282,8 @@ where
         let database = cfg.database.clone().map(|spec| {
             let db = db::mariadb::MariaDb::new(spec, consensus.clone(), failover.clone(), events.clone(), db_journal);
             let d = db.clone();
+            cluster.set_db(Arc::new(move || d.brief()));
+            let d = db.clone();
             agent.gate_acquire(Arc::new(move || {
                 let d = d.clone();
                 Box::pin(async move { d.before_service().await })

@@ -301,6 +301,20 @@ fn sigkill_of_the_active_loses_no_committed_transaction_and_the_returning_node_i
     let (code, out) = setup.cluster.ctl(&["db", "--node", old]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("NOT SYNCED, diverged"), "{out}");
+    // The active hears of it with the next heartbeat, and the cluster status names it.
+    let started = Instant::now();
+    loop {
+        let status = setup
+            .cluster
+            .block_on(setup.cluster.client(new).cluster())
+            .unwrap()
+            .cluster_status;
+        if status.state == "not synced" && status.reason.contains("database diverged") {
+            break;
+        }
+        assert!(started.elapsed() < SETTLE, "the cluster status never said so: {status:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // The operator's word: first what a seed would do (nothing changes), then the seed. The
     // old node's server then holds exactly the committed transactions and replays the next.

@@ -180,6 +180,17 @@ impl MariaDb {
         info
     }
 
+    /// The replication state for heartbeats.
+    pub fn brief(&self) -> crate::cluster::DbBrief {
+        let lag_records = self.committed().0.saturating_sub(self.journal.mark(&self.spec.source));
+        let diverged = self.lock().info.diverged.clone();
+        crate::cluster::DbBrief {
+            synced: lag_records == 0 && diverged.is_none(),
+            lag_records,
+            diverged,
+        }
+    }
+
     fn set_error(&self, e: Option<String>) {
         self.lock().info.error = e;
     }

@@ -239,6 +239,7 @@ mod tests {
             standby_behind: None,
             standby_synced: None,
             files: None,
+            db: None,
         }
     }
 
