@@ -553,3 +553,59 @@ pub struct SeedAnswer {
     /// What is (or would be) replaced, and by what.
     pub report: String,
 }
+
+/// One SQL statement and its parameters (`?` placeholders, in order). A parameter is JSON
+/// null, a number, a string, or `{"blob": "<hex>"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SqlStatement {
+    pub sql: String,
+    #[serde(default)]
+    pub params: Vec<serde_json::Value>,
+}
+
+/// `POST /v1/db/execute`: statements run on the active as one transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecuteRequest {
+    pub statements: Vec<SqlStatement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatementResult {
+    /// Rows the statement inserted, updated or deleted.
+    pub changes: u64,
+    pub last_insert_rowid: i64,
+    /// Rows a `RETURNING` clause gave back.
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecuteResult {
+    /// Sequence number of the committed change (`None`: nothing changed, nothing committed).
+    pub seq: Option<u64>,
+    pub results: Vec<StatementResult>,
+}
+
+/// `POST /v1/db/query`: one read-only statement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryRequest {
+    pub sql: String,
+    #[serde(default)]
+    pub params: Vec<serde_json::Value>,
+    /// `lease` (default): on the active, which holds the lease, after it applied every
+    /// committed change; `local`: this node's copy as it is.
+    #[serde(default = "default_consistency")]
+    pub consistency: String,
+}
+
+fn default_consistency() -> String {
+    "lease".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryResult {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<serde_json::Value>>,
+    /// The last committed change this node's copy holds.
+    pub applied_seq: u64,
+}

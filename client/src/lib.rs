@@ -257,6 +257,17 @@ impl Client {
         self.call("POST", "/v1/db/seed", Some(req)).await
     }
 
+    /// `POST /v1/db/execute`: run statements on the active's embedded database as one
+    /// replicated transaction.
+    pub async fn db_execute(&self, req: &api::ExecuteRequest) -> Result<api::ExecuteResult, ClientError> {
+        self.call("POST", "/v1/db/execute", Some(req)).await
+    }
+
+    /// `POST /v1/db/query`: read the embedded database.
+    pub async fn db_query(&self, req: &api::QueryRequest) -> Result<api::QueryResult, ClientError> {
+        self.call("POST", "/v1/db/query", Some(req)).await
+    }
+
     pub async fn resources(&self) -> Result<ResourcesInfo, ClientError> {
         self.call::<(), _>("GET", "/v1/resources", None).await
     }

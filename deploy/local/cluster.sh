@@ -34,8 +34,19 @@ node_index() {
   case "$1" in a) echo 1 ;; b) echo 2 ;; w) echo 3 ;; *) die "unknown node '$1': use a, b or w" ;; esac
 }
 
+# The embedded database's SQLite bindings are generated at build time (bindgen), which needs
+# libclang.
+have_libclang() {
+  if command -v dpkg >/dev/null 2>&1; then dpkg -s libclang-dev >/dev/null 2>&1; else compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null; fi
+}
+
 build() {
   [ "${TANDEM_SKIP_BUILD:-0}" = 1 ] && return 0
+  if ! have_libclang; then
+    [ "$(id -u)" -eq 0 ] || die "the build needs libclang (for the embedded database's SQLite bindings): sudo apt-get install libclang-dev"
+    echo "installing libclang-dev (the build generates the embedded database's SQLite bindings)..."
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev >/dev/null
+  fi
   local flag=()
   [ "$profile" = release ] && flag=(--release)
   echo "building tandem and tandemctl ($profile)..."

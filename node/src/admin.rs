@@ -88,6 +88,9 @@ pub struct AdminState {
     /// Database change records, on a data node with a `[database]`.
     #[cfg(feature = "mariadb")]
     pub database: Option<Arc<crate::db::mariadb::MariaDb>>,
+    /// The embedded SQLite database, on a data node.
+    #[cfg(feature = "sqlite")]
+    pub embedded: Option<Arc<crate::db::embedded::Embedded>>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -104,6 +107,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/files", get(files))
         .route("/v1/db", get(db_info))
         .route("/v1/db/seed", post(db_seed))
+        .route("/v1/db/execute", post(db_execute))
+        .route("/v1/db/query", post(db_query))
         .route("/v1/files/manifest", get(file_manifest))
         .route("/v1/resources", get(resources))
         .route("/v1/resources/cancel", post(cancel_script))
@@ -688,6 +693,63 @@ async fn db_seed(
 #[cfg(not(feature = "mariadb"))]
 async fn db_seed() -> Result<Json<()>, AdminError> {
     Err(no_database())
+}
+
+#[cfg(feature = "sqlite")]
+fn embedded_of(app: &AdminState) -> Result<&Arc<crate::db::embedded::Embedded>, AdminError> {
+    app.embedded.as_ref().ok_or_else(|| {
+        AdminError::new(
+            StatusCode::NOT_FOUND,
+            "no_embedded_database",
+            "the witness holds no embedded database: ask a data node",
+        )
+    })
+}
+
+#[cfg(feature = "sqlite")]
+fn sql_error(e: crate::db::embedded::SqlError) -> AdminError {
+    use crate::db::embedded::SqlError;
+    match e {
+        SqlError::Invalid(m) => AdminError::new(StatusCode::BAD_REQUEST, "bad_sql", m),
+        SqlError::Unavailable(m) => AdminError::new(StatusCode::CONFLICT, "not_available_here", m),
+        SqlError::Failed(m) => AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "not_committed", m),
+    }
+}
+
+/// Run statements on the embedded database as one replicated transaction (the active only).
+#[cfg(feature = "sqlite")]
+async fn db_execute(
+    State(app): State<AdminState>,
+    body: Result<Json<tandem_client::api::ExecuteRequest>, JsonRejection>,
+) -> Result<Json<tandem_client::api::ExecuteResult>, AdminError> {
+    let Json(req) = body?;
+    let e = embedded_of(&app)?;
+    e.execute(req).await.map(Json).map_err(sql_error)
+}
+
+/// One read-only statement on the embedded database.
+#[cfg(feature = "sqlite")]
+async fn db_query(
+    State(app): State<AdminState>,
+    body: Result<Json<tandem_client::api::QueryRequest>, JsonRejection>,
+) -> Result<Json<tandem_client::api::QueryResult>, AdminError> {
+    let Json(req) = body?;
+    let e = embedded_of(&app)?;
+    e.query(req).await.map(Json).map_err(sql_error)
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn db_execute() -> Result<Json<()>, AdminError> {
+    Err(AdminError::new(
+        StatusCode::NOT_FOUND,
+        "no_embedded_database",
+        "this build has no embedded database (built without the `sqlite` feature)",
+    ))
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn db_query() -> Result<Json<()>, AdminError> {
+    db_execute().await
 }
 
 fn no_database() -> AdminError {

@@ -626,12 +626,20 @@ mod tests {
             }),
             ..summary(2, Role::Standby)
         };
-        let s = cluster_status(&views(Some(active.clone()), Some(standby(None)), w.clone()), &names(), false);
+        let s = cluster_status(
+            &views(Some(active.clone()), Some(standby(None)), w.clone()),
+            &names(),
+            false,
+        );
         assert_eq!(
             (s.state.as_str(), s.reason.as_str()),
             ("not synced", "standby beta's database is 12 transactions behind")
         );
-        let s = cluster_status(&views(Some(active), Some(standby(Some("it holds 0-2-9"))), w), &names(), false);
+        let s = cluster_status(
+            &views(Some(active), Some(standby(Some("it holds 0-2-9"))), w),
+            &names(),
+            false,
+        );
         assert_eq!(s.state, "not synced");
         assert!(s.reason.contains("database diverged: it holds 0-2-9"), "{s:?}");
     }

@@ -208,7 +208,7 @@ where
         let network = PeerNetwork::with_connector(cfg.node_id, cfg.cluster_secret.clone(), connector);
         let file_feed = (!cfg.folders.is_empty()).then(|| sm.subscribe_files());
         let db_journal = sm.db_journal();
-        if cfg.database.is_some() {
+        if me.role == MemberRole::Data {
             db_journal.enable();
         }
         let consensus = Consensus::start(cfg.clone(), log, sm, network.clone())
@@ -278,9 +278,30 @@ where
                 &cfg.cluster_secret,
             ));
         }
+        #[cfg(feature = "sqlite")]
+        let embedded = if me.role == MemberRole::Data {
+            let dir = cfg.data_dir.join("embedded");
+            let e = db::embedded::Embedded::open(
+                &dir,
+                consensus.clone(),
+                failover.clone(),
+                events.clone(),
+                db_journal.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("embedded database: {e}"))?;
+            Some(e)
+        } else {
+            None
+        };
         #[cfg(feature = "mariadb")]
         let database = cfg.database.clone().map(|spec| {
-            let db = db::mariadb::MariaDb::new(spec, consensus.clone(), failover.clone(), events.clone(), db_journal);
+            let db = db::mariadb::MariaDb::new(
+                spec,
+                consensus.clone(),
+                failover.clone(),
+                events.clone(),
+                db_journal.clone(),
+            );
             let d = db.clone();
             cluster.set_db(Arc::new(move || d.brief()));
             let d = db.clone();
@@ -324,6 +345,10 @@ where
         if let Some(d) = &database {
             health.push(tokio::spawn(d.clone().run(stop_rx.clone())));
         }
+        #[cfg(feature = "sqlite")]
+        if let Some(e) = &embedded {
+            health.push(tokio::spawn(e.clone().run(stop_rx.clone())));
+        }
         let restart = Arc::new(tokio::sync::Notify::new());
         let admin_server = serve(
             admin_listener,
@@ -337,6 +362,8 @@ where
                 files: file_sync,
                 #[cfg(feature = "mariadb")]
                 database,
+                #[cfg(feature = "sqlite")]
+                embedded,
             }),
             "admin",
         );

@@ -312,7 +312,10 @@ fn sigkill_of_the_active_loses_no_committed_transaction_and_the_returning_node_i
         if status.state == "not synced" && status.reason.contains("database diverged") {
             break;
         }
-        assert!(started.elapsed() < SETTLE, "the cluster status never said so: {status:?}");
+        assert!(
+            started.elapsed() < SETTLE,
+            "the cluster status never said so: {status:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 

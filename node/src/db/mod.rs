@@ -3,6 +3,8 @@
 //!
 //! - [`spec`]: the `[database]` config section;
 //! - [`binlog`]: a captured MariaDB transaction, and how binlog events are cut into them;
+//! - `embedded`: the cluster's own SQLite database, written through the API on the active and
+//!   replicated as session changesets (the `sqlite` build feature);
 //! - `mariadb`: the capture on the active, the replay on every data node, and the role changes
 //!   (`read_only`), on a real server through mysql_async (the `mariadb` build feature);
 //! - `seed`: copying the other data node's databases here, to mend a diverged node or fill a
@@ -13,6 +15,8 @@
 //! holds them.
 
 pub mod binlog;
+#[cfg(feature = "sqlite")]
+pub mod embedded;
 #[cfg(feature = "mariadb")]
 pub mod mariadb;
 #[cfg(feature = "mariadb")]

@@ -129,6 +129,12 @@ pub fn validate_database(
         }
     };
     let name_ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if raw.source == "embedded" {
+        return Err(err(
+            "database.source",
+            "\"embedded\" is the embedded SQLite database's own stream: choose another name",
+        ));
+    }
     if raw.source.is_empty() || raw.source.len() > SOURCE_MAX_BYTES || !raw.source.chars().all(name_ok) {
         return Err(err(
             "database.source",
@@ -278,10 +284,12 @@ mod tests {
         r.capture_server_id = Some(0);
         let e = message(validate_database(r, 1, false, base));
         assert!(e.contains("database.capture_server_id"), "{e}");
-        let mut r = raw("mysql://root@h:1");
-        r.source = "bad\u{0}name".into();
-        let e = message(validate_database(r, 1, false, base));
-        assert!(e.contains("database.source"), "{e}");
+        for bad in ["bad\u{0}name", "", "embedded"] {
+            let mut r = raw("mysql://root@h:1");
+            r.source = bad.into();
+            let e = message(validate_database(r, 1, false, base));
+            assert!(e.contains("database.source"), "{bad:?}: {e}");
+        }
     }
 
     #[test]
