@@ -343,3 +343,51 @@ fn sigkill_of_the_active_loses_no_committed_transaction_and_the_returning_node_i
         .ctl(&["db", "--node", new, "seed", "--replace-local-data"]);
     assert_eq!(code, Some(1), "the active is never seeded");
 }
+
+#[test]
+fn a_switchover_and_crashed_servers_keep_one_writable_database_and_every_transaction() {
+    let mut setup = Setup::start();
+    let first = setup.cluster.wait_active(None, SETTLE);
+    let second = other_data_node(first);
+    setup.wait_info(first, "capturing", |i| i["capturing"] == true);
+    setup.db(first).sql("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY, v TEXT)");
+    setup.db(first).sql("INSERT INTO shop.t VALUES (1, 'before')");
+    setup.wait_same(&["shop.t"]);
+
+    // The standby's server crashes and comes back writable (its own config): Tandem makes it
+    // read-only again, and it replays what it missed from its own position.
+    setup.dbs[if second == "a" { 0 } else { 1 }].kill();
+    setup.db(first).sql("INSERT INTO shop.t VALUES (2, 'while the standby server was down')");
+    setup.dbs[if second == "a" { 0 } else { 1 }].restart().unwrap();
+    setup.wait_same(&["shop.t"]);
+    setup.wait_info(second, "read-only again", |i| i["read_only"] == true);
+    let started = Instant::now();
+    while setup.db(second).sql("SELECT @@read_only") != "1" {
+        assert!(started.elapsed() < SETTLE, "the standby's server stayed writable");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The active's server crashes: its capture starts again after what committed, and a
+    // write made once it is back goes out.
+    setup.dbs[if first == "a" { 0 } else { 1 }].kill();
+    setup.dbs[if first == "a" { 0 } else { 1 }].restart().unwrap();
+    setup.db(first).sql("INSERT INTO shop.t VALUES (3, 'after the active server restarted')");
+    setup.wait_same(&["shop.t"]);
+
+    // A planned switchover: the old active's server turns read-only, everything it took is
+    // on the new one, and the new one is writable and captures.
+    let (code, out) = setup.cluster.ctl(&["switchover"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(setup.cluster.wait_active(Some(first), SETTLE), second);
+    setup.wait_info(second, "writable and capturing", |i| {
+        i["read_only"] == false && i["capturing"] == true
+    });
+    assert_eq!(setup.db(first).sql("SELECT @@read_only"), "1");
+    assert_eq!(setup.db(second).sql("SELECT @@read_only"), "0");
+    setup.db(second).sql("INSERT INTO shop.t VALUES (4, 'on the new active')");
+    setup.wait_same(&["shop.t"]);
+    assert_eq!(setup.db(first).sql("SELECT COUNT(*) FROM shop.t"), "4");
+    let info = setup.wait_info(first, "synced as the standby", |i| i["synced"] == true);
+    assert_eq!(info["committed_seq"], 6, "{info:#}");
+    assert!(info["diverged"].is_null(), "{info:#}");
+}
