@@ -96,6 +96,7 @@ pub struct AdminState {
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/v1/cluster", get(cluster_view))
         .route("/v1/events", get(events_list))
         .route("/v1/events/stream", get(events_stream))
@@ -211,6 +212,176 @@ impl From<ProposeError> for AdminError {
 
 async fn status(State(app): State<AdminState>) -> Json<NodeStatus> {
     Json(node_status(&app))
+}
+
+/// The node's state for Prometheus: role, term, epoch, and the database change records.
+async fn metrics(State(app): State<AdminState>) -> impl IntoResponse {
+    use crate::metrics::Type::Counter;
+    use crate::metrics::Type::Gauge;
+    let mut m = crate::metrics::Exposition::default();
+    let status = node_status(&app);
+    m.sample(
+        "tandem_raft_term",
+        Gauge,
+        "The Raft term this node is in.",
+        &[],
+        status.term as f64,
+    );
+    m.sample(
+        "tandem_active",
+        Gauge,
+        "1 while this node is the active (it holds the lease).",
+        &[],
+        f64::from(u8::from(status.active_epoch.is_some())),
+    );
+    m.sample(
+        "tandem_epoch",
+        Gauge,
+        "The epoch of the current activation.",
+        &[],
+        app.consensus.activation().map_or(0, |a| a.epoch) as f64,
+    );
+    #[cfg(feature = "mariadb")]
+    if let Some(db) = &app.database {
+        let i = db.info();
+        let l = [("source", i.source.as_str())];
+        let b = |v: bool| f64::from(u8::from(v));
+        m.sample(
+            "tandem_db_committed_seq",
+            Gauge,
+            "Sequence number of the last committed database change.",
+            &l,
+            i.committed_seq as f64,
+        );
+        m.sample(
+            "tandem_db_applied_seq",
+            Gauge,
+            "The last committed database change this node's database holds.",
+            &l,
+            i.applied_seq as f64,
+        );
+        m.sample(
+            "tandem_db_lag_records",
+            Gauge,
+            "Committed database changes this node's database lacks.",
+            &l,
+            i.lag_records as f64,
+        );
+        m.sample(
+            "tandem_db_lag_bytes",
+            Gauge,
+            "Size of the committed database changes this node's database lacks.",
+            &l,
+            i.lag_bytes as f64,
+        );
+        m.sample(
+            "tandem_db_synced",
+            Gauge,
+            "1 when this node's database holds every committed change and did not diverge.",
+            &l,
+            b(i.synced),
+        );
+        m.sample(
+            "tandem_db_diverged",
+            Gauge,
+            "1 when this node's database holds changes that never committed, or its journal has a gap.",
+            &l,
+            b(i.diverged.is_some()),
+        );
+        m.sample(
+            "tandem_db_read_only",
+            Gauge,
+            "1 when this node's database server is read-only.",
+            &l,
+            b(i.read_only == Some(true)),
+        );
+        m.sample(
+            "tandem_db_capturing",
+            Gauge,
+            "1 while this node captures its database's changes (the active).",
+            &l,
+            b(i.capturing),
+        );
+        m.sample(
+            "tandem_db_captured_total",
+            Counter,
+            "Transactions this node captured and committed.",
+            &l,
+            i.captured_total as f64,
+        );
+        m.sample(
+            "tandem_db_applied_total",
+            Counter,
+            "Transactions this node replayed on its database.",
+            &l,
+            i.applied_total as f64,
+        );
+        if let Some(ms) = i.last_applied_ms_ago {
+            m.sample(
+                "tandem_db_last_applied_age_seconds",
+                Gauge,
+                "Seconds since this node last replayed a transaction.",
+                &l,
+                ms as f64 / 1000.0,
+            );
+        }
+        if let Some(g) = &i.server_gtid {
+            m.sample(
+                "tandem_db_server_position_info",
+                Gauge,
+                "The database server's GTID position, as a label.",
+                &[("source", i.source.as_str()), ("gtid", g.as_str())],
+                1.0,
+            );
+        }
+    }
+    #[cfg(feature = "sqlite")]
+    if let Some(e) = &app.embedded {
+        let (applied, committed, diverged) = e.state();
+        let l = [("source", crate::db::embedded::SOURCE)];
+        m.sample(
+            "tandem_db_committed_seq",
+            Gauge,
+            "Sequence number of the last committed database change.",
+            &l,
+            committed as f64,
+        );
+        m.sample(
+            "tandem_db_applied_seq",
+            Gauge,
+            "The last committed database change this node's database holds.",
+            &l,
+            applied as f64,
+        );
+        m.sample(
+            "tandem_db_lag_records",
+            Gauge,
+            "Committed database changes this node's database lacks.",
+            &l,
+            committed.saturating_sub(applied) as f64,
+        );
+        m.sample(
+            "tandem_db_synced",
+            Gauge,
+            "1 when this node's database holds every committed change and did not diverge.",
+            &l,
+            f64::from(u8::from(committed == applied && diverged.is_none())),
+        );
+        m.sample(
+            "tandem_db_diverged",
+            Gauge,
+            "1 when this node's database holds changes that never committed, or its journal has a gap.",
+            &l,
+            f64::from(u8::from(diverged.is_some())),
+        );
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        m.finish(),
+    )
 }
 
 fn node_status(app: &AdminState) -> NodeStatus {

@@ -155,6 +155,46 @@ fn transactions_on_the_active_replay_on_the_standby_with_the_same_gtids() {
     assert_eq!(info["committed_seq"], 8, "{info:#}");
     assert_eq!(info["lag_records"], 0, "{info:#}");
     assert_eq!(info["applied_total"], 8, "{info:#}");
+    // Lag and sync in the metrics and in tandemctl.
+    let metrics = |node: &str| {
+        let (code, body) =
+            tandem_tests::http_request(&setup.cluster.spec(node).admin_addr(), "GET", "/metrics", &[], b"").unwrap();
+        assert_eq!(code, 200);
+        String::from_utf8(body).unwrap()
+    };
+    let m = metrics(standby);
+    for line in [
+        "tandem_db_committed_seq{source=\"mariadb\"} 8",
+        "tandem_db_applied_seq{source=\"mariadb\"} 8",
+        "tandem_db_lag_records{source=\"mariadb\"} 0",
+        "tandem_db_lag_bytes{source=\"mariadb\"} 0",
+        "tandem_db_synced{source=\"mariadb\"} 1",
+        "tandem_db_read_only{source=\"mariadb\"} 1",
+        "tandem_db_applied_total{source=\"mariadb\"} 8",
+        "tandem_active 0",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} missing from:\n{m}");
+    }
+    assert!(m.contains("# TYPE tandem_db_lag_records gauge"), "{m}");
+    assert!(
+        m.contains(&format!(
+            "tandem_db_server_position_info{{source=\"mariadb\",gtid=\"0-{id}-8\"}} 1"
+        )),
+        "{m}"
+    );
+    let m = metrics(active);
+    assert!(
+        m.lines().any(|l| l == "tandem_db_capturing{source=\"mariadb\"} 1"),
+        "{m}"
+    );
+    assert!(m.lines().any(|l| l == "tandem_active 1"), "{m}");
+    let (code, out) = setup.cluster.ctl(&["db", "--node", standby]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("{standby}: synced")) && out.contains("read-only"),
+        "{out}"
+    );
+
     // The standby's server is read-only; the active's is not.
     assert_eq!(setup.db(standby).sql("SELECT @@read_only"), "1");
     assert_eq!(setup.db(active).sql("SELECT @@read_only"), "0");
@@ -350,14 +390,18 @@ fn a_switchover_and_crashed_servers_keep_one_writable_database_and_every_transac
     let first = setup.cluster.wait_active(None, SETTLE);
     let second = other_data_node(first);
     setup.wait_info(first, "capturing", |i| i["capturing"] == true);
-    setup.db(first).sql("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY, v TEXT)");
+    setup
+        .db(first)
+        .sql("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY, v TEXT)");
     setup.db(first).sql("INSERT INTO shop.t VALUES (1, 'before')");
     setup.wait_same(&["shop.t"]);
 
     // The standby's server crashes and comes back writable (its own config): Tandem makes it
     // read-only again, and it replays what it missed from its own position.
     setup.dbs[if second == "a" { 0 } else { 1 }].kill();
-    setup.db(first).sql("INSERT INTO shop.t VALUES (2, 'while the standby server was down')");
+    setup
+        .db(first)
+        .sql("INSERT INTO shop.t VALUES (2, 'while the standby server was down')");
     setup.dbs[if second == "a" { 0 } else { 1 }].restart().unwrap();
     setup.wait_same(&["shop.t"]);
     setup.wait_info(second, "read-only again", |i| i["read_only"] == true);
@@ -371,7 +415,9 @@ fn a_switchover_and_crashed_servers_keep_one_writable_database_and_every_transac
     // write made once it is back goes out.
     setup.dbs[if first == "a" { 0 } else { 1 }].kill();
     setup.dbs[if first == "a" { 0 } else { 1 }].restart().unwrap();
-    setup.db(first).sql("INSERT INTO shop.t VALUES (3, 'after the active server restarted')");
+    setup
+        .db(first)
+        .sql("INSERT INTO shop.t VALUES (3, 'after the active server restarted')");
     setup.wait_same(&["shop.t"]);
 
     // A planned switchover: the old active's server turns read-only, everything it took is
@@ -384,7 +430,9 @@ fn a_switchover_and_crashed_servers_keep_one_writable_database_and_every_transac
     });
     assert_eq!(setup.db(first).sql("SELECT @@read_only"), "1");
     assert_eq!(setup.db(second).sql("SELECT @@read_only"), "0");
-    setup.db(second).sql("INSERT INTO shop.t VALUES (4, 'on the new active')");
+    setup
+        .db(second)
+        .sql("INSERT INTO shop.t VALUES (4, 'on the new active')");
     setup.wait_same(&["shop.t"]);
     assert_eq!(setup.db(first).sql("SELECT COUNT(*) FROM shop.t"), "4");
     let info = setup.wait_info(first, "synced as the standby", |i| i["synced"] == true);
