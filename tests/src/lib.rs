@@ -131,6 +131,12 @@ pub fn lab_service_resource(pid_dir: &std::path::Path, port_prefix: &str) -> Str
     )
 }
 
+/// `sorted[p %]`, nearest rank (`p` from 0 to 100), for the bench binaries.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 /// A bench binary's numeric option `name` (`--seconds 60`), or `default`.
 pub fn bench_arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();

@@ -179,6 +179,22 @@ impl MariaDb {
     }
 }
 
+/// Two servers for a test cluster's data nodes, `a` (id 1) at 127.0.11.1 and `b` (id 2) at
+/// 127.0.12.1, on one port; and the `[database]` section that gives each node its own server
+/// and the other's as its seed source (for `ClusterOptions::data_config`).
+pub fn pair() -> anyhow::Result<([MariaDb; 2], String)> {
+    let port = crate::free_port("127.0.0.1");
+    let dbs = [
+        MariaDb::start_at(1, "127.0.11.1", port)?,
+        MariaDb::start_at(2, "127.0.12.1", port)?,
+    ];
+    let config = format!(
+        "[database]\nkind = \"mariadb\"\nurl = \"mysql://{TANDEM_USER}@127.0.1@NODE_ID@.1:{port}\"\n\
+         seed_url = \"mysql://{TANDEM_USER}@127.0.1@OTHER_NODE_ID@.1:{port}\"\n"
+    );
+    Ok((dbs, config))
+}
+
 impl Drop for MariaDb {
     fn drop(&mut self) {
         self.kill();

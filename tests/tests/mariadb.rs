@@ -43,20 +43,9 @@ struct Setup {
 
 impl Setup {
     fn start() -> Setup {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let dbs = [
-            MariaDb::start_at(1, "127.0.11.1", port).unwrap(),
-            MariaDb::start_at(2, "127.0.12.1", port).unwrap(),
-        ];
+        let (dbs, data_config) = tandem_tests::mariadb::pair().unwrap();
         let cluster = Cluster::start_initialized(ClusterOptions {
-            data_config: format!(
-                "[database]\nkind = \"mariadb\"\nurl = \"mysql://{user}@127.0.1@NODE_ID@.1:{port}\"\n\
-                 seed_url = \"mysql://{user}@127.0.1@OTHER_NODE_ID@.1:{port}\"\n",
-                user = tandem_tests::mariadb::TANDEM_USER
-            ),
+            data_config,
             ..Default::default()
         })
         .unwrap();

@@ -18,6 +18,7 @@ use std::time::Instant;
 use tandem_client::api::SwitchoverRequest;
 use tandem_client::api::WriteTestRecord;
 use tandem_tests::bench_arg as arg;
+use tandem_tests::percentile;
 use tandem_tests::Cluster;
 use tandem_tests::ClusterOptions;
 
@@ -29,11 +30,6 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
 }
 
 fn main() -> anyhow::Result<()> {
@@ -81,8 +77,8 @@ fn main() -> anyhow::Result<()> {
     lat.sort();
     println!(
         "sequential {sequential} writes: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
-        percentile(&lat, 0.50).as_secs_f64() * 1e3,
-        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        percentile(&lat, 50.0).as_secs_f64() * 1e3,
+        percentile(&lat, 99.0).as_secs_f64() * 1e3,
         lat.last().unwrap().as_secs_f64() * 1e3
     );
 
@@ -220,10 +216,10 @@ fn switchover_pauses(cluster: &Cluster, rt: &tokio::runtime::Runtime, rounds: u6
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
         "{rounds} planned switchovers: write pause p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; request to new active (as polled) p50 {:.0} ms, max {:.0} ms",
-        ms(percentile(&pauses, 0.50)),
-        ms(percentile(&pauses, 0.99)),
+        ms(percentile(&pauses, 50.0)),
+        ms(percentile(&pauses, 99.0)),
         ms(*pauses.last().unwrap()),
-        ms(percentile(&to_active, 0.50)),
+        ms(percentile(&to_active, 50.0)),
         ms(*to_active.last().unwrap()),
     );
     written.load(Ordering::Relaxed)

@@ -45,6 +45,7 @@ use tandem_tests::bench_arg as arg;
 use tandem_tests::other_data_node;
 use tandem_tests::Cluster;
 use tandem_tests::ClusterOptions;
+use tandem_tests::percentile;
 use tandem_tests::Sysctl;
 
 const TEMP_PREFIX: &str = tandem_node::files::disk::TEMP_PREFIX;
@@ -85,12 +86,6 @@ impl Rng {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// `sorted[p %]`, nearest rank.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
