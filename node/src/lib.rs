@@ -261,7 +261,13 @@ where
                 Box::pin(async move { network.exchange(&addr, path, body, timeout).await })
             })
         };
-        let file_sync = files::FileSync::new(&cfg, consensus.clone(), failover.clone(), events.clone(), exchange)?;
+        let file_sync = files::FileSync::new(
+            &cfg,
+            consensus.clone(),
+            failover.clone(),
+            events.clone(),
+            exchange.clone(),
+        )?;
         let mut peer_routes = consensus::peer_api::router(&consensus, &cfg.cluster_secret, cluster.clone());
         if let Some(f) = &file_sync {
             cluster.set_files(f.clone());
@@ -289,8 +295,13 @@ where
                 failover.clone(),
                 events.clone(),
                 db_journal.clone(),
+                exchange.clone(),
             )
             .map_err(|e| anyhow::anyhow!("embedded database: {e}"))?;
+            peer_routes = peer_routes.merge(consensus::peer_api::with_secret(
+                db::embedded::peer_routes(e.clone()),
+                &cfg.cluster_secret,
+            ));
             Some(e)
         } else {
             None

@@ -183,3 +183,55 @@ fn writes_on_the_active_give_the_same_rows_everywhere_and_bad_input_changes_noth
     assert_eq!(after.len(), 1);
     wait_rows(&cluster, active, all, &after);
 }
+
+#[test]
+fn a_standby_past_the_log_copies_the_database_from_the_active() {
+    // A short log: the returning standby gets a snapshot, which holds no rows.
+    let mut cluster = Cluster::start_initialized(ClusterOptions {
+        extra_config: "[log]\nsnapshot_every_entries = 20\nkept_after_snapshot = 5\n".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let active = cluster.wait_active(None, SETTLE);
+    let standby = other_data_node(active);
+    execute(
+        &cluster,
+        active,
+        vec![st("CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER)", vec![])],
+    )
+    .unwrap();
+    execute(&cluster, active, vec![st("INSERT INTO kv VALUES ('first', 1)", vec![])]).unwrap();
+    let all = "SELECT k, v FROM kv ORDER BY k";
+    wait_rows(&cluster, standby, all, &[vec![json!("first"), json!(1)]]);
+
+    let standby_last = cluster.status(standby).unwrap().last_log_index.unwrap();
+    cluster.kill(standby);
+    for i in 0..60 {
+        execute(
+            &cluster,
+            active,
+            vec![st(
+                "INSERT INTO kv VALUES (?, ?)",
+                vec![json!(format!("k{i:02}")), json!(i)],
+            )],
+        )
+        .unwrap();
+    }
+    cluster
+        .wait_for("the leader purged entries the standby lacks", SETTLE, |s| {
+            s.leader_status()
+                .is_some_and(|l| l.purged_index.is_some_and(|p| p > standby_last))
+        })
+        .unwrap();
+
+    // Back, its journal lacks the changes the snapshot covered: it copies the active's
+    // database over the peer port and goes on from there.
+    cluster.restart(standby).unwrap();
+    let expected = query(&cluster, active, all, "lease").unwrap().rows;
+    assert_eq!(expected.len(), 61);
+    wait_rows(&cluster, standby, all, &expected);
+    execute(&cluster, active, vec![st("DELETE FROM kv WHERE k = 'first'", vec![])]).unwrap();
+    wait_rows(&cluster, standby, all, &expected[1..]);
+    let events = cluster.ctl(&["events", "--kind", "warning"]).1;
+    assert!(events.contains("copied the other data node's"), "{events}");
+}

@@ -323,6 +323,42 @@ impl Consensus {
         }
     }
 
+    /// Propose `records`, in order, stamped with `epoch`, in one message to Raft; each one's
+    /// outcome, in order (see [`Self::propose_in`]).
+    pub async fn propose_many_in(
+        &self,
+        records: Vec<Record>,
+        epoch: u64,
+    ) -> Result<Vec<Result<u64, ProposeError>>, ProposeError> {
+        let term = self.raft.metrics().borrow_watched().current_term;
+        if epoch > term {
+            return Err(ProposeError::FutureEpoch { got: epoch, term });
+        }
+        let cmds: Vec<Command> = records.into_iter().map(|record| Command { epoch, record }).collect();
+        let n = cmds.len();
+        let mut stream = self
+            .raft
+            .client_write_many(cmds)
+            .await
+            .map_err(|e| ProposeError::Fatal(e.to_string()))?;
+        let mut out = Vec::with_capacity(n);
+        use futures_util::StreamExt as _;
+        while let Some(item) = stream.next().await {
+            let result = item.map_err(|e| ProposeError::Fatal(e.to_string()))?;
+            out.push(match result {
+                Ok(resp) => match resp.response {
+                    Response::Applied { index } => Ok(index),
+                    Response::Rejected(r) => Err(ProposeError::Rejected(r)),
+                },
+                Err(ClientWriteError::ForwardToLeader(f)) => Err(ProposeError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node),
+                }),
+                Err(e) => Err(ProposeError::Fatal(e.to_string())),
+            });
+        }
+        Ok(out)
+    }
+
     /// Raft as the failover controller sees it; times are relative to `origin`.
     pub fn raft_view(&self, origin: Instant) -> RaftView {
         let m = self.raft.metrics();

@@ -54,6 +54,11 @@ pub const PARAMS_MAX: usize = 256;
 pub const ROWS_MAX: usize = 10_000;
 /// How long a write or a lease read waits for this node to apply what committed.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+/// Largest embedded database a node copies from the other data node to close a gap in its
+/// journal (the copy travels in one peer answer).
+pub const EMBEDDED_COPY_MAX_BYTES: u64 = 200 * 1024 * 1024;
+/// How long the copy may take to arrive.
+const COPY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What one record of the embedded source holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +67,16 @@ pub enum Change {
     Rows(#[serde(with = "tandem_raft_store::codec::bytes")] Vec<u8>),
     /// Schema statements, run as they are.
     Schema(Vec<String>),
+}
+
+/// Why this node's copy cannot go on applying.
+#[derive(Debug)]
+enum Stuck {
+    /// The journal lacks changes (the node caught up from a snapshot): a copy of the other
+    /// data node's database closes it. `need`: the copy must hold at least this.
+    Gap { why: String, need: u64 },
+    /// Anything else: reported, nothing more applied.
+    Other(String),
 }
 
 /// Why a request is refused; the API maps each to its status.
@@ -79,7 +94,10 @@ pub enum SqlError {
 }
 
 pub struct Embedded {
+    dir: std::path::PathBuf,
     conn: Mutex<Connection>,
+    /// Talks to the other data node's peer port (for a copy of its database).
+    exchange: crate::files::Exchange,
     consensus: Consensus,
     failover: Failover,
     events: Arc<EventLog>,
@@ -103,20 +121,13 @@ impl Embedded {
         failover: Failover,
         events: Arc<EventLog>,
         journal: DbJournal,
+        exchange: crate::files::Exchange,
     ) -> Result<Arc<Self>, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let path = dir.join("db.sqlite");
-        let conn = Connection::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-             CREATE TABLE IF NOT EXISTS _tandem_applied (id INTEGER PRIMARY KEY CHECK (id = 0), seq INTEGER NOT NULL); \
-             INSERT OR IGNORE INTO _tandem_applied VALUES (0, 0);",
-        )
-        .map_err(|e| format!("cannot set up {}: {e}", path.display()))?;
-        let applied: u64 = conn
-            .query_row("SELECT seq FROM _tandem_applied", [], |r| r.get::<_, i64>(0))
-            .map_err(sql_err)? as u64;
+        let (conn, applied) = open_file(&dir.join("db.sqlite"))?;
         Ok(Arc::new(Embedded {
+            dir: dir.to_path_buf(),
+            exchange,
             conn: Mutex::new(conn),
             consensus,
             failover,
@@ -290,14 +301,19 @@ impl Embedded {
             let result = tokio::task::spawn_blocking(move || this.apply_some()).await;
             match result {
                 Ok(Ok(())) => {}
-                Ok(Err(why)) => {
-                    let first = self.diverged.lock().expect("lock").replace(why.clone()).is_none();
-                    if first {
-                        tracing::error!(why, "embedded database not synced");
-                        self.events
-                            .record(Kind::Warning, format!("embedded database not synced: {why}"));
+                Ok(Err(Stuck::Gap { why, need })) => match self.copy_from_peer(need).await {
+                    Ok(seq) => {
+                        *self.diverged.lock().expect("lock") = None;
+                        tracing::info!(seq, "embedded database copied from the other data node");
+                        self.events.record(
+                            Kind::Warning,
+                            format!("embedded database: {why}; copied the other data node's (it holds change {seq})"),
+                        );
+                        continue;
                     }
-                }
+                    Err(e) => self.not_synced(format!("{why}; a copy from the other data node failed: {e}")),
+                },
+                Ok(Err(Stuck::Other(why))) => self.not_synced(why),
                 Err(e) => tracing::error!(error = %e, "embedded apply task failed"),
             }
             tokio::select! {
@@ -308,34 +324,145 @@ impl Embedded {
         }
     }
 
-    fn apply_some(&self) -> Result<(), String> {
-        if self.diverged.lock().expect("lock").is_some() {
-            return Ok(());
+    fn not_synced(&self, why: String) {
+        let first = self.diverged.lock().expect("lock").replace(why.clone()).is_none();
+        if first {
+            tracing::error!(why, "embedded database not synced");
+            self.events
+                .record(Kind::Warning, format!("embedded database not synced: {why}"));
         }
+    }
+
+    fn apply_some(&self) -> Result<(), Stuck> {
+        let gap = |applied: u64, upto: u64| Stuck::Gap {
+            why: format!(
+                "this node's journal lacks changes {}..={upto} (it caught up from a snapshot)",
+                applied + 1
+            ),
+            need: upto,
+        };
         loop {
             let applied = self.applied_seq();
             let entries = self.journal.read(SOURCE, 0, 64);
-            let Some(first) = entries.first() else { return Ok(()) };
+            let Some(first) = entries.first() else {
+                // The state counts a change a moment before the journal holds it: a gap only
+                // when the journal is still empty after that.
+                let committed = self.committed_seq();
+                if committed > applied {
+                    std::thread::sleep(Duration::from_secs(1));
+                    if self.journal.read(SOURCE, 0, 1).is_empty() && self.applied_seq() == applied {
+                        return Err(gap(applied, committed));
+                    }
+                }
+                return Ok(());
+            };
             if first.change.seq > applied + 1 {
-                return Err(format!(
-                    "this node's journal lacks changes {}..{} (it caught up from a snapshot)",
-                    applied + 1,
-                    first.change.seq
-                ));
+                return Err(gap(applied, first.change.seq - 1));
+            }
+            if self.diverged.lock().expect("lock").is_some() {
+                return Ok(());
             }
             let mut conn = self.conn.lock().expect("embedded database lock");
             for e in &entries {
                 if e.change.seq > applied_now(&self.applied) {
                     let change: Change = codec::decode(&e.change.events)
-                        .map_err(|err| format!("change {} does not decode: {err}", e.change.seq))?;
-                    apply_change(&mut conn, e.change.seq, &change)?;
+                        .map_err(|err| Stuck::Other(format!("change {} does not decode: {err}", e.change.seq)))?;
+                    apply_change(&mut conn, e.change.seq, &change).map_err(Stuck::Other)?;
                     self.applied.send_replace(e.change.seq);
                 }
                 self.journal
                     .trim(SOURCE, e.change.seq)
-                    .map_err(|err| format!("cannot trim the journal: {err}"))?;
+                    .map_err(|err| Stuck::Other(format!("cannot trim the journal: {err}")))?;
             }
         }
+    }
+
+    /// A consistent copy of this node's database: its applied sequence number (8 bytes, little
+    /// endian), then the file (for the other data node's [`Self::copy_from_peer`]).
+    pub fn snapshot_copy(&self) -> Result<Vec<u8>, String> {
+        let tmp = self.dir.join(format!("copy-{}.sqlite", rand::random::<u32>()));
+        let conn = self.conn.lock().expect("embedded database lock");
+        let seq = self.applied_seq();
+        let made = conn.execute("VACUUM INTO ?1", [tmp.to_string_lossy()]);
+        drop(conn);
+        let result = made.map_err(sql_err).and_then(|_| {
+            let len = std::fs::metadata(&tmp).map_err(|e| e.to_string())?.len();
+            if len > EMBEDDED_COPY_MAX_BYTES {
+                return Err(format!(
+                    "the database is {len} bytes, more than EMBEDDED_COPY_MAX_BYTES ({EMBEDDED_COPY_MAX_BYTES})"
+                ));
+            }
+            let mut out = seq.to_le_bytes().to_vec();
+            out.extend(std::fs::read(&tmp).map_err(|e| e.to_string())?);
+            Ok(out)
+        });
+        let _ = std::fs::remove_file(&tmp);
+        result
+    }
+
+    /// Replace this node's copy with the other data node's, which must hold change `need`;
+    /// the sequence number the new copy holds.
+    async fn copy_from_peer(self: &Arc<Self>, need: u64) -> Result<u64, String> {
+        let cfg = self.consensus.config();
+        let peer = cfg
+            .members
+            .iter()
+            .find(|m| m.role == tandem_raft_store::MemberRole::Data && m.id != cfg.node_id)
+            .map(|m| m.peer_addr.clone())
+            .ok_or("no other data node")?;
+        let bytes = (self.exchange)(peer.clone(), "/peer/db/embedded", Vec::new(), COPY_TIMEOUT).await?;
+        if bytes.len() < 8 {
+            return Err(format!("{peer} sent {} bytes, not a database copy", bytes.len()));
+        }
+        let seq = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        if seq < need {
+            return Err(format!(
+                "{peer}'s copy holds change {seq}, this node needs {need}: try later"
+            ));
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.replace_with(&bytes[8..], seq))
+            .await
+            .map_err(|e| e.to_string())??;
+        Ok(seq)
+    }
+
+    /// Put `data` (an SQLite file holding change `seq`) in place of this node's copy.
+    fn replace_with(&self, data: &[u8], seq: u64) -> Result<(), String> {
+        let incoming = self.dir.join("incoming.sqlite");
+        let io = |e: std::io::Error| format!("{}: {e}", incoming.display());
+        {
+            use std::io::Write as _;
+            let mut f = std::fs::File::create(&incoming).map_err(io)?;
+            f.write_all(data).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        // It must be a database holding `seq` before it replaces anything.
+        let (check, held) = open_file(&incoming)?;
+        drop(check);
+        if held != seq {
+            let _ = std::fs::remove_file(&incoming);
+            return Err(format!("the copy says it holds change {held}, not {seq}"));
+        }
+        let target = self.dir.join("db.sqlite");
+        let mut conn = self.conn.lock().expect("embedded database lock");
+        // Let go of the old file (and its WAL) before the new one takes its name.
+        let old = std::mem::replace(&mut *conn, Connection::open_in_memory().map_err(sql_err)?);
+        drop(old);
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(self.dir.join(format!("db.sqlite{suffix}")));
+        }
+        std::fs::rename(&incoming, &target).map_err(io)?;
+        if let Ok(d) = std::fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        let (fresh, _) = open_file(&target)?;
+        *conn = fresh;
+        drop(conn);
+        self.applied.send_replace(seq);
+        self.journal
+            .trim(SOURCE, seq)
+            .map_err(|e| format!("cannot trim the journal: {e}"))
     }
 
     /// Lag and state for `GET /v1/db/embedded` and metrics: (applied, committed, diverged).
@@ -346,6 +473,36 @@ impl Embedded {
             self.diverged.lock().expect("lock").clone(),
         )
     }
+}
+
+/// Open the database file at `path` as the node's copy; its applied sequence number.
+fn open_file(path: &Path) -> Result<(Connection, u64), String> {
+    let conn = Connection::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+         CREATE TABLE IF NOT EXISTS _tandem_applied (id INTEGER PRIMARY KEY CHECK (id = 0), seq INTEGER NOT NULL); \
+         INSERT OR IGNORE INTO _tandem_applied VALUES (0, 0);",
+    )
+    .map_err(|e| format!("cannot set up {}: {e}", path.display()))?;
+    let applied: i64 = conn
+        .query_row("SELECT seq FROM _tandem_applied", [], |r| r.get(0))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((conn, applied as u64))
+}
+
+/// The peer route the other data node copies this node's database from.
+pub fn peer_routes(embedded: Arc<Embedded>) -> axum::Router {
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    async fn copy(State(e): State<Arc<Embedded>>) -> Result<Vec<u8>, (StatusCode, String)> {
+        tokio::task::spawn_blocking(move || e.snapshot_copy())
+            .await
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))
+    }
+    axum::Router::new()
+        .route("/peer/db/embedded", axum::routing::post(copy))
+        .with_state(embedded)
 }
 
 fn applied_now(applied: &watch::Sender<u64>) -> u64 {

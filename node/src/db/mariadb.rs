@@ -38,6 +38,11 @@ pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an empty journal may lag the state before it counts as a gap.
 const GAP_SETTLE: Duration = Duration::from_secs(1);
+/// Captured transactions waiting to be proposed.
+const CAPTURE_QUEUE: usize = 4096;
+/// Most transactions proposed in one batch, and about how many bytes.
+const PROPOSE_BATCH_MAX: usize = 256;
+const PROPOSE_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Most journal entries the applier takes at once.
 const APPLY_BATCH: usize = 64;
 /// How often the loops look at the role and the server.
@@ -395,62 +400,96 @@ impl MariaDb {
         let mut stream = conn.get_binlog_stream(request).await.map_err(sql_err)?;
         tracing::info!(%epoch, from = %print_position(&start), "database capture started");
         self.set_error(None);
-        let mut cutter = Cutter::starting_at(start.clone());
-        loop {
-            let Ok(next) = tokio::time::timeout(STREAM_SILENCE, stream.next()).await else {
-                return Err(format!("no event nor heartbeat from the server for {STREAM_SILENCE:?}"));
-            };
-            let ev = match next {
-                Some(Ok(ev)) => ev,
-                Some(Err(e)) => return Err(format!("binlog stream: {e}")),
-                None => return Err("the binlog stream ended".into()),
-            };
-            let header = ev.header();
-            let kind = header.event_type_raw();
-            let mut raw = Vec::new();
-            ev.write(BinlogVersion::Version4, &mut raw)
-                .map_err(|e| format!("cannot re-encode a binlog event: {e}"))?;
-            let query = if kind == super::binlog::event_type::QUERY {
-                let q: mysql_async::binlog::events::QueryEvent<'_> =
-                    ev.read_event().map_err(|e| format!("malformed query event: {e}"))?;
-                Some((q.schema().into_owned(), q.query().into_owned()))
-            } else {
-                None
-            };
-            let raw_event = RawEvent {
-                kind,
-                timestamp: header.timestamp(),
-                server_id: header.server_id(),
-                body: ev.data().to_vec(),
-                raw,
-                query,
-            };
-            let Some(tx) = cutter.feed(&raw_event).map_err(|e| e.to_string())? else {
-                continue;
-            };
-            if start.get(&tx.gtid.domain).is_some_and(|s| tx.gtid.seq <= s.seq) {
-                continue; // committed already
+        // A reader cuts transactions ahead while the proposer sends what is waiting in one
+        // batch, so a burst does not wait for one commit per transaction.
+        let (queue, mut waiting) = tokio::sync::mpsc::channel::<Transaction>(CAPTURE_QUEUE);
+        let reader = async {
+            let mut cutter = Cutter::starting_at(start.clone());
+            loop {
+                let Ok(next) = tokio::time::timeout(STREAM_SILENCE, stream.next()).await else {
+                    return Err(format!("no event nor heartbeat from the server for {STREAM_SILENCE:?}"));
+                };
+                let ev = match next {
+                    Some(Ok(ev)) => ev,
+                    Some(Err(e)) => return Err(format!("binlog stream: {e}")),
+                    None => return Err("the binlog stream ended".into()),
+                };
+                let header = ev.header();
+                let kind = header.event_type_raw();
+                let mut raw = Vec::new();
+                ev.write(BinlogVersion::Version4, &mut raw)
+                    .map_err(|e| format!("cannot re-encode a binlog event: {e}"))?;
+                let query = if kind == super::binlog::event_type::QUERY {
+                    let q: mysql_async::binlog::events::QueryEvent<'_> =
+                        ev.read_event().map_err(|e| format!("malformed query event: {e}"))?;
+                    Some((q.schema().into_owned(), q.query().into_owned()))
+                } else {
+                    None
+                };
+                let raw_event = RawEvent {
+                    kind,
+                    timestamp: header.timestamp(),
+                    server_id: header.server_id(),
+                    body: ev.data().to_vec(),
+                    raw,
+                    query,
+                };
+                let Some(tx) = cutter.feed(&raw_event).map_err(|e| e.to_string())? else {
+                    continue;
+                };
+                if start.get(&tx.gtid.domain).is_some_and(|s| tx.gtid.seq <= s.seq) {
+                    continue; // committed already
+                }
+                if queue.send(tx).await.is_err() {
+                    return Ok(());
+                }
             }
-            seq += 1;
-            let record = Record::Db(DbChange {
-                source: self.spec.source.clone(),
-                seq,
-                gtid: tx.gtid.to_string(),
-                events: tx.encode()?,
-            });
-            match self.consensus.propose_in(record, Some(epoch)).await {
-                Ok(_) => {
+        };
+        let proposer = async {
+            while let Some(first) = waiting.recv().await {
+                let mut batch = vec![first];
+                let mut bytes = batch[0].body_bytes();
+                while batch.len() < PROPOSE_BATCH_MAX && bytes < PROPOSE_BATCH_BYTES {
+                    match waiting.try_recv() {
+                        Ok(tx) => {
+                            bytes += tx.body_bytes();
+                            batch.push(tx);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let mut records = Vec::with_capacity(batch.len());
+                for (i, tx) in batch.iter().enumerate() {
+                    records.push(Record::Db(DbChange {
+                        source: self.spec.source.clone(),
+                        seq: seq + 1 + i as u64,
+                        gtid: tx.gtid.to_string(),
+                        events: tx.encode()?,
+                    }));
+                }
+                let outcomes = match self.consensus.propose_many_in(records, epoch).await {
+                    Ok(o) => o,
+                    Err(_) if self.failover.active_epoch() != Some(epoch) => return Ok(()),
+                    Err(e) => return Err(format!("proposing from {}: {e}", batch[0].gtid)),
+                };
+                for (tx, outcome) in batch.iter().zip(outcomes) {
+                    if let Err(e) = outcome {
+                        if self.failover.active_epoch() != Some(epoch) {
+                            return Ok(());
+                        }
+                        return Err(format!("proposing {}: {e}", tx.gtid));
+                    }
+                    seq += 1;
                     let mut s = self.lock();
                     s.proposed = Some(tx.gtid);
                     s.info.captured_total += 1;
                 }
-                Err(e) => {
-                    if self.failover.active_epoch() != Some(epoch) {
-                        return Ok(());
-                    }
-                    return Err(format!("proposing {}: {e}", tx.gtid));
-                }
             }
+            Ok(())
+        };
+        tokio::select! {
+            r = reader => r,
+            r = proposer => r,
         }
     }
 
@@ -525,6 +564,7 @@ impl MariaDb {
                 return Ok(());
             }
             let mut pos = r.position(self).await?;
+            let mut done = None;
             for e in &entries {
                 let tx = Transaction::decode(&e.change.events)?;
                 let here = pos.get(&tx.gtid.domain).copied();
@@ -559,12 +599,20 @@ impl MariaDb {
                         e.change.seq,
                         tx.prev.map_or("nothing".into(), |p| p.to_string())
                     ));
-                    return Ok(());
+                    break;
                 }
+                done = Some(e.change.seq);
+            }
+            // One trim for the batch: a trim lost in a crash only makes the applier find those
+            // transactions held already.
+            if let Some(seq) = done {
                 self.journal
-                    .trim(source, e.change.seq)
+                    .trim(source, seq)
                     .map_err(|err| format!("cannot trim the journal: {err}"))?;
-                self.lock().info.server_gtid = Some(print_position(&pos));
+            }
+            self.lock().info.server_gtid = Some(print_position(&pos));
+            if self.lock().info.diverged.is_some() {
+                return Ok(());
             }
             self.set_error(None);
         }
@@ -585,6 +633,8 @@ struct Replayer {
     conn: Option<Conn>,
     /// The format description event this session was given last.
     fde: Option<Vec<u8>>,
+    /// The GTID domain and server id this session's commits get.
+    origin: Option<(u32, u32)>,
     /// Since when the journal is empty while the state counts more transactions than this
     /// node's database holds (committed seq, since).
     empty_behind: Option<(u64, Instant)>,
@@ -601,6 +651,7 @@ impl Replayer {
                 .map_err(sql_err)?;
             self.conn = Some(conn);
             self.fde = None;
+            self.origin = None;
         }
         Ok(self.conn.as_mut().expect("connected"))
     }
@@ -631,12 +682,23 @@ impl Replayer {
                 .await
                 .map_err(fail)?;
         }
-        conn.query_drop(format!(
-            "SET @@session.gtid_domain_id = {}, @@session.server_id = {}, @@session.gtid_seq_no = {}",
-            tx.gtid.domain, tx.gtid.server, tx.gtid.seq
-        ))
-        .await
-        .map_err(fail)?;
+        // The GTID the commit gets: the session's domain and server id, and the next sequence
+        // number of the domain unless told otherwise (the server stands at the predecessor).
+        let origin = (tx.gtid.domain, tx.gtid.server);
+        let mut set = Vec::new();
+        if self.origin != Some(origin) {
+            set.push(format!(
+                "@@session.gtid_domain_id = {}, @@session.server_id = {}",
+                origin.0, origin.1
+            ));
+        }
+        if !tx.prev.is_some_and(|p| p.seq + 1 == tx.gtid.seq) {
+            set.push(format!("@@session.gtid_seq_no = {}", tx.gtid.seq));
+        }
+        if !set.is_empty() {
+            conn.query_drop(format!("SET {}", set.join(", "))).await.map_err(fail)?;
+            self.origin = Some(origin);
+        }
         // One statement per round trip: a multi-statement text protocol query leaves the
         // session's packets out of step after a BINLOG statement.
         let mut statements = Vec::new();
@@ -664,11 +726,14 @@ impl Replayer {
                 }
             }
         }
+        let timed = tx.parts.iter().any(|p| matches!(p, Part::Query { .. }));
         statements.push("COMMIT".into());
+        if timed {
+            statements.push("SET TIMESTAMP = DEFAULT".into());
+        }
         for statement in statements {
             conn.query_drop(statement).await.map_err(fail)?;
         }
-        conn.query_drop("SET TIMESTAMP = DEFAULT").await.map_err(fail)?;
         self.fde = Some(tx.fde.clone());
         Ok(())
     }

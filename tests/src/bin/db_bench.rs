@@ -46,7 +46,13 @@ struct Pipe {
 impl Pipe {
     fn open(socket: &std::path::Path) -> Pipe {
         let mut child = std::process::Command::new("mariadb")
-            .args(["--no-defaults", "--user=root", "--batch", "--skip-column-names", "--unbuffered"])
+            .args([
+                "--no-defaults",
+                "--user=root",
+                "--batch",
+                "--skip-column-names",
+                "--unbuffered",
+            ])
             .arg(format!("--socket={}", socket.display()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -74,7 +80,9 @@ impl Pipe {
     /// Send `sql` and wait for its one-line answer.
     fn ask(&mut self, sql: &str) -> (Instant, String) {
         self.send(sql);
-        self.lines.recv_timeout(Duration::from_secs(30)).expect("an answer from the mariadb client")
+        self.lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("an answer from the mariadb client")
     }
 }
 
@@ -126,7 +134,11 @@ fn report(what: &str, commits: &[Option<Instant>], seen: &[Option<Instant>]) {
         ms(percentile(&lat, 90.0)),
         ms(percentile(&lat, 99.0)),
         ms(*lat.last().unwrap()),
-        if missing > 0 { format!(", {missing} never seen") } else { String::new() }
+        if missing > 0 {
+            format!(", {missing} never seen")
+        } else {
+            String::new()
+        }
     );
 }
 
@@ -138,7 +150,11 @@ fn mariadb(rate: u64, seconds: u64) -> anyhow::Result<()> {
     })?;
     let active = cluster.wait_active(None, Duration::from_secs(30));
     let standby = other_data_node(active);
-    let (db_active, db_standby) = if active == "a" { (&dbs[0], &dbs[1]) } else { (&dbs[1], &dbs[0]) };
+    let (db_active, db_standby) = if active == "a" {
+        (&dbs[0], &dbs[1])
+    } else {
+        (&dbs[1], &dbs[0])
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     while !cluster.block_on(cluster.client(active).db())?.capturing {
         anyhow::ensure!(Instant::now() < deadline, "the active never captured");
@@ -196,10 +212,22 @@ fn mariadb(rate: u64, seconds: u64) -> anyhow::Result<()> {
         n as f64 / took.as_secs_f64()
     );
     let seen: Vec<Vec<Option<Instant>>> = pollers.into_iter().map(|p| p.join().unwrap()).collect();
-    report("Tandem (commit on the active → row on the standby's server)", &commits, &seen[0]);
-    report("MariaDB async replication (commit → row on the replica)", &commits, &seen[1]);
+    report(
+        "Tandem (commit on the active → row on the standby's server)",
+        &commits,
+        &seen[0],
+    );
+    report(
+        "MariaDB async replication (commit → row on the replica)",
+        &commits,
+        &seen[1],
+    );
     let count = |db: &MariaDb| db.sql("SELECT COUNT(*), COUNT(DISTINCT id) FROM bench.t");
-    println!("rows (count, distinct): standby {}, replica {}", count(db_standby), count(&replica));
+    println!(
+        "rows (count, distinct): standby {}, replica {}",
+        count(db_standby),
+        count(&replica)
+    );
     Ok(())
 }
 
@@ -208,7 +236,10 @@ fn embedded(sequential: u64, writers: u64, seconds: u64) -> anyhow::Result<()> {
     let active = cluster.wait_active(None, Duration::from_secs(30));
     let client = cluster.client(active);
     let exec = |sql: &str, params: Vec<serde_json::Value>| ExecuteRequest {
-        statements: vec![SqlStatement { sql: sql.into(), params }],
+        statements: vec![SqlStatement {
+            sql: sql.into(),
+            params,
+        }],
     };
     cluster.block_on(client.db_execute(&exec(
         "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, r INTEGER)",
@@ -237,7 +268,10 @@ fn embedded(sequential: u64, writers: u64, seconds: u64) -> anyhow::Result<()> {
         .map(|w| {
             let (stop, done, addr) = (stop.clone(), done.clone(), addr.clone());
             std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 let client = tandem_client::Client::new(addr);
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {

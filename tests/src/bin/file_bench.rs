@@ -43,9 +43,9 @@ use anyhow::Context;
 use tandem_client::api::FilesInfo;
 use tandem_tests::bench_arg as arg;
 use tandem_tests::other_data_node;
+use tandem_tests::percentile;
 use tandem_tests::Cluster;
 use tandem_tests::ClusterOptions;
-use tandem_tests::percentile;
 use tandem_tests::Sysctl;
 
 const TEMP_PREFIX: &str = tandem_node::files::disk::TEMP_PREFIX;
