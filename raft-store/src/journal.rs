@@ -119,6 +119,13 @@ impl DbJournal {
         self.lock().get(&(source.to_string(), seq)).cloned()
     }
 
+    /// Whether an entry of `source` after sequence number `after` carries `gtid`.
+    pub fn has_gtid_after(&self, source: &str, after: u64, gtid: &str) -> bool {
+        self.lock()
+            .range((source.to_string(), after + 1)..=(source.to_string(), u64::MAX))
+            .any(|(_, e)| e.change.gtid == gtid)
+    }
+
     /// The first sequence number of `source` the journal holds.
     pub fn first_seq(&self, source: &str) -> Option<u64> {
         self.read(source, 0, 1).first().map(|e| e.change.seq)

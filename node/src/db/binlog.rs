@@ -115,6 +115,18 @@ impl Transaction {
         codec::decode(bytes).map_err(|e| format!("database change record does not hold a transaction: {e}"))
     }
 
+    /// How many statements the body holds: each query, and each rows event that ends a
+    /// statement (`STMT_END_F` in its flags).
+    pub fn statements(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Rows(evs) => evs.iter().filter(|e| ends_statement(&e.0)).count().max(1),
+                Part::Query { .. } => 1,
+            })
+            .sum()
+    }
+
     /// Bytes of the body (for the size limit and the lag in bytes).
     pub fn body_bytes(&self) -> usize {
         self.parts
@@ -125,6 +137,16 @@ impl Transaction {
             })
             .sum()
     }
+}
+
+/// Whether a raw event is a rows event with `STMT_END_F`: after the 19-byte header come the
+/// table id (6 bytes) and the flags (2 bytes, little endian).
+fn ends_statement(raw: &[u8]) -> bool {
+    const HEADER: usize = 19;
+    const STMT_END_F: u16 = 1;
+    let kind = raw.get(4).copied().unwrap_or(0);
+    let rows = event_type::ROWS_V1.contains(&kind) || event_type::ROWS_V2.contains(&kind);
+    rows && raw.len() >= HEADER + 8 && u16::from_le_bytes([raw[HEADER + 6], raw[HEADER + 7]]) & STMT_END_F != 0
 }
 
 /// Why the events could not be cut into transactions.
@@ -379,6 +401,19 @@ mod tests {
         c.feed(&rows(event_type::TABLE_MAP, 3)).unwrap();
         let t = c.feed(&query("COMMIT")).unwrap().unwrap();
         assert_eq!((t.gtid.seq, t.parts.len()), (7, 1));
+        // Statements: the row transaction above ended no statement by flag (counts as one).
+        assert_eq!(tx.statements(), 1);
+        let rows_end = |stmt_end: bool| {
+            let mut raw = vec![0u8; 19 + 8];
+            raw[4] = 23;
+            raw[19 + 6] = u8::from(stmt_end);
+            Event(raw)
+        };
+        let two = Transaction {
+            parts: vec![Part::Rows(vec![rows_end(true), rows_end(false), rows_end(true)])],
+            ..tx.clone()
+        };
+        assert_eq!(two.statements(), 2);
         // Round trip through the record's encoding.
         assert_eq!(Transaction::decode(&t.encode().unwrap()).unwrap(), t);
     }

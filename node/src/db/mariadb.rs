@@ -44,7 +44,7 @@ const CAPTURE_QUEUE: usize = 4096;
 const PROPOSE_BATCH_MAX: usize = 256;
 const PROPOSE_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Most journal entries the applier takes at once.
-const APPLY_BATCH: usize = 64;
+const APPLY_BATCH: usize = 512;
 /// How often the loops look at the role and the server.
 const TICK: Duration = Duration::from_millis(100);
 /// Silence on the binlog stream after which it is opened again (the server sends heartbeats
@@ -573,23 +573,18 @@ impl MariaDb {
                     .consensus
                     .activation()
                     .is_some_and(|a| a.node == self.consensus.config().node_id && a.epoch == e.epoch);
-                let held = mine
-                    || here == Some(tx.gtid)
-                    || here.is_some_and(|h| {
-                        // Further on in the journal: held already (a crash lost the trim).
-                        let h = h.to_string();
-                        self.journal
-                            .read(source, e.change.seq + 1, usize::MAX)
-                            .iter()
-                            .any(|later| later.change.gtid == h)
-                    });
-                if held {
+                // Further on in the journal: held already (a crash lost the trim).
+                let later = |h: Gtid| self.journal.has_gtid_after(source, e.change.seq, &h.to_string());
+                if mine || here == Some(tx.gtid) {
+                    // held
                 } else if here == tx.prev {
                     r.replay(self, &tx).await?;
                     pos.insert(tx.gtid.domain, tx.gtid);
                     let mut s = self.lock();
                     s.info.applied_total += 1;
                     s.last_applied = Some(Instant::now());
+                } else if here.is_some_and(later) {
+                    // held
                 } else {
                     self.diverge(format!(
                         "the server stands at {} where transaction {} (seq {}) expects {}: \
@@ -644,9 +639,10 @@ impl Replayer {
     async fn conn(&mut self, db: &MariaDb) -> Result<&mut Conn, String> {
         if self.conn.is_none() {
             let mut conn = db.connect().await?;
-            // The replay writes the binlog with the source's GTIDs; autocommit off keeps a body's
-            // statements in one transaction (one GTID).
-            conn.query_drop("SET SESSION autocommit = 0, SESSION sql_log_bin = 1")
+            // The replay writes the binlog with the source's GTIDs. A transaction of one
+            // statement is one BINLOG statement, committed by autocommit; longer ones are put
+            // between BEGIN and COMMIT, so a body is one transaction (one GTID) either way.
+            conn.query_drop("SET SESSION autocommit = 1, SESSION sql_log_bin = 1")
                 .await
                 .map_err(sql_err)?;
             self.conn = Some(conn);
@@ -727,7 +723,11 @@ impl Replayer {
             }
         }
         let timed = tx.parts.iter().any(|p| matches!(p, Part::Query { .. }));
-        statements.push("COMMIT".into());
+        // One statement of rows (or one DDL) commits by itself; anything more is wrapped.
+        if tx.statements() > 1 {
+            statements.insert(0, "BEGIN".into());
+            statements.push("COMMIT".into());
+        }
         if timed {
             statements.push("SET TIMESTAMP = DEFAULT".into());
         }

@@ -105,7 +105,7 @@ fn watch(socket: &std::path::Path, n: u64, until: Instant) -> Vec<Option<Instant
             seen[id as usize] = Some(at);
         }
         max = max.max(now_max);
-        std::thread::sleep(Duration::from_micros(200));
+        std::thread::sleep(Duration::from_millis(1));
     }
     seen
 }
@@ -180,6 +180,34 @@ fn mariadb(rate: u64, seconds: u64) -> anyhow::Result<()> {
             std::thread::spawn(move || watch(&socket, n, until))
         })
         .collect();
+    // Where the capture and the replay stand, every 2 s.
+    let progress = {
+        let (a, b) = (cluster.spec(active).admin_addr(), cluster.spec(standby).admin_addr());
+        let stop = until;
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let (ca, cb) = (tandem_client::Client::new(a), tandem_client::Client::new(b));
+            let t0 = Instant::now();
+            while Instant::now() < stop {
+                std::thread::sleep(Duration::from_secs(2));
+                let (Ok(ia), Ok(ib)) = (rt.block_on(ca.db()), rt.block_on(cb.db())) else {
+                    continue;
+                };
+                println!(
+                    "  {:>4.0} s: committed {}, standby applied {}",
+                    t0.elapsed().as_secs_f64(),
+                    ia.committed_seq,
+                    ib.applied_seq
+                );
+                if ib.applied_seq >= n + 2 {
+                    break;
+                }
+            }
+        })
+    };
     let mut writer = Pipe::open(&db_active.socket());
     let mut commits = vec![None; n as usize + 1];
     let started = Instant::now();
@@ -212,6 +240,7 @@ fn mariadb(rate: u64, seconds: u64) -> anyhow::Result<()> {
         n as f64 / took.as_secs_f64()
     );
     let seen: Vec<Vec<Option<Instant>>> = pollers.into_iter().map(|p| p.join().unwrap()).collect();
+    let _ = progress.join();
     report(
         "Tandem (commit on the active → row on the standby's server)",
         &commits,
