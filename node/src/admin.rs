@@ -216,7 +216,6 @@ async fn status(State(app): State<AdminState>) -> Json<NodeStatus> {
 
 /// The node's state for Prometheus: role, term, epoch, and the database change records.
 async fn metrics(State(app): State<AdminState>) -> impl IntoResponse {
-    use crate::metrics::Type::Counter;
     use crate::metrics::Type::Gauge;
     let mut m = crate::metrics::Exposition::default();
     let status = node_status(&app);
@@ -243,6 +242,7 @@ async fn metrics(State(app): State<AdminState>) -> impl IntoResponse {
     );
     #[cfg(feature = "mariadb")]
     if let Some(db) = &app.database {
+        use crate::metrics::Type::Counter;
         let i = db.info();
         let l = [("source", i.source.as_str())];
         let b = |v: bool| f64::from(u8::from(v));

@@ -534,8 +534,8 @@ fn apply_change(conn: &mut Connection, seq: u64, change: &Change) -> Result<(), 
 
 fn brief(sql: &str) -> String {
     let one_line: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.len() > 60 {
-        format!("{}…", &one_line[..one_line.floor_char_boundary(60)])
+    if one_line.chars().count() > 60 {
+        format!("{}…", one_line.chars().take(60).collect::<String>())
     } else {
         one_line
     }

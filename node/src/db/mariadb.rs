@@ -688,7 +688,7 @@ impl Replayer {
                 origin.0, origin.1
             ));
         }
-        if !tx.prev.is_some_and(|p| p.seq + 1 == tx.gtid.seq) {
+        if tx.prev.is_none_or(|p| p.seq + 1 != tx.gtid.seq) {
             set.push(format!("@@session.gtid_seq_no = {}", tx.gtid.seq));
         }
         if !set.is_empty() {
