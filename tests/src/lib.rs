@@ -437,6 +437,26 @@ impl Cluster {
         }
     }
 
+    /// Wait until `node`'s cluster view says `state` with a reason containing `reason`; fails
+    /// the test after `within`.
+    pub fn wait_cluster_status(&self, node: &str, state: &str, reason: &str, within: Duration) {
+        let started = Instant::now();
+        loop {
+            let status = self.block_on(self.client(node).cluster()).map(|v| v.cluster_status);
+            if status
+                .as_ref()
+                .is_ok_and(|s| s.state == state && s.reason.contains(reason))
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < within,
+                "the cluster status never said {state}: {reason}: {status:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Write a test record through whichever node leads, following not-leader answers.
     pub fn write(&self, id: u64, payload: &str) -> anyhow::Result<WriteTestRecordResult> {
         let req = WriteTestRecord {

@@ -148,9 +148,7 @@ impl MariaDb {
     }
 
     pub fn try_sql(&self, sql: &str) -> anyhow::Result<String> {
-        let out = Command::new(program("mariadb"))
-            .args(["--no-defaults", "--user=root", "--batch", "--skip-column-names"])
-            .arg(format!("--socket={}", self.socket().display()))
+        let out = client(&self.socket())
             .args(["-e", sql])
             .output()
             .context("run the mariadb client")?;
@@ -199,6 +197,15 @@ impl Drop for MariaDb {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The `mariadb` client as root on the server at `socket`, printing rows tab-separated without
+/// a header.
+pub fn client(socket: &Path) -> Command {
+    let mut c = Command::new(program("mariadb"));
+    c.args(["--no-defaults", "--user=root", "--batch", "--skip-column-names"])
+        .arg(format!("--socket={}", socket.display()));
+    c
 }
 
 /// A MariaDB program: where Debian puts it (the server is in /usr/sbin, which a user's PATH

@@ -730,22 +730,9 @@ fn a_full_disk_on_the_standby_stops_applying_and_resumes_when_space_returns() {
         "later changes wait: they are applied in order"
     );
     // The active hears of it with the next heartbeat.
-    let started = Instant::now();
-    loop {
-        let status = setup
-            .cluster
-            .block_on(setup.cluster.client(active).cluster())
-            .unwrap()
-            .cluster_status;
-        if status.state == "not synced" && status.reason.contains("stopped applying file changes") {
-            break;
-        }
-        assert!(
-            started.elapsed() < SETTLE,
-            "the cluster status never said so: {status:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    setup
+        .cluster
+        .wait_cluster_status(active, "not synced", "stopped applying file changes", SETTLE);
     let events = events_of(&setup, standby);
     assert!(events.iter().any(|e| e.contains("file mirror stopped")), "{events:?}");
 

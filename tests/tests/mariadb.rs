@@ -212,15 +212,8 @@ fn writer(
 ) -> std::thread::JoinHandle<Vec<u64>> {
     std::thread::spawn(move || {
         // One client process running many single-row transactions, fed through its stdin.
-        let mut child = std::process::Command::new("mariadb")
-            .args([
-                "--no-defaults",
-                "--user=root",
-                "--batch",
-                "--skip-column-names",
-                "--force",
-            ])
-            .arg(format!("--socket={}", db_socket.display()))
+        let mut child = tandem_tests::mariadb::client(&db_socket)
+            .arg("--force")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -331,22 +324,9 @@ fn sigkill_of_the_active_loses_no_committed_transaction_and_the_returning_node_i
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("NOT SYNCED, diverged"), "{out}");
     // The active hears of it with the next heartbeat, and the cluster status names it.
-    let started = Instant::now();
-    loop {
-        let status = setup
-            .cluster
-            .block_on(setup.cluster.client(new).cluster())
-            .unwrap()
-            .cluster_status;
-        if status.state == "not synced" && status.reason.contains("database diverged") {
-            break;
-        }
-        assert!(
-            started.elapsed() < SETTLE,
-            "the cluster status never said so: {status:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    setup
+        .cluster
+        .wait_cluster_status(new, "not synced", "database diverged", SETTLE);
 
     // The operator's word: first what a seed would do (nothing changes), then the seed. The
     // old node's server then holds exactly the committed transactions and replays the next.

@@ -45,15 +45,8 @@ struct Pipe {
 
 impl Pipe {
     fn open(socket: &std::path::Path) -> Pipe {
-        let mut child = std::process::Command::new("mariadb")
-            .args([
-                "--no-defaults",
-                "--user=root",
-                "--batch",
-                "--skip-column-names",
-                "--unbuffered",
-            ])
-            .arg(format!("--socket={}", socket.display()))
+        let mut child = tandem_tests::mariadb::client(socket)
+            .arg("--unbuffered")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
