@@ -119,6 +119,14 @@ impl DbJournal {
         self.lock().get(&(source.to_string(), seq)).cloned()
     }
 
+    /// Bytes of the changes of `source` after sequence number `after`.
+    pub fn bytes_after(&self, source: &str, after: u64) -> u64 {
+        self.lock()
+            .range((source.to_string(), after + 1)..=(source.to_string(), u64::MAX))
+            .map(|(_, e)| e.change.events.len() as u64)
+            .sum()
+    }
+
     /// Whether an entry of `source` after sequence number `after` carries `gtid`.
     pub fn has_gtid_after(&self, source: &str, after: u64, gtid: &str) -> bool {
         self.lock()

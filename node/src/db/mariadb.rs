@@ -167,12 +167,7 @@ impl MariaDb {
     pub fn info(&self) -> DbInfo {
         let (seq, gtid) = self.committed();
         let mark = self.journal.mark(&self.spec.source);
-        let lag_bytes: u64 = self
-            .journal
-            .read(&self.spec.source, mark + 1, usize::MAX)
-            .iter()
-            .map(|e| e.change.events.len() as u64)
-            .sum();
+        let lag_bytes = self.journal.bytes_after(&self.spec.source, mark);
         let s = self.lock();
         let mut info = s.info.clone();
         info.committed_seq = seq;
@@ -207,7 +202,7 @@ impl MariaDb {
         let epoch = self.failover.active_epoch();
         let deadline = Instant::now() + CATCH_UP_TIMEOUT;
         loop {
-            let info = self.info();
+            let info = self.brief();
             if let Some(why) = info.diverged {
                 self.events.record(
                     Kind::Warning,
