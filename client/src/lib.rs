@@ -62,20 +62,115 @@ impl ClientError {
     }
 }
 
-/// A client for one node's admin API at `addr` (`host:port`).
+/// How a client reaches nodes: the bearer token it sends and the CA it trusts for HTTPS.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    /// Sent as `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// PEM file of the CA that signed the nodes' certificates. With it, an address without a
+    /// scheme is reached over HTTPS.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+static DEFAULT_ACCESS: std::sync::OnceLock<Access> = std::sync::OnceLock::new();
+
+/// Set, once per process, the access every later [`Client::new`] uses (tandemctl's
+/// `--token-file` and `--ca-file`). Later calls are ignored.
+pub fn set_default_access(access: Access) {
+    let _ = DEFAULT_ACCESS.set(access);
+}
+
+#[cfg(feature = "tls")]
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+#[cfg(not(feature = "tls"))]
+type Connector = HttpConnector;
+
+/// A CA file could not be used.
+fn https_connector(ca_file: Option<&std::path::Path>) -> Result<Connector, String> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    #[cfg(feature = "tls")]
+    {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::CertificateDer;
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path).map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| format!("CA file {}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("CA file {}: {e}", path.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("CA file {} holds no certificate", path.display()));
+            }
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http))
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        if ca_file.is_some() {
+            return Err("this build has no TLS (the `tls` feature)".into());
+        }
+        Ok(http)
+    }
+}
+
+/// A client for one node's admin API at `addr`: `host:port` (HTTPS when the access names a
+/// CA file, else HTTP), or a URL base such as `https://10.0.0.5:7480`.
 #[derive(Clone, Debug)]
 pub struct Client {
     addr: String,
+    base: String,
     timeout: Duration,
-    http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    token: Option<String>,
+    http: Result<hyper_util::client::legacy::Client<Connector, Full<Bytes>>, String>,
 }
 
 impl Client {
     pub fn new(addr: impl Into<String>) -> Self {
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+        let access = DEFAULT_ACCESS.get().cloned().unwrap_or_default();
+        Self::with_access(addr, &access)
+    }
+
+    /// A client with its own token and CA instead of the process's default access.
+    pub fn with_access(addr: impl Into<String>, access: &Access) -> Self {
+        let addr: String = addr.into();
+        let (addr, base) = if let Some(rest) = addr.strip_prefix("https://") {
+            (
+                rest.trim_end_matches('/').to_string(),
+                format!("https://{}", rest.trim_end_matches('/')),
+            )
+        } else if let Some(rest) = addr.strip_prefix("http://") {
+            (
+                rest.trim_end_matches('/').to_string(),
+                format!("http://{}", rest.trim_end_matches('/')),
+            )
+        } else if access.ca_file.is_some() {
+            (addr.clone(), format!("https://{addr}"))
+        } else {
+            (addr.clone(), format!("http://{addr}"))
+        };
+        let http = https_connector(access.ca_file.as_deref())
+            .map(|c| hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(c));
         Self {
-            addr: addr.into(),
+            addr,
+            base,
             timeout: Duration::from_secs(5),
+            token: access.token.clone(),
             http,
         }
     }
@@ -160,9 +255,8 @@ impl Client {
             Some(k) => format!("/v1/events/stream?kind={}", encode_query_value(k)),
             None => "/v1/events/stream".to_string(),
         };
-        let req = hyper::Request::builder()
-            .method("GET")
-            .uri(format!("http://{}{}", self.addr, path))
+        let req = self
+            .request("GET", &path)
             .header("accept", "text/event-stream")
             .body(Full::new(Bytes::new()))
             .expect("valid request");
@@ -171,7 +265,7 @@ impl Client {
             addr: addr.clone(),
             reason,
         };
-        let resp = tokio::time::timeout(self.timeout, self.http.request(req))
+        let resp = tokio::time::timeout(self.timeout, self.http()?.request(req))
             .await
             .map_err(|_| ClientError::Timeout {
                 addr: addr.clone(),
@@ -318,17 +412,35 @@ impl Client {
         }
     }
 
+    /// A request to `path` on this node, with the token if there is one.
+    fn request(&self, method: &str, path: &str) -> hyper::http::request::Builder {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path));
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        req
+    }
+
+    fn http(&self) -> Result<&hyper_util::client::legacy::Client<Connector, Full<Bytes>>, ClientError> {
+        self.http.as_ref().map_err(|reason| ClientError::Unreachable {
+            addr: self.addr.clone(),
+            reason: reason.clone(),
+        })
+    }
+
     /// One request and its whole answer, within the timeout.
     async fn exchange(&self, method: &str, path: &str, body: Bytes) -> Result<(u16, Bytes), ClientError> {
-        let req = hyper::Request::builder()
-            .method(method)
-            .uri(format!("http://{}{}", self.addr, path))
+        let req = self
+            .request(method, path)
             .header("content-type", "application/json")
             .body(Full::new(body))
             .expect("valid request");
         let addr = self.addr.clone();
+        let http = self.http()?;
         let exchange = async {
-            let resp = self.http.request(req).await.map_err(|e| ClientError::Unreachable {
+            let resp = http.request(req).await.map_err(|e| ClientError::Unreachable {
                 addr: addr.clone(),
                 reason: error_chain(&e),
             })?;

@@ -73,8 +73,27 @@ struct Cli {
     /// Per-request timeout in milliseconds.
     #[arg(long, default_value_t = 2000, global = true)]
     timeout_ms: u64,
+    /// File holding the admin API token (nodes with `[[admin_tokens]]` need one).
+    #[arg(long, env = "TANDEM_TOKEN_FILE", global = true)]
+    token_file: Option<std::path::PathBuf>,
+    /// CA certificate (PEM) of nodes serving their admin API over TLS; addresses without a
+    /// scheme are then reached over HTTPS.
+    #[arg(long, env = "TANDEM_CA_FILE", global = true)]
+    ca_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the config file for member NODE as the running cluster knows it (its members,
+    /// addresses, and the usual paths of the secret, certificates and tokens made by
+    /// deploy/install.sh): the start of a config for a node that replaces it on a new machine.
+    Snippet {
+        /// Name of the member.
+        #[arg(long)]
+        node: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,6 +160,11 @@ enum Cmd {
         node: Option<String>,
         #[command(subcommand)]
         action: Option<DbAction>,
+    },
+    /// Config help for new machines.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
     },
     /// Turn maintenance mode on or off (pauses automatic actions; checks keep reporting).
     Maintenance {
@@ -215,6 +239,10 @@ enum Cmd {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let timeout = Duration::from_millis(cli.timeout_ms);
+    if let Err(e) = set_access(&cli) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     let result = match &cli.command {
         Cmd::Status => status(&cli, timeout).await,
         Cmd::Switchover { to } => switchover(&cli, timeout, to.clone()).await,
@@ -237,6 +265,9 @@ async fn main() -> ExitCode {
             Ok(false) => return ExitCode::from(REPORT_ONLY_EXIT),
             other => other.map(drop),
         },
+        Cmd::Config {
+            action: ConfigAction::Snippet { node },
+        } => config_snippet(&cli, timeout, node).await,
         Cmd::Maintenance { state } => {
             let update = PolicyUpdate {
                 maintenance: Some(state == "on"),
@@ -948,6 +979,87 @@ async fn set_policies(cli: &Cli, timeout: Duration, update: PolicyUpdate) -> any
 }
 
 /// The first of `--nodes` that answers: its admin address as it names itself, and its status.
+/// The token and CA every request of this run uses.
+fn set_access(cli: &Cli) -> anyhow::Result<()> {
+    let token = match &cli.token_file {
+        Some(path) => {
+            let t = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", path.display()))?;
+            let t = t.trim().to_string();
+            anyhow::ensure!(!t.is_empty(), "the token file {} is empty", path.display());
+            Some(t)
+        }
+        None => None,
+    };
+    if let Some(ca) = &cli.ca_file {
+        anyhow::ensure!(ca.is_file(), "the CA file {} does not exist", ca.display());
+    }
+    tandem_client::set_default_access(tandem_client::Access {
+        token,
+        ca_file: cli.ca_file.clone(),
+    });
+    Ok(())
+}
+
+async fn config_snippet(cli: &Cli, timeout: Duration, node: &str) -> anyhow::Result<()> {
+    let first = first_answer(&cli.nodes, timeout).await?;
+    let Some(me) = first.members.iter().find(|m| m.name == node) else {
+        let names: Vec<&str> = first.members.iter().map(|m| m.name.as_str()).collect();
+        anyhow::bail!("no member is named {node:?}; the members are {}", names.join(", "));
+    };
+    print!("{}", snippet(me, &first.members));
+    Ok(())
+}
+
+/// A node's config file from the cluster's member list.
+fn snippet(me: &tandem_client::api::MemberInfo, members: &[tandem_client::api::MemberInfo]) -> String {
+    let mut out = format!(
+        "# Config of member {name:?} (id {id}, {kind}), as the running cluster knows it.\n\
+         # Copy /etc/tandem/cluster.secret, the CA certificate and the tokens from another node,\n\
+         # make this node's certificate and key (deploy/install.sh), then: tandem config check.\n\
+         node_id = {id}\n\
+         data_dir = \"/var/lib/tandem\"\n\
+         peer_listen = \"{peer}\"\n\
+         admin_listen = \"127.0.0.1:7480\"\n\
+         cluster_secret_file = \"/etc/tandem/cluster.secret\"\n\
+         \n\
+         [tls]\n\
+         ca_file = \"/etc/tandem/tls/ca.crt\"\n\
+         cert_file = \"/etc/tandem/tls/node.crt\"\n\
+         key_file = \"/etc/tandem/tls/node.key\"\n\
+         \n\
+         [[admin_tokens]]\n\
+         name = \"admin\"\n\
+         scope = \"admin\"\n\
+         token_file = \"/etc/tandem/tokens/admin.token\"\n\
+         \n\
+         [[admin_tokens]]\n\
+         name = \"read\"\n\
+         scope = \"read\"\n\
+         token_file = \"/etc/tandem/tokens/read.token\"\n",
+        name = me.name,
+        id = me.id,
+        kind = me.kind,
+        peer = listen_addr(&me.peer_addr),
+    );
+    for m in members {
+        out.push_str(&format!(
+            "\n[[members]]\nid = {}\nname = \"{}\"\nrole = \"{}\"\npeer_addr = \"{}\"\nadmin_addr = \"{}\"\n",
+            m.id, m.name, m.kind, m.peer_addr, m.admin_addr
+        ));
+    }
+    out
+}
+
+/// Where a node listens for its peers: every address of the machine, on the port the others
+/// reach it at.
+fn listen_addr(peer_addr: &str) -> String {
+    match peer_addr.rsplit_once(':') {
+        Some((host, port)) if host.parse::<std::net::IpAddr>().is_err() => format!("0.0.0.0:{port}"),
+        _ => peer_addr.to_string(),
+    }
+}
+
 async fn answering_node(cli: &Cli, timeout: Duration) -> anyhow::Result<(String, NodeStatus)> {
     let first = first_answer(&cli.nodes, timeout).await?;
     let addr = first

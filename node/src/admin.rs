@@ -91,6 +91,25 @@ pub struct AdminState {
     /// The embedded SQLite database, on a data node.
     #[cfg(feature = "sqlite")]
     pub embedded: Option<Arc<crate::db::embedded::Embedded>>,
+    /// Bearer tokens of the admin API.
+    pub tokens: crate::auth::Tokens,
+}
+
+/// The health routes alone, for the `health_listen` port a load balancer checks: no token,
+/// nothing else served.
+pub fn health_router(state: AdminState) -> Router {
+    Router::new()
+        .route("/health/live", get(|| async { "live\n" }))
+        .route("/health/active", get(health_active))
+        .route("/health/standby", get(health_standby))
+        .fallback(|| async {
+            AdminError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "this port serves only /health/live, /health/active and /health/standby",
+            )
+        })
+        .with_state(state)
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -121,6 +140,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/health/standby", get(health_standby))
         .fallback(|| async { AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /v1/status") })
         .layer(DefaultBodyLimit::max(ADMIN_BODY_MAX_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.tokens.clone(),
+            crate::auth::check,
+        ))
         .with_state(state)
 }
 
@@ -1266,7 +1289,7 @@ async fn audit_action(app: &AdminState, action: &str, detail: String) {
         .record(events::Kind::Operator, format!("{action}: {detail}"));
     let entry = AuditEntry {
         at_ms: unix_ms(),
-        actor: format!("admin-api@{}", app.consensus.config().me().name),
+        actor: format!("{}@{}", crate::auth::caller(), app.consensus.config().me().name),
         action: action.into(),
         detail,
     };

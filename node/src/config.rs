@@ -17,6 +17,8 @@ use tandem_raft_store::NodeId;
 
 /// Shortest cluster secret accepted, in bytes.
 pub const CLUSTER_SECRET_MIN_BYTES: usize = 16;
+/// Where the admin API listens when the config does not say: loopback only.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7480";
 /// Largest config file read.
 pub const CONFIG_FILE_MAX_BYTES: u64 = 1024 * 1024;
 
@@ -50,7 +52,8 @@ struct RawConfig {
     node_id: NodeId,
     data_dir: PathBuf,
     peer_listen: String,
-    admin_listen: String,
+    admin_listen: Option<String>,
+    health_listen: Option<String>,
     cluster_secret: Option<String>,
     cluster_secret_file: Option<PathBuf>,
     #[serde(default = "default_cluster_name")]
@@ -68,6 +71,9 @@ struct RawConfig {
     #[serde(default)]
     sync: Vec<crate::files::spec::RawFolder>,
     database: Option<crate::db::spec::RawDatabase>,
+    tls: Option<crate::tls::RawTls>,
+    #[serde(default)]
+    admin_tokens: Vec<crate::auth::RawToken>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -326,6 +332,12 @@ pub struct ValidConfig {
     pub data_dir: PathBuf,
     pub peer_listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// A plain-HTTP port serving only the health routes, for load balancers.
+    pub health_listen: Option<SocketAddr>,
+    /// TLS on the peer port (mutual) and, unless turned off, the admin API.
+    pub tls: Option<crate::tls::TlsSpec>,
+    /// Bearer tokens of the admin API; none means the API is open to whoever reaches it.
+    pub admin_tokens: Vec<crate::auth::AdminToken>,
     pub cluster_secret: String,
     pub cluster_name: String,
     pub timers: Timers,
@@ -416,7 +428,7 @@ fn host_port(key: &str, value: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
+fn validate(mut raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
     // Members: exactly two data nodes and one witness, all voters (DESIGN §1, §3).
     if raw.members.len() != 3 {
         return Err(err(
@@ -490,10 +502,25 @@ fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
     }
 
     let peer_listen = socket_addr("peer_listen", &raw.peer_listen)?;
-    let admin_listen = socket_addr("admin_listen", &raw.admin_listen)?;
+    let admin_listen = socket_addr(
+        "admin_listen",
+        raw.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN),
+    )?;
     if peer_listen == admin_listen {
         return Err(err("admin_listen", "must differ from peer_listen"));
     }
+    let health_listen = raw
+        .health_listen
+        .as_deref()
+        .map(|h| socket_addr("health_listen", h))
+        .transpose()?;
+    if let Some(h) = health_listen {
+        if h == peer_listen || h == admin_listen {
+            return Err(err("health_listen", "must differ from peer_listen and admin_listen"));
+        }
+    }
+    let tls = raw.tls.take().map(|t| crate::tls::validate_tls(t, base)).transpose()?;
+    let admin_tokens = crate::auth::validate_tokens(std::mem::take(&mut raw.admin_tokens), base)?;
 
     if raw.data_dir.as_os_str().is_empty() {
         return Err(err("data_dir", "must not be empty"));
@@ -594,6 +621,9 @@ fn validate(raw: RawConfig, base: &Path) -> Result<ValidConfig, ConfigError> {
         data_dir,
         peer_listen,
         admin_listen,
+        health_listen,
+        tls,
+        admin_tokens,
         cluster_secret,
         cluster_name: raw.cluster_name,
         timers,

@@ -33,6 +33,7 @@
 compile_error!("mutation switches are for the simulator's build only (simulation/, with --cfg tokio_unstable)");
 
 pub mod admin;
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod consensus;
@@ -44,6 +45,8 @@ pub mod metrics;
 pub mod monitor;
 pub mod recovery;
 pub mod resources;
+pub mod systemd;
+pub mod tls;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -113,6 +116,8 @@ pub async fn run(cfg: ValidConfig, shutdown: impl Future<Output = ()>) -> anyhow
 pub struct NodeParts<L, C, LS> {
     pub peer_listener: L,
     pub admin_listener: L,
+    /// The health routes alone, for load balancers (`health_listen`).
+    pub health_listener: Option<L>,
     /// Makes the outgoing peer connections.
     pub connector: C,
     pub log: LS,
@@ -148,19 +153,49 @@ async fn run_real(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> 
         log.force_single_voter(cfg.node_id, consensus::member(&me))
     })?;
 
-    // Bind both ports before starting Raft, so a port in use fails fast and clearly.
-    let peer_listener = TcpListener::bind(cfg.peer_listen)
+    // Bind every port before starting Raft, so a port in use fails fast and clearly.
+    let peer_tcp = TcpListener::bind(cfg.peer_listen)
         .await
         .with_context(|| format!("cannot listen on peer_listen {}", cfg.peer_listen))?;
-    let admin_listener = TcpListener::bind(cfg.admin_listen)
+    let admin_tcp = TcpListener::bind(cfg.admin_listen)
         .await
         .with_context(|| format!("cannot listen on admin_listen {}", cfg.admin_listen))?;
+    let health_tcp = match cfg.health_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on health_listen {addr}"))?,
+        ),
+        None => None,
+    };
 
     let local_ip: Option<IpAddr> = Some(cfg.peer_listen.ip()).filter(|ip| !ip.is_unspecified());
+    #[cfg(feature = "tls")]
+    let (peer_listener, admin_listener, health_listener, connector) = {
+        use tls::NodeListener;
+        let spec = cfg.tls.as_ref();
+        let peer_tls = spec.map(|t| tls::acceptor(t, true)).transpose()?;
+        let admin_tls = spec.filter(|t| t.admin).map(|t| tls::acceptor(t, false)).transpose()?;
+        let client = spec.map(tls::peer_client_config).transpose()?;
+        (
+            NodeListener::new(peer_tcp, peer_tls, "peer")?,
+            NodeListener::new(admin_tcp, admin_tls, "admin")?,
+            health_tcp.map(|h| NodeListener::new(h, None, "health")).transpose()?,
+            consensus::network::tls_connector(local_ip, client),
+        )
+    };
+    #[cfg(not(feature = "tls"))]
+    let (peer_listener, admin_listener, health_listener, connector) = (
+        peer_tcp,
+        admin_tcp,
+        health_tcp,
+        consensus::network::tcp_connector(local_ip),
+    );
     let parts = NodeParts {
         peer_listener,
         admin_listener,
-        connector: consensus::network::tcp_connector(local_ip),
+        health_listener,
+        connector,
         log,
         sm,
         agent: ResourceAgent::new(me.name.clone(), cfg.resources.clone()),
@@ -201,13 +236,15 @@ where
         let NodeParts {
             peer_listener,
             admin_listener,
+            health_listener,
             connector,
             log,
             sm,
             agent,
             seed: _,
         } = parts;
-        let network = PeerNetwork::with_connector(cfg.node_id, cfg.cluster_secret.clone(), connector);
+        let network =
+            PeerNetwork::with_connector(cfg.node_id, cfg.cluster_secret.clone(), connector).with_tls(cfg.tls.is_some());
         let file_feed = (!cfg.folders.is_empty()).then(|| sm.subscribe_files());
         let db_journal = sm.db_journal();
         if me.role == MemberRole::Data {
@@ -363,29 +400,28 @@ where
             health.push(tokio::spawn(e.clone().run(stop_rx.clone())));
         }
         let restart = Arc::new(tokio::sync::Notify::new());
-        let admin_server = serve(
-            admin_listener,
-            admin::router(admin::AdminState {
-                consensus: consensus.clone(),
-                failover: failover.clone(),
-                restart: restart.clone(),
-                identity,
-                agent,
-                cluster,
-                files: file_sync,
-                #[cfg(feature = "mariadb")]
-                database,
-                #[cfg(feature = "sqlite")]
-                embedded,
-            }),
-            "admin",
-        );
+        let admin_state = admin::AdminState {
+            consensus: consensus.clone(),
+            failover: failover.clone(),
+            restart: restart.clone(),
+            identity,
+            agent,
+            cluster,
+            files: file_sync,
+            #[cfg(feature = "mariadb")]
+            database,
+            #[cfg(feature = "sqlite")]
+            embedded,
+            tokens: auth::Tokens::new(cfg.admin_tokens.clone()),
+        };
+        let health_server = health_listener.map(|l| serve(l, admin::health_router(admin_state.clone()), "health"));
+        let admin_server = serve(admin_listener, admin::router(admin_state), "admin");
         // Spawned through openraft's runtime: its election timer draws from the seeded randomness.
         let witness = (me.role == MemberRole::Witness)
             .then(|| Runtime::spawn(consensus::witness::run(consensus.clone(), stop_rx.clone())));
         started(&NodeHandles {
             consensus: consensus.clone(),
-            failover,
+            failover: failover.clone(),
         });
 
         tracing::info!(
@@ -396,10 +432,50 @@ where
             "tandem node started"
         );
 
-        let exit = tokio::select! {
-            _ = shutdown => Exit::Stopped,
-            _ = restart.notified() => Exit::Restart,
+        // The main loop: wait for the end, telling systemd (when it runs this node) once the
+        // node has joined its cluster, and petting its watchdog only while every part of the
+        // node still runs.
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut tick = tokio::time::interval(
+            systemd::watchdog_interval().map_or(Duration::from_secs(1), |w| w.min(Duration::from_secs(1))),
+        );
+        let watchdog = systemd::watchdog_interval().is_some();
+        let mut ready = false;
+        let mut last_status = String::new();
+        let exit = loop {
+            tokio::select! {
+                _ = &mut shutdown => break Exit::Stopped,
+                _ = restart.notified() => break Exit::Restart,
+                _ = tick.tick() => {}
+            }
+            let view = consensus.raft_view(tokio::time::Instant::now());
+            let running = view.role != failover::controller::RaftRole::Shutdown
+                && !failover_driver.is_finished()
+                && !peer_server.is_finished()
+                && !admin_server.is_finished()
+                && health.iter().all(|t| !t.is_finished());
+            let status = match (consensus.is_voter(), view.leader, failover.serving_epoch()) {
+                (false, _, _) => "STATUS=waiting to join a cluster (tandem init on one data node)".to_string(),
+                (true, None, _) => format!("STATUS=term {}: no leader known", view.term),
+                (true, Some(_), Some(epoch)) => format!("STATUS=active, epoch {epoch}"),
+                (true, Some(l), None) => format!("STATUS={}, leader is node {l}", me.role),
+            };
+            if !ready && consensus.is_voter() && view.leader.is_some() {
+                ready = systemd::notify(&format!("READY=1\n{status}"));
+                last_status = status;
+            } else if status != last_status {
+                systemd::notify(&status);
+                last_status = status;
+            }
+            if watchdog {
+                if running {
+                    systemd::notify("WATCHDOG=1");
+                } else {
+                    tracing::error!("a part of the node stopped; no longer petting the systemd watchdog");
+                }
+            }
         };
+        systemd::notify("STOPPING=1");
         tracing::info!(?exit, "shutting down");
         // Let go of the service first, then leave the cluster.
         let _ = stop_tx.send(true);
@@ -411,6 +487,9 @@ where
         let servers = async {
             let _ = peer_server.await;
             let _ = admin_server.await;
+            if let Some(h) = health_server {
+                let _ = h.await;
+            }
             if let Some(w) = witness {
                 let _ = w.await;
             }

@@ -29,8 +29,30 @@ enum Cmd {
         #[arg(short, long)]
         config: PathBuf,
     },
-    /// Validate a config file and exit.
+    /// Offline config tools.
+    Config {
+        #[command(subcommand)]
+        action: ConfigCmd,
+    },
+    /// Validate a config file and exit (the same as `config check`).
+    #[command(hide = true)]
     CheckConfig {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Remove this node's VIPs from its interfaces. For the service manager's stop step, after
+    /// the node stopped (or died): a node that is not running is never the active.
+    ReleaseVips {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate a config file without starting anything: every key, the secret and token
+    /// files, the TLS certificates against their CA. Exit code 2 names the first problem.
+    Check {
         #[arg(short, long)]
         config: PathBuf,
     },
@@ -57,19 +79,46 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     match cli.command {
-        Cmd::CheckConfig { config } => match load(&config) {
+        Cmd::CheckConfig { config }
+        | Cmd::Config {
+            action: ConfigCmd::Check { config },
+        } => match load(&config) {
             Ok(c) => {
                 println!(
-                    "{}: ok (node {} \"{}\", {})",
+                    "{}: ok (node {} \"{}\", {}; admin API on {}{}{}; {} admin token(s))",
                     config.display(),
                     c.node_id,
                     c.me().name,
-                    c.role()
+                    c.role(),
+                    c.admin_listen,
+                    match &c.tls {
+                        Some(t) if t.admin => " over TLS; peer port with mutual TLS",
+                        Some(_) => "; peer port with mutual TLS",
+                        None => ", no TLS",
+                    },
+                    c.health_listen
+                        .map(|h| format!("; health routes on {h}"))
+                        .unwrap_or_default(),
+                    c.admin_tokens.len(),
                 );
                 ExitCode::SUCCESS
             }
             Err(code) => code,
         },
+        Cmd::ReleaseVips { config } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let _guard = runtime.enter();
+            tandem_node::resources::vip::Identity::new(cfg.vips.clone()).clear_stale();
+            println!(
+                "{} VIP(s) of node \"{}\" removed where present",
+                cfg.vips.len(),
+                cfg.me().name
+            );
+            ExitCode::SUCCESS
+        }
         Cmd::Run { config } => {
             let cfg = match load(&config) {
                 Ok(c) => c,

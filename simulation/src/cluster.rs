@@ -196,6 +196,7 @@ pub fn run(plan: &Plan) -> Report {
                 let parts = NodeParts {
                     peer_listener: SimListener::bind(PEER_PORT).await?,
                     admin_listener: SimListener::bind(ADMIN_PORT).await?,
+                    health_listener: None,
                     connector: SimConnector,
                     log,
                     sm,

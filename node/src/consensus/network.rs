@@ -59,10 +59,41 @@ pub struct PeerNetwork<C = HttpConnector> {
     me: NodeId,
     secret: String,
     http: HttpClient<C>,
+    /// `https` when the peer port speaks TLS.
+    scheme: &'static str,
 }
 
 /// How long a peer connection may take to open.
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Peer connections over TCP from `local_ip`, with TLS for `https` addresses when the node has
+/// a client config.
+#[cfg(feature = "tls")]
+pub fn tls_connector(
+    local_ip: Option<IpAddr>,
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
+) -> hyper_rustls::HttpsConnector<HttpConnector> {
+    let mut tcp = tcp_connector(local_ip);
+    tcp.enforce_http(false);
+    let config = tls.map_or_else(
+        || {
+            // No TLS configured: peers are reached over plain HTTP and this config is unused.
+            tokio_rustls::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                tokio_rustls::rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_root_certificates(tokio_rustls::rustls::RootCertStore::empty())
+            .with_no_client_auth()
+        },
+        |c| (*c).clone(),
+    );
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp)
+}
 
 /// Peer connections over TCP from `local_ip` (any address when `None`).
 pub fn tcp_connector(local_ip: Option<IpAddr>) -> HttpConnector {
@@ -79,7 +110,18 @@ impl<C: PeerConnector> PeerNetwork<C> {
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Self { me, secret, http }
+        Self {
+            me,
+            secret,
+            http,
+            scheme: "http",
+        }
+    }
+
+    /// Reach peers over TLS (the connector makes the TLS connections).
+    pub fn with_tls(mut self, tls: bool) -> Self {
+        self.scheme = if tls { "https" } else { "http" };
+        self
     }
 }
 
@@ -87,7 +129,7 @@ impl<C: PeerConnector> PeerNetwork<C> {
     /// POST `body` to `path` on the peer port at `addr` with the cluster secret, within
     /// `timeout`; the answer's body, or why there is none.
     pub async fn exchange(&self, addr: &str, path: &str, body: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, String> {
-        let request = hyper::Request::post(format!("http://{addr}{path}"))
+        let request = hyper::Request::post(format!("{}://{addr}{path}", self.scheme))
             .header(SECRET_HEADER, &self.secret)
             .header("content-type", "application/octet-stream")
             .body(Full::new(Bytes::from(body)))
@@ -121,6 +163,7 @@ impl<C: PeerConnector> RaftNetworkFactory<TypeConfig> for PeerNetwork<C> {
             addr: node.peer_addr.clone(),
             secret: self.secret.clone(),
             http: self.http.clone(),
+            scheme: self.scheme,
         }
     }
 }
@@ -131,6 +174,7 @@ pub struct PeerClient<C> {
     addr: String,
     secret: String,
     http: HttpClient<C>,
+    scheme: &'static str,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +195,7 @@ impl<C: PeerConnector> PeerClient<C> {
     {
         let network = |m: String| RPCError::Network(NetworkError::new(&TransportError(m)));
         let body = codec::encode(req).map_err(|e| network(format!("encode {path}: {e}")))?;
-        let request = hyper::Request::post(format!("http://{}/raft/{path}", self.addr))
+        let request = hyper::Request::post(format!("{}://{}/raft/{path}", self.scheme, self.addr))
             .header(SECRET_HEADER, &self.secret)
             .header("content-type", "application/octet-stream")
             .body(Full::new(Bytes::from(body)))
