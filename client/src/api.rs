@@ -350,6 +350,9 @@ pub struct MonitorInfo {
     /// The last result: what passed, or why it failed.
     pub last_result: Option<String>,
     pub last_run_ms: Option<u64>,
+    /// How long the last run took, in microseconds.
+    #[serde(default)]
+    pub last_duration_us: Option<u64>,
     pub consecutive_failures: u32,
     pub max_failures: u32,
 }

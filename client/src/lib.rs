@@ -501,7 +501,7 @@ pub struct EventsQuery {
 }
 
 impl EventsQuery {
-    fn to_query(&self) -> String {
+    pub fn to_query(&self) -> String {
         let mut parts = Vec::new();
         let mut add = |k: &str, v: String| parts.push(format!("{k}={}", encode_query_value(&v)));
         if let Some(v) = self.since_ms {

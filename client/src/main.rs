@@ -359,19 +359,16 @@ struct Row {
 }
 
 async fn status(cli: &Cli, timeout: Duration) -> anyhow::Result<()> {
-    let first = first_answer(&cli.nodes, timeout).await?;
-    let queries = first.members.into_iter().map(|m| {
-        let client = Client::new(m.admin_addr.clone()).with_timeout(timeout);
-        async move {
-            let result = client.status().await;
-            (m, result)
-        }
-    });
+    // One node gathers every member's status over the peer port (`/v1/cluster`), so this
+    // works from any one machine even with each admin API on loopback.
+    let (addr, first) = answering_node(cli, timeout).await?;
+    let view = Client::new(addr).with_timeout(timeout * 2).cluster().await?;
     let mut rows = Vec::new();
-    for (m, result) in futures_join_all(queries).await {
-        let (status, error) = match result {
-            Ok(s) => (Some(s), None),
-            Err(e) => (None, Some(e.to_string())),
+    for m in first.members {
+        let node = view.nodes.iter().find(|n| n.name == m.name);
+        let (status, error) = match node {
+            Some(n) => (n.status.clone(), n.error.clone()),
+            None => (None, Some("not in the cluster view".into())),
         };
         rows.push(Row {
             id: m.id,
@@ -545,20 +542,6 @@ fn table_lines<const N: usize>(table: &[[String; N]]) -> Vec<String> {
             line.join("  ").trim_end().to_string()
         })
         .collect()
-}
-
-/// Join futures without pulling in a futures crate for one call.
-async fn futures_join_all<F>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for h in handles {
-        out.push(h.await.expect("status query task"));
-    }
-    out
 }
 
 fn unix_ms() -> u64 {

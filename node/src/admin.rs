@@ -93,6 +93,8 @@ pub struct AdminState {
     pub embedded: Option<Arc<crate::db::embedded::Embedded>>,
     /// Bearer tokens of the admin API.
     pub tokens: crate::auth::Tokens,
+    /// Requests to the other members' peer ports.
+    pub exchange: crate::files::Exchange,
 }
 
 /// The health routes alone, for the `health_listen` port a load balancer checks: no token,
@@ -113,6 +115,62 @@ pub fn health_router(state: AdminState) -> Router {
 }
 
 pub fn router(state: AdminState) -> Router {
+    api_routes()
+        .layer(axum::middleware::from_fn_with_state(
+            state.tokens.clone(),
+            crate::auth::check,
+        ))
+        .with_state(state)
+}
+
+/// Reads of this node's admin API for the other members, over the peer port (behind its
+/// cluster secret and mutual TLS): `/v1/cluster` and `/v1/events` gather every member's part
+/// this way, so they work with each admin API listening on loopback only.
+pub fn peer_read_routes(state: AdminState) -> Router {
+    Router::new()
+        .route(PEER_READ_PATH, axum::routing::post(peer_read))
+        .with_state(api_routes().with_state(state))
+}
+
+/// The peer route of [`peer_read_routes`].
+pub const PEER_READ_PATH: &str = "/peer/admin-read";
+
+/// The admin paths another member may read over the peer port.
+fn peer_readable(path: &str) -> bool {
+    path == "/v1/status" || path.starts_with("/v1/events?")
+}
+
+async fn peer_read(State(api): State<Router>, body: bytes::Bytes) -> Response {
+    let path = String::from_utf8_lossy(&body).into_owned();
+    if !peer_readable(&path) {
+        return AdminError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("{path:?} cannot be read over the peer port"),
+        )
+        .into_response();
+    }
+    let Ok(req) = axum::http::Request::get(&path).body(axum::body::Body::empty()) else {
+        return AdminError::new(StatusCode::BAD_REQUEST, "bad_request", "not a path").into_response();
+    };
+    match tower::ServiceExt::oneshot(api, req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    }
+}
+
+/// GET `path` of member `m`'s admin API over the peer port.
+async fn read_member<T: serde::de::DeserializeOwned>(
+    app: &AdminState,
+    m: &MemberConfig,
+    path: String,
+    timeout: Duration,
+) -> Result<T, String> {
+    let body = (app.exchange)(m.peer_addr.clone(), PEER_READ_PATH, path.into_bytes(), timeout).await?;
+    serde_json::from_slice(&body).map_err(|e| format!("{}: unexpected answer: {e}", m.name))
+}
+
+fn api_routes() -> Router<AdminState> {
     Router::new()
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
@@ -140,16 +198,13 @@ pub fn router(state: AdminState) -> Router {
         .route("/health/standby", get(health_standby))
         .fallback(|| async { AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /v1/status") })
         .layer(DefaultBodyLimit::max(ADMIN_BODY_MAX_BYTES))
-        .layer(axum::middleware::from_fn_with_state(
-            state.tokens.clone(),
-            crate::auth::check,
-        ))
-        .with_state(state)
 }
 
-/// 200 only while this node is the lease-holding active (DESIGN §4), for load balancers.
+/// 200 only while this node is the lease-holding active (DESIGN §4) with every resource
+/// acquired, for load balancers: not before the service was started, not once it is being
+/// released.
 async fn health_active(State(app): State<AdminState>) -> (StatusCode, String) {
-    match app.failover.serving_epoch() {
+    match app.failover.service_epoch() {
         Some(epoch) => (StatusCode::OK, format!("active epoch {epoch}\n")),
         None => (StatusCode::SERVICE_UNAVAILABLE, "not active\n".into()),
     }
@@ -238,6 +293,165 @@ async fn status(State(app): State<AdminState>) -> Json<NodeStatus> {
 }
 
 /// The node's state for Prometheus: role, term, epoch, and the database change records.
+/// The families of `/metrics` beyond the database's: role, lease, Raft progress and
+/// replication lag, commit latency, files, monitors, resource actions, takeovers.
+async fn node_metrics(app: &AdminState, status: &NodeStatus, m: &mut crate::metrics::Exposition) {
+    use crate::metrics::Type::Counter;
+    use crate::metrics::Type::Gauge;
+    let b = |v: bool| f64::from(u8::from(v));
+    for role in ["active", "standby", "witness", "detached", "switching"] {
+        m.sample(
+            "tandem_role",
+            Gauge,
+            "1 for the role this node has in the cluster now (active, standby, witness, detached, switching).",
+            &[("role", role)],
+            b(status.role == role),
+        );
+    }
+    m.sample(
+        "tandem_raft_leader",
+        Gauge,
+        "1 while this node is the Raft leader.",
+        &[],
+        b(status.leader == Some(status.node_id)),
+    );
+    m.sample(
+        "tandem_lease_remaining_seconds",
+        Gauge,
+        "On the leader: how long its lease still runs without another quorum acknowledgement (0 elsewhere).",
+        &[],
+        status.lease_remaining_ms.unwrap_or(0) as f64 / 1000.0,
+    );
+    for (name, v) in [
+        ("tandem_raft_last_log_index", status.last_log_index),
+        ("tandem_raft_committed_index", status.committed_index),
+        ("tandem_raft_applied_index", status.applied_index),
+    ] {
+        m.sample(
+            name,
+            Gauge,
+            "Raft log position on this node.",
+            &[],
+            v.unwrap_or(0) as f64,
+        );
+    }
+    m.histogram(
+        "tandem_commit_latency_seconds",
+        "From a record proposed on this node to its commit and apply.",
+        &[],
+        app.consensus.commit_latency(),
+    );
+    // On the leader: what each other member lacks of the committed log.
+    let cfg = app.consensus.config();
+    for member in cfg.members.iter().filter(|x| x.id != cfg.node_id) {
+        if let Some(lag) = app.consensus.lag_of(member.id).await {
+            let l = [("to", member.name.as_str())];
+            m.sample(
+                "tandem_replication_lag_records",
+                Gauge,
+                "On the leader: committed records this member lacks.",
+                &l,
+                lag.missing_records as f64,
+            );
+            m.sample(
+                "tandem_replication_lag_bytes",
+                Gauge,
+                "On the leader: stored size of the committed records this member lacks (those still in the log).",
+                &l,
+                lag.missing_bytes as f64,
+            );
+        }
+    }
+    if let Some(files) = &app.files {
+        let f = files.info();
+        m.sample(
+            "tandem_files_synced",
+            Gauge,
+            "1 when every committed file change is on this node's disk.",
+            &[],
+            b(f.synced),
+        );
+        m.sample(
+            "tandem_files_pending_files",
+            Gauge,
+            "Files whose committed content this node still has to write (replication lag in files).",
+            &[],
+            f.pending_files as f64,
+        );
+        m.sample(
+            "tandem_files_pending_bytes",
+            Gauge,
+            "Bytes of committed file content this node still has to write.",
+            &[],
+            f.pending_bytes as f64,
+        );
+    }
+    for mon in &status.monitors {
+        for state in ["idle", "unknown", "ok", "failing", "failed"] {
+            m.sample(
+                "tandem_monitor_state",
+                Gauge,
+                "1 for the state each health monitor is in.",
+                &[("monitor", mon.name.as_str()), ("state", state)],
+                b(mon.state == state),
+            );
+        }
+        if let Some(us) = mon.last_duration_us {
+            m.sample(
+                "tandem_monitor_last_duration_seconds",
+                Gauge,
+                "How long each monitor's last check took.",
+                &[("monitor", mon.name.as_str())],
+                us as f64 / 1e6,
+            );
+        }
+        m.sample(
+            "tandem_monitor_consecutive_failures",
+            Gauge,
+            "Failed checks in a row of each monitor.",
+            &[("monitor", mon.name.as_str())],
+            f64::from(mon.consecutive_failures),
+        );
+    }
+    m.histogram(
+        "tandem_resource_acquire_seconds",
+        "How long acquiring every resource took (VIPs, gates and scripts), per activation.",
+        &[],
+        &app.agent.acquire_seconds,
+    );
+    m.histogram(
+        "tandem_resource_release_seconds",
+        "How long releasing every resource took.",
+        &[],
+        &app.agent.release_seconds,
+    );
+    // The runs are oldest first: the last one of each action wins.
+    let last: std::collections::BTreeMap<(String, String), u64> = app
+        .agent
+        .recent_runs()
+        .into_iter()
+        .map(|r| ((r.resource, r.action), r.duration_ms))
+        .collect();
+    for ((resource, action), ms) in &last {
+        m.sample(
+            "tandem_resource_action_last_duration_seconds",
+            Gauge,
+            "How long the last run of each resource action took.",
+            &[("resource", resource.as_str()), ("action", action.as_str())],
+            *ms as f64 / 1000.0,
+        );
+    }
+    for (how, i) in [("start", 0), ("switchover", 1), ("failover", 2)] {
+        m.sample(
+            "tandem_takeovers_total",
+            Counter,
+            "Times this node became active since it started: at start or after its own release, by a planned switchover, or by failover from a node that never released.",
+            &[("kind", how)],
+            app.agent.takeovers[i].load(std::sync::atomic::Ordering::Relaxed) as f64,
+        );
+    }
+}
+
 async fn metrics(State(app): State<AdminState>) -> impl IntoResponse {
     use crate::metrics::Type::Gauge;
     let mut m = crate::metrics::Exposition::default();
@@ -263,6 +477,7 @@ async fn metrics(State(app): State<AdminState>) -> impl IntoResponse {
         &[],
         app.consensus.activation().map_or(0, |a| a.epoch) as f64,
     );
+    node_metrics(&app, &status, &mut m).await;
     #[cfg(feature = "mariadb")]
     if let Some(db) = &app.database {
         use crate::metrics::Type::Counter;
@@ -434,13 +649,13 @@ async fn cluster_view(State(app): State<AdminState>) -> Json<ClusterView> {
     let asks = cfg.members.iter().map(|m| {
         let mine = m.id == cfg.node_id;
         let local = mine.then(|| node_status(&app));
-        let client = tandem_client::Client::new(m.admin_addr.clone()).with_timeout(FAN_OUT_TIMEOUT);
+        let app = &app;
         async move {
             let (status, error) = match local {
                 Some(s) => (Some(s), None),
-                None => match client.status().await {
+                None => match read_member::<NodeStatus>(app, m, "/v1/status".into(), FAN_OUT_TIMEOUT).await {
                     Ok(s) => (Some(s), None),
-                    Err(e) => (None, Some(e.to_string())),
+                    Err(e) => (None, Some(e)),
                 },
             };
             ClusterNode {
@@ -544,7 +759,7 @@ async fn events_list(
             .iter()
             .filter(|m| m.id != cfg.node_id && q.node.as_ref().is_none_or(|n| *n == m.name));
         let asks = others.map(|m| {
-            let client = tandem_client::Client::new(m.admin_addr.clone()).with_timeout(FAN_OUT_TIMEOUT);
+            let app = &app;
             let query = tandem_client::EventsQuery {
                 since_ms: q.since_ms,
                 until_ms: q.until_ms,
@@ -553,7 +768,13 @@ async fn events_list(
                 limit: Some(limit),
                 local: true,
             };
-            async move { (m.name.clone(), client.events(&query).await) }
+            async move {
+                let path = format!("/v1/events?{}", query.to_query());
+                (
+                    m.name.clone(),
+                    read_member::<EventsPage>(app, m, path, FAN_OUT_TIMEOUT).await,
+                )
+            }
         });
         for (name, answer) in futures_util::future::join_all(asks).await {
             match answer {
@@ -1089,16 +1310,14 @@ async fn rejoin(
             format!("{} is already a voter", target.name),
         ));
     }
-    let status = tandem_client::Client::new(target.admin_addr.clone())
-        .with_timeout(Duration::from_secs(2))
-        .status()
+    let status = read_member::<NodeStatus>(&app, target, "/v1/status".into(), Duration::from_secs(2))
         .await
         .map_err(|e| {
             conflict(
                 "unreachable",
                 format!(
-                    "{} does not answer on {} ({e}); start it with an empty data_dir first",
-                    target.name, target.admin_addr
+                    "{} does not answer on its peer port {} ({e}); start it with an empty data_dir first",
+                    target.name, target.peer_addr
                 ),
             )
         })?;

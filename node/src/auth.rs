@@ -77,6 +77,13 @@ impl std::fmt::Debug for AdminToken {
     }
 }
 
+impl AdminToken {
+    /// The token itself, for this node's own calls to its admin API (`tandem init`).
+    pub fn secret(&self) -> &str {
+        &self.token
+    }
+}
+
 pub(crate) fn validate_tokens(raw: Vec<RawToken>, base: &Path) -> Result<Vec<AdminToken>, ConfigError> {
     if raw.len() > ADMIN_TOKENS_MAX {
         return Err(err(

@@ -750,6 +750,7 @@ mod tests {
                 state: "failed".into(),
                 last_result: Some("failed: 97% used".into()),
                 last_run_ms: None,
+                last_duration_us: None,
                 consecutive_failures: 3,
                 max_failures: 3,
             }],

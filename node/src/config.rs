@@ -19,6 +19,8 @@ use tandem_raft_store::NodeId;
 pub const CLUSTER_SECRET_MIN_BYTES: usize = 16;
 /// Where the admin API listens when the config does not say: loopback only.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7480";
+/// Longest load balancer detection time accepted (`timers.load_balancer_detection_ms`).
+pub const LOAD_BALANCER_DETECTION_MAX_MS: u64 = 300_000;
 /// Largest config file read.
 pub const CONFIG_FILE_MAX_BYTES: u64 = 1024 * 1024;
 
@@ -249,6 +251,7 @@ struct RawTimers {
     max_clock_drift: f64,
     witness_election_factor: f64,
     release_budget_ms: Option<u64>,
+    load_balancer_detection_ms: u64,
 }
 
 impl Default for RawTimers {
@@ -263,6 +266,7 @@ impl Default for RawTimers {
             max_clock_drift: 0.01,
             witness_election_factor: 2.5,
             release_budget_ms: None,
+            load_balancer_detection_ms: 0,
         }
     }
 }
@@ -302,6 +306,9 @@ pub struct Timers {
     /// Worst case from lease expiry to every resource released (DESIGN §4); a new active waits
     /// this long after the previous active's lease before taking exclusive resources.
     pub release_budget: Duration,
+    /// How long a load balancer in front of the nodes may keep sending to a node after its
+    /// `/health/active` stopped answering 200 (unhealthy threshold × interval + timeout).
+    pub load_balancer_detection: Duration,
 }
 
 impl Timers {
@@ -315,6 +322,14 @@ impl Timers {
                 self.election_timeout_max.mul_f64(self.witness_election_factor),
             ),
         }
+    }
+
+    /// How long after the previous active's lease a new active waits before it starts the
+    /// service (when the previous one never released): its release budget, or the load
+    /// balancer's detection time when that is longer (a frozen node's service may run on and
+    /// get traffic until the balancer marks it down).
+    pub fn takeover_wait(&self) -> Duration {
+        self.release_budget.max(self.load_balancer_detection)
     }
 
     /// The largest lease the rule of DESIGN §4 allows with these timers.
@@ -878,7 +893,17 @@ fn validate_timers(t: &RawTimers, resources: &[ResourceConfig]) -> Result<Timers
         max_clock_drift: t.max_clock_drift,
         witness_election_factor: t.witness_election_factor,
         release_budget: ms(0),
+        load_balancer_detection: ms(t.load_balancer_detection_ms),
     };
+    if t.load_balancer_detection_ms > LOAD_BALANCER_DETECTION_MAX_MS {
+        return Err(err(
+            "timers.load_balancer_detection_ms",
+            format!(
+                "{} ms is more than LOAD_BALANCER_DETECTION_MAX_MS ({LOAD_BALANCER_DETECTION_MAX_MS} ms); make the load balancer's health check faster",
+                t.load_balancer_detection_ms
+            ),
+        ));
+    }
     // DESIGN §4: the release budget covers every release running to its timeout, plus the kill.
     let needed: u64 = resources
         .iter()
@@ -1031,6 +1056,67 @@ admin_addr = "127.0.0.1:7103"
         assert_eq!(
             parse(GOOD).unwrap().timers.release_budget,
             Duration::from_millis(RELEASE_ESCALATION_MS)
+        );
+    }
+
+    #[test]
+    fn a_load_balancer_detection_time_lengthens_the_takeover_wait_only_when_longer() {
+        let with = |ms: u64| {
+            GOOD.replace(
+                "[[members]]\nid = 1",
+                &format!("[timers]\nload_balancer_detection_ms = {ms}\n\n[[members]]\nid = 1"),
+            )
+        };
+        let c = parse(&format!("{GOOD}{APP}")).unwrap();
+        assert_eq!(
+            c.timers.takeover_wait(),
+            c.timers.release_budget,
+            "default 0: the release budget"
+        );
+        let c = parse(&format!("{}{APP}", with(6000))).unwrap();
+        assert_eq!(c.timers.takeover_wait(), Duration::from_secs(6));
+        assert_eq!(
+            c.timers.release_budget,
+            Duration::from_millis(800 + RELEASE_ESCALATION_MS)
+        );
+        let c = parse(&format!("{}{APP}", with(100))).unwrap();
+        assert_eq!(
+            c.timers.takeover_wait(),
+            c.timers.release_budget,
+            "a shorter one changes nothing"
+        );
+        let e = parse(&with(LOAD_BALANCER_DETECTION_MAX_MS + 1)).unwrap_err();
+        assert_eq!(e.key, "timers.load_balancer_detection_ms");
+        assert!(e.message.contains("LOAD_BALANCER_DETECTION_MAX_MS"), "{e}");
+    }
+
+    #[test]
+    fn admin_api_defaults_to_loopback_and_ports_must_differ() {
+        let c = parse(&GOOD.replace("admin_listen = \"127.0.0.1:7101\"\n", "")).unwrap();
+        assert_eq!(c.admin_listen.to_string(), DEFAULT_ADMIN_LISTEN);
+        assert!(c.admin_listen.ip().is_loopback());
+        assert!(c.health_listen.is_none() && c.tls.is_none() && c.admin_tokens.is_empty());
+        let h = |v: &str| {
+            GOOD.replace(
+                "cluster_secret =",
+                &format!("health_listen = \"{v}\"\ncluster_secret ="),
+            )
+        };
+        assert_eq!(parse(&h("0.0.0.0:7490")).unwrap().health_listen.unwrap().port(), 7490);
+        assert_eq!(key_of(&h("127.0.0.1:7101")), "health_listen");
+        assert_eq!(key_of(&h("nowhere")), "health_listen");
+        let t = GOOD.replace(
+            "[[members]]\nid = 1",
+            "[tls]\nca_file = \"/nonexistent/ca.crt\"\ncert_file = \"c\"\nkey_file = \"k\"\n\n[[members]]\nid = 1",
+        );
+        assert_eq!(key_of(&t), "tls.ca_file");
+        let tok = GOOD.replace(
+            "[[members]]\nid = 1",
+            "[[admin_tokens]]\nname = \"x\"\nscope = \"root\"\ntoken_file = \"t\"\n\n[[members]]\nid = 1",
+        );
+        assert!(
+            parse(&tok).unwrap_err().to_string().contains("root"),
+            "an unknown scope is named"
         );
     }
 

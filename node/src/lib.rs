@@ -275,7 +275,7 @@ where
             node: cfg.node_id,
             role: me.role,
             lease: cfg.timers.lease,
-            release_budget: cfg.timers.release_budget,
+            release_budget: cfg.timers.takeover_wait(),
             drift_margin: cfg.timers.lease_margin,
             // What is left of the VIP's kernel lifetime when the lease ends (zero without a VIP).
             identity_wait: identity.identity_wait(cfg.timers.lease),
@@ -373,6 +373,26 @@ where
         });
         #[cfg(not(feature = "mariadb"))]
         let _ = db_journal;
+        let restart = Arc::new(tokio::sync::Notify::new());
+        let admin_state = admin::AdminState {
+            consensus: consensus.clone(),
+            failover: failover.clone(),
+            restart: restart.clone(),
+            identity: identity.clone(),
+            agent: agent.clone(),
+            cluster: cluster.clone(),
+            files: file_sync.clone(),
+            #[cfg(feature = "mariadb")]
+            database: database.clone(),
+            #[cfg(feature = "sqlite")]
+            embedded: embedded.clone(),
+            tokens: auth::Tokens::new(cfg.admin_tokens.clone()),
+            exchange: exchange.clone(),
+        };
+        peer_routes = peer_routes.merge(consensus::peer_api::with_secret(
+            admin::peer_read_routes(admin_state.clone()),
+            &cfg.cluster_secret,
+        ));
         let peer_server = serve(peer_listener, peer_routes, "peer");
         let failover_driver = tokio::spawn(failover::driver::run(
             consensus.clone(),
@@ -399,21 +419,6 @@ where
         if let Some(e) = &embedded {
             health.push(tokio::spawn(e.clone().run(stop_rx.clone())));
         }
-        let restart = Arc::new(tokio::sync::Notify::new());
-        let admin_state = admin::AdminState {
-            consensus: consensus.clone(),
-            failover: failover.clone(),
-            restart: restart.clone(),
-            identity,
-            agent,
-            cluster,
-            files: file_sync,
-            #[cfg(feature = "mariadb")]
-            database,
-            #[cfg(feature = "sqlite")]
-            embedded,
-            tokens: auth::Tokens::new(cfg.admin_tokens.clone()),
-        };
         let health_server = health_listener.map(|l| serve(l, admin::health_router(admin_state.clone()), "health"));
         let admin_server = serve(admin_listener, admin::router(admin_state), "admin");
         // Spawned through openraft's runtime: its election timer draws from the seeded randomness.
@@ -519,6 +524,7 @@ mod tests {
             max_clock_drift: 0.01,
             witness_election_factor: 2.5,
             release_budget: ms(1000),
+            load_balancer_detection: ms(0),
         };
         // 800 ms × 0.99 − 340 ms × 1.01 = 448.6 ms.
         assert_eq!(vote_lease_margin(&t).as_micros(), 448_600);

@@ -150,7 +150,16 @@ fn main() -> ExitCode {
                 eprintln!("error: this config is the witness's; the witness never bootstraps the cluster. Run `tandem init` on a data node.");
                 return ExitCode::from(2);
             }
-            let client = Client::new(cfg.admin_listen.to_string());
+            // This node's own admin API, with an admin token and its CA when it has them.
+            let access = tandem_client::Access {
+                token: cfg
+                    .admin_tokens
+                    .iter()
+                    .find(|t| t.scope == tandem_node::auth::Scope::Admin)
+                    .map(|t| t.secret().to_string()),
+                ca_file: cfg.tls.as_ref().filter(|t| t.admin).map(|t| t.ca_file.clone()),
+            };
+            let client = Client::with_access(cfg.admin_listen.to_string(), &access);
             match runtime.block_on(client.init()) {
                 Ok(r) => {
                     let names: Vec<String> = r

@@ -69,7 +69,7 @@ pub fn tandemctl() -> Command {
 /// A free TCP port on `ip` (bound, then released), never one this process handed out before:
 /// the kernel may offer a just-released port again, and two members of one cluster (or a
 /// node and a database server) must not be given the same one.
-fn free_port(ip: &str) -> u16 {
+pub fn free_port(ip: &str) -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     loop {
@@ -93,6 +93,8 @@ pub struct NodeSpec {
     pub ip: String,
     pub peer_port: u16,
     pub admin_port: u16,
+    /// Free for a `health_listen` (`@HEALTH_PORT@` in [`ClusterOptions::extra_config`]).
+    pub health_port: u16,
 }
 
 impl NodeSpec {
@@ -111,7 +113,8 @@ pub struct ClusterOptions {
     /// Give each node its own loopback address (127.0.<n>.1, 127.0.<n>.2, 127.0.<n>.3), so a
     /// test can cut one off with iptables.
     pub own_addresses: Option<u8>,
-    /// TOML inserted into every node's config before the members (e.g. a `[log]` table).
+    /// TOML inserted into every node's config before the members (e.g. a `[log]` table);
+    /// `@NODE@` and `@HEALTH_PORT@` in it become the node's name and a free port.
     pub extra_config: String,
     /// TOML appended to the data nodes' configs only (e.g. `[[resources]]`); `@NODE@`,
     /// `@NODE_ID@` and `@OTHER_NODE_ID@` in it become the node's name, its id and the other
@@ -180,6 +183,7 @@ impl Cluster {
                     role,
                     peer_port: free_port(&ip),
                     admin_port: free_port(&ip),
+                    health_port: free_port(&ip),
                     ip,
                 }
             })
@@ -205,6 +209,8 @@ impl Cluster {
                 n.peer_addr(),
                 n.admin_addr(),
                 opts.extra_config
+                    .replace("@HEALTH_PORT@", &n.health_port.to_string())
+                    .replace("@NODE@", n.name)
             );
             let cfg = if n.role == "data" {
                 let own = opts

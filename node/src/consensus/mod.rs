@@ -149,6 +149,8 @@ pub struct Consensus {
     cfg: Arc<ValidConfig>,
     contact: LeaderContact,
     log_bytes: LogBytes,
+    /// From a proposal to its commit and apply here, for the proposals that committed.
+    commit_latency: Arc<crate::metrics::Histogram>,
 }
 
 /// On the leader: what a node lacks of the committed log.
@@ -228,6 +230,7 @@ impl Consensus {
             cfg,
             contact: LeaderContact::new(),
             log_bytes,
+            commit_latency: Arc::default(),
         })
     }
 
@@ -310,9 +313,13 @@ impl Consensus {
             None => term,
         };
         let cmd = Command { epoch, record };
+        let started = std::time::Instant::now();
         match self.raft.client_write(cmd).await {
             Ok(resp) => match resp.data {
-                Response::Applied { index } => Ok(index),
+                Response::Applied { index } => {
+                    self.commit_latency.observe(started.elapsed());
+                    Ok(index)
+                }
                 Response::Rejected(r) => Err(ProposeError::Rejected(r)),
             },
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ProposeError::NotLeader {
@@ -336,6 +343,7 @@ impl Consensus {
         }
         let cmds: Vec<Command> = records.into_iter().map(|record| Command { epoch, record }).collect();
         let n = cmds.len();
+        let started = std::time::Instant::now();
         let mut stream = self
             .raft
             .client_write_many(cmds)
@@ -347,7 +355,10 @@ impl Consensus {
             let result = item.map_err(|e| ProposeError::Fatal(e.to_string()))?;
             out.push(match result {
                 Ok(resp) => match resp.response {
-                    Response::Applied { index } => Ok(index),
+                    Response::Applied { index } => {
+                        self.commit_latency.observe(started.elapsed());
+                        Ok(index)
+                    }
                     Response::Rejected(r) => Err(ProposeError::Rejected(r)),
                 },
                 Err(ClientWriteError::ForwardToLeader(f)) => Err(ProposeError::NotLeader {
@@ -357,6 +368,11 @@ impl Consensus {
             });
         }
         Ok(out)
+    }
+
+    /// Proposal-to-commit times of this node's committed proposals.
+    pub fn commit_latency(&self) -> &crate::metrics::Histogram {
+        &self.commit_latency
     }
 
     /// Raft as the failover controller sees it; times are relative to `origin`.

@@ -92,6 +92,15 @@ impl Failover {
     }
 
     /// The epoch this node serves in right now: the lease-holding active, holding its identity.
+    /// The epoch this node serves in with every resource held (the service started): what
+    /// `/health/active` reports, so a load balancer sends nothing before the service runs.
+    pub fn service_epoch(&self) -> Option<Epoch> {
+        let now = self.now();
+        let c = self.lock();
+        c.active_epoch(now)
+            .filter(|e| c.serves(now) && c.resources_held() == Some(*e))
+    }
+
     pub fn serving_epoch(&self) -> Option<Epoch> {
         let now = self.now();
         let c = self.lock();
@@ -300,6 +309,18 @@ fn carry_out(
                 tracing::info!("identity dropped: VIP removed, /health/active answers 503");
             }
             Effect::AcquireResources { epoch } => {
+                // How the service came here, for `tandem_takeovers_total`.
+                let me = consensus.config().node_id;
+                let how = match consensus
+                    .activation()
+                    .filter(|a| a.epoch == epoch)
+                    .and_then(|a| a.previous)
+                {
+                    Some(p) if p.node != me && p.released => 1,
+                    Some(p) if p.node != me => 2,
+                    _ => 0,
+                };
+                agent.takeovers[how].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let (agent, results) = (agent.clone(), results.clone());
                 tokio::spawn(async move {
                     let ok = match agent.acquire(epoch).await {

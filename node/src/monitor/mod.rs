@@ -77,6 +77,8 @@ pub struct Live {
     pub state: State,
     pub last_result: Option<Result<String, String>>,
     pub last_run_ms: Option<u64>,
+    /// How long the last run took.
+    pub last_duration: Option<std::time::Duration>,
     pub consecutive_failures: u32,
     pub consecutive_passes: u32,
 }
@@ -87,6 +89,7 @@ impl Live {
             state: State::Idle,
             last_result: None,
             last_run_ms: None,
+            last_duration: None,
             consecutive_failures: 0,
             consecutive_passes: 0,
         }
@@ -179,6 +182,9 @@ impl Monitors {
                         Err(reason) => format!("failed: {reason}"),
                     }),
                     last_run_ms: live.last_run_ms,
+                    last_duration_us: live
+                        .last_duration
+                        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
                     consecutive_failures: live.consecutive_failures,
                     max_failures: e.spec.max_failures,
                 }
@@ -220,9 +226,10 @@ impl Monitors {
         live.state = State::Unknown;
     }
 
-    fn count(&self, i: usize, result: Result<String, String>) {
+    fn count(&self, i: usize, result: Result<String, String>, took: std::time::Duration) {
         let spec = &self.entries[i].spec;
         let mut live = self.live(i);
+        live.last_duration = Some(took);
         let Some(before) = live.count(result, spec.max_failures, spec.rise) else {
             return;
         };
@@ -294,12 +301,14 @@ impl Monitors {
                     }
                     _ = shutdown.wait_for(|s| *s) => return,
                 }
+                let started = Instant::now();
                 let result = probe::run(&spec.probe, &mut probe_state, spec.timeout).await;
+                let took = started.elapsed();
                 // A standing that changed during the run makes its result meaningless here.
                 if !standing.borrow().runs(spec.scope) {
                     break;
                 }
-                self.count(i, result);
+                self.count(i, result, took);
                 next += spec.interval;
                 let now = Instant::now();
                 if next < now {

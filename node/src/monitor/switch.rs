@@ -230,6 +230,7 @@ mod tests {
                     state: state.into(),
                     last_result: None,
                     last_run_ms: None,
+                    last_duration_us: None,
                     consecutive_failures: 0,
                     max_failures: 3,
                 })

@@ -118,6 +118,13 @@ pub struct ResourceAgent {
     before_release: std::sync::Mutex<Vec<AcquireGate>>,
     /// Awaited in order after the last resource is released (the captures sending what is left).
     after_release: std::sync::Mutex<Vec<AcquireGate>>,
+    /// How long whole acquires and releases took (gates and steps included).
+    pub acquire_seconds: crate::metrics::Histogram,
+    pub release_seconds: crate::metrics::Histogram,
+    /// Activations of this node by how the service came to it: `[first start or after a
+    /// release by this node, planned hand-over from the other node, failover from a node that
+    /// never released]`.
+    pub takeovers: [AtomicU64; 3],
 }
 
 impl ResourceAgent {
@@ -144,6 +151,9 @@ impl ResourceAgent {
             gates: std::sync::Mutex::default(),
             before_release: std::sync::Mutex::default(),
             after_release: std::sync::Mutex::default(),
+            acquire_seconds: Default::default(),
+            release_seconds: Default::default(),
+            takeovers: Default::default(),
         })
     }
 
@@ -215,6 +225,13 @@ impl ResourceAgent {
 
     /// Acquire every resource in order; stops at the first failure.
     pub async fn acquire(&self, epoch: Epoch) -> Result<(), ResourceError> {
+        let started = std::time::Instant::now();
+        let result = self.acquire_all(epoch).await;
+        self.acquire_seconds.observe(started.elapsed());
+        result
+    }
+
+    async fn acquire_all(&self, epoch: Epoch) -> Result<(), ResourceError> {
         let _turn = self.busy.lock().await;
         self.last_epoch.store(epoch, Ordering::SeqCst);
         Self::run_steps(&self.gates).await;
@@ -230,6 +247,13 @@ impl ResourceAgent {
 
     /// Release every resource in reverse order; a failure is reported and the rest still run.
     pub async fn release(&self) -> Result<(), ResourceError> {
+        let started = std::time::Instant::now();
+        let result = self.release_all().await;
+        self.release_seconds.observe(started.elapsed());
+        result
+    }
+
+    async fn release_all(&self) -> Result<(), ResourceError> {
         self.release_waiting.store(true, Ordering::SeqCst);
         Self::run_steps(&self.before_release).await;
         let _turn = self.busy.lock().await;
