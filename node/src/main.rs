@@ -13,6 +13,9 @@ use tandem_raft_store::MemberRole;
 #[derive(Parser)]
 #[command(name = "tandem", version, about = "Tandem hot-standby node")]
 struct Cli {
+    /// Log lines as text, or as one JSON object per line (for log collectors).
+    #[arg(long, env = "TANDEM_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text", global = true)]
+    log_format: String,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -67,13 +70,14 @@ fn load(path: &std::path::Path) -> Result<ValidConfig, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().with_current_span(true).with_span_list(false).init();
+    } else {
+        logs.init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

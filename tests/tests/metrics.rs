@@ -164,3 +164,71 @@ interval_ms = 200
     assert_eq!(get(&n, "tandem_takeovers_total{kind=\"failover\"}"), 1.0);
     assert_eq!(get(&n, "tandem_role{role=\"active\"}"), 1.0);
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = |_| tandem_tests::free_port("127.0.0.1");
+    let ports: Vec<u16> = (0..6).map(port).collect();
+    let members: String = [(1, "a", "data"), (2, "b", "data"), (3, "w", "witness")]
+        .iter()
+        .enumerate()
+        .map(|(i, (id, name, role))| {
+            format!(
+                "[[members]]\nid = {id}\nname = \"{name}\"\nrole = \"{role}\"\npeer_addr = \"127.0.0.1:{}\"\nadmin_addr = \"127.0.0.1:{}\"\n",
+                ports[2 * i],
+                ports[2 * i + 1]
+            )
+        })
+        .collect();
+    let config = dir.path().join("a.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = 1\ndata_dir = \"a\"\npeer_listen = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\ncluster_secret = \"{}\"\n{members}",
+            ports[0],
+            ports[1],
+            tandem_tests::SECRET
+        ),
+    )
+    .unwrap();
+    let mut child = tandem_tests::tandem()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("TANDEM_LOG_FORMAT", "json")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            let done = line.contains("tandem node started");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !lines.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let lines = lines.join().unwrap();
+    let started = lines.last().expect("log lines");
+    assert!(started.contains("tandem node started"), "{lines:?}");
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["timestamp"].is_string() && v["level"].is_string(), "{line}");
+        assert!(v["fields"]["message"].is_string(), "{line}");
+    }
+    let v: serde_json::Value = serde_json::from_str(started).unwrap();
+    assert_eq!(v["level"], "INFO");
+    assert_eq!(v["fields"]["role"], "data");
+    assert_eq!(v["span"]["node"], "a", "the node's span names it: {started}");
+}
