@@ -7,8 +7,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # The partition tests cut nodes off with iptables; the VIP tests and the lab build network
 # namespaces with iproute2; the systemd-unit test boots a private systemd in namespaces of its
 # own (util-linux's unshare and nsenter). All need root. The HTTPS monitor test makes its
-# certificates with openssl. The database tests start real MariaDB servers. The build needs
-# libclang.
+# certificates with openssl. The database tests start real MariaDB servers. The console test
+# drives the web console in headless Chromium through chromedriver. The build needs libclang.
 missing=()
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
@@ -16,11 +16,13 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 # The embedded database's SQLite bindings are generated at build time (bindgen needs libclang).
 dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
-    echo "installing ${missing[*]} (needed by the build and the partition, VIP, lab, systemd, HTTPS monitor and database tests)..."
+    echo "installing ${missing[*]} (needed by the build and the partition, VIP, lab, systemd, HTTPS monitor, database and console tests)..."
     # Packages are not to start their own services here (the database tests start their own
     # servers): a policy that denies service starts, for the length of the install only.
     policy=/usr/sbin/policy-rc.d

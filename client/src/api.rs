@@ -5,6 +5,7 @@ use serde::Serialize;
 
 /// `GET /v1/status`: one node's own view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct NodeStatus {
     pub node_id: u64,
     pub name: String,
@@ -50,6 +51,7 @@ pub struct NodeStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ActivationInfo {
     pub node: u64,
     pub epoch: u64,
@@ -58,6 +60,7 @@ pub struct ActivationInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct MemberInfo {
     pub id: u64,
     pub name: String,
@@ -71,6 +74,7 @@ pub struct MemberInfo {
 
 /// `POST /v1/test-records`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WriteTestRecord {
     pub id: u64,
@@ -85,6 +89,7 @@ pub struct WriteTestRecord {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct WriteTestRecordResult {
     pub id: u64,
     /// Log index at which the record was committed and applied.
@@ -95,12 +100,14 @@ pub struct WriteTestRecordResult {
 
 /// `POST /v1/cluster/init`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct InitResult {
     pub members: Vec<MemberInfo>,
 }
 
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ApiError {
     /// Stable machine-readable code, e.g. `not_leader`.
     pub code: String,
@@ -111,6 +118,7 @@ pub struct ApiError {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct LeaderHint {
     pub id: u64,
     pub admin_addr: String,
@@ -118,6 +126,7 @@ pub struct LeaderHint {
 
 /// `POST /v1/switchover`, sent to the active.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SwitchoverRequest {
     /// Name of the data node to hand the service to; the other data node when omitted.
@@ -128,6 +137,7 @@ pub struct SwitchoverRequest {
 /// `POST /v1/failover`, sent to the active: a switchover without the check that the target is
 /// synced. Without `accept_data_loss` it only reports what the target lacks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FailoverRequest {
     /// Name of the data node to hand the service to; the other data node when omitted.
@@ -143,6 +153,7 @@ pub struct FailoverRequest {
 
 /// What a forced failover found, and what it did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct FailoverReport {
     pub from: String,
     pub to: String,
@@ -171,6 +182,7 @@ pub struct FailoverReport {
 /// `POST /v1/recover`, sent to the data node to recover: make it the only voter, when both
 /// other members are gone for good.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RecoverRequest {
     /// Must be true.
@@ -179,6 +191,7 @@ pub struct RecoverRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct RecoverResult {
     pub node: String,
     /// The node restarts in place and comes back as a one-voter cluster.
@@ -187,12 +200,14 @@ pub struct RecoverResult {
 
 /// `POST /v1/cluster/rejoin`, sent to the leader: bring a member back after a forced recovery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RejoinRequest {
     pub node: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct RejoinResult {
     pub node: String,
     /// Voter names after the change.
@@ -200,6 +215,7 @@ pub struct RejoinResult {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct SwitchoverResult {
     pub from: String,
     pub to: String,
@@ -209,6 +225,7 @@ pub struct SwitchoverResult {
 
 /// The replicated switch policies (`GET /v1/policies`, and in every status).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct PoliciesInfo {
     pub auto_switch: bool,
     pub only_switch_when_synced: bool,
@@ -227,6 +244,7 @@ pub struct PoliciesInfo {
 
 /// `PUT /v1/policies`: the fields to change; the others keep their value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PolicyUpdate {
     pub auto_switch: Option<bool>,
@@ -245,6 +263,7 @@ pub struct PolicyUpdate {
 
 /// One operator action from the replicated audit trail (`GET /v1/audit`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct AuditInfo {
     pub seq: u64,
     /// Milliseconds since the Unix epoch, at the node that recorded it.
@@ -256,6 +275,7 @@ pub struct AuditInfo {
 
 /// `GET /v1/resources`: what this node holds and what its scripts did lately.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ResourcesInfo {
     pub node: String,
     pub vips: Vec<VipInfo>,
@@ -267,6 +287,7 @@ pub struct ResourcesInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct VipInfo {
     pub name: String,
     /// `ADDRESS/PREFIX`.
@@ -277,12 +298,14 @@ pub struct VipInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ScriptInfo {
     pub name: String,
     pub check: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct RunningScript {
     pub resource: String,
     /// `acquire`, `release` or `check`.
@@ -291,6 +314,7 @@ pub struct RunningScript {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ScriptRun {
     pub resource: String,
     pub action: String,
@@ -306,12 +330,14 @@ pub struct ScriptRun {
 
 /// `POST /v1/resources/cancel`: what was cancelled (nothing if no script was running).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct CancelResult {
     pub cancelled: Option<RunningScript>,
 }
 
 /// One event of a node's event log (`GET /v1/events`, `GET /v1/events/stream`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct EventInfo {
     /// Per node, increasing; restarts at 1 when the node process starts.
     pub seq: u64,
@@ -328,6 +354,7 @@ pub struct EventInfo {
 
 /// `GET /v1/events`: the events of every reachable node, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct EventsPage {
     pub events: Vec<EventInfo>,
     /// Members whose events could not be fetched (name and why).
@@ -336,6 +363,7 @@ pub struct EventsPage {
 
 /// One health monitor's live state on one node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct MonitorInfo {
     pub name: String,
     /// `process`, `systemd`, `tcp`, `http`, `script`, `disk`, `memory` or `cpu`.
@@ -359,6 +387,7 @@ pub struct MonitorInfo {
 
 /// The heartbeat between this node and one other member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct LinkInfo {
     pub to: String,
     /// `up` (answered within the link timeout) or `down`.
@@ -371,6 +400,7 @@ pub struct LinkInfo {
 
 /// How the whole cluster stands, as one node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ClusterStatusInfo {
     /// `ready`, `warning`, `mirroring`, `not synced`, `stopped` or `unknown`.
     pub state: String,
@@ -381,6 +411,7 @@ pub struct ClusterStatusInfo {
 
 /// `GET /v1/cluster`: every member's own status and the cluster status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ClusterView {
     pub cluster_status: ClusterStatusInfo,
     /// The node serving the service, if any.
@@ -389,6 +420,7 @@ pub struct ClusterView {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ClusterNode {
     pub name: String,
     pub admin_addr: String,
@@ -399,6 +431,7 @@ pub struct ClusterNode {
 
 /// `GET /v1/files`: this node's file mirror.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct FilesInfo {
     /// Every committed change is on this node's disk and nothing is pending.
     pub synced: bool,
@@ -418,6 +451,7 @@ pub struct FilesInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ResyncProgress {
     pub files_done: u64,
     pub files_total: u64,
@@ -430,6 +464,7 @@ pub struct ResyncProgress {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct QuarantineInfo {
     pub folder: String,
     /// Path inside the folder it had.
@@ -441,6 +476,7 @@ pub struct QuarantineInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct FolderInfo {
     pub id: String,
     pub root: String,
@@ -452,6 +488,7 @@ pub struct FolderInfo {
 
 /// Totals since the node started.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct FileCounters {
     /// File change records this node proposed (as active) and applied to disk (as standby).
     pub proposed: u64,
@@ -471,6 +508,7 @@ pub struct FileCounters {
 /// `GET /v1/files/manifest?folder=ID[&after=PATH][&limit=N]`: the replicated file index of one
 /// folder, in path order, a page at a time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct FileManifest {
     pub folder: String,
     pub entries: Vec<ManifestEntry>,
@@ -479,6 +517,7 @@ pub struct FileManifest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ManifestEntry {
     pub path: String,
     /// `file`, `dir` or `symlink`.
@@ -497,6 +536,7 @@ pub struct ManifestEntry {
 
 /// `GET /v1/db`: a data node's database change records.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct DbInfo {
     /// The change stream's name (`[database] source`).
     pub source: String,
@@ -529,6 +569,7 @@ pub struct DbInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct SeedInfo {
     /// `running`, `done` or `failed`.
     pub state: String,
@@ -543,6 +584,7 @@ pub struct SeedInfo {
 
 /// `POST /v1/db/seed`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct SeedRequest {
     /// Drop this node's databases and load the other data node's. Without it, nothing is
     /// changed and the answer says what would be.
@@ -551,6 +593,7 @@ pub struct SeedRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct SeedAnswer {
     pub started: bool,
     /// What is (or would be) replaced, and by what.
@@ -560,6 +603,7 @@ pub struct SeedAnswer {
 /// One SQL statement and its parameters (`?` placeholders, in order). A parameter is JSON
 /// null, a number, a string, or `{"blob": "<hex>"}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct SqlStatement {
     pub sql: String,
     #[serde(default)]
@@ -568,11 +612,13 @@ pub struct SqlStatement {
 
 /// `POST /v1/db/execute`: statements run on the active as one transaction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ExecuteRequest {
     pub statements: Vec<SqlStatement>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct StatementResult {
     /// Rows the statement inserted, updated or deleted.
     pub changes: u64,
@@ -583,6 +629,7 @@ pub struct StatementResult {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ExecuteResult {
     /// Sequence number of the committed change (`None`: nothing changed, nothing committed).
     pub seq: Option<u64>,
@@ -591,6 +638,7 @@ pub struct ExecuteResult {
 
 /// `POST /v1/db/query`: one read-only statement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct QueryRequest {
     pub sql: String,
     #[serde(default)]
@@ -606,6 +654,7 @@ fn default_consistency() -> String {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct QueryResult {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<serde_json::Value>>,

@@ -16,7 +16,6 @@ use axum::response::sse::Sse;
 use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::get;
-use axum::routing::post;
 use axum::Json;
 use axum::Router;
 use serde::Deserialize;
@@ -171,32 +170,59 @@ async fn read_member<T: serde::de::DeserializeOwned>(
 }
 
 fn api_routes() -> Router<AdminState> {
-    Router::new()
-        .route("/v1/status", get(status))
-        .route("/metrics", get(metrics))
-        .route("/v1/cluster", get(cluster_view))
-        .route("/v1/events", get(events_list))
-        .route("/v1/events/stream", get(events_stream))
-        .route("/v1/cluster/init", post(init))
-        .route("/v1/test-records", post(write_test_record))
-        .route("/v1/switchover", post(switchover))
-        .route("/v1/failover", post(forced_failover))
-        .route("/v1/recover", post(recover))
-        .route("/v1/files", get(files))
-        .route("/v1/db", get(db_info))
-        .route("/v1/db/seed", post(db_seed))
-        .route("/v1/db/execute", post(db_execute))
-        .route("/v1/db/query", post(db_query))
-        .route("/v1/files/manifest", get(file_manifest))
-        .route("/v1/resources", get(resources))
-        .route("/v1/resources/cancel", post(cancel_script))
-        .route("/v1/cluster/rejoin", post(rejoin))
-        .route("/v1/policies", get(get_policies).put(put_policies))
-        .route("/v1/audit", get(audit))
-        .route("/health/live", get(|| async { "live\n" }))
-        .route("/health/active", get(health_active))
-        .route("/health/standby", get(health_standby))
-        .fallback(|| async { AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /v1/status") })
+    use crate::openapi::Access::Admin as A;
+    use crate::openapi::Access::Open as O;
+    use crate::openapi::Access::Read as R;
+    let doc = Arc::new(std::sync::OnceLock::<serde_json::Value>::new());
+    let served = doc.clone();
+    let (router, document) = crate::openapi::Api::new()
+        .route("get", "/v1/status", status, "This node's status: Raft state, lease, activation, role, links, monitors, cluster status.", R)
+        .route("get", "/metrics", metrics, "Prometheus metrics. Text exposition format 0.0.4: role, term, epoch, lease, Raft positions and lag, commit latency, files, databases, monitors, resource actions, takeovers.", R)
+        .route("get", "/v1/cluster", cluster_view, "Every member's status and the cluster status. The other members answer over the peer port.", R)
+        .route("get", "/v1/events", events_list, "Events of every member, oldest first. JSON (an EventsPage) or, with format=csv, text/csv.", R)
+        .route("get", "/v1/events/stream", events_stream, "This node's live events. A text/event-stream of EventInfo objects.", R)
+        .route("post", "/v1/cluster/init", init, "Bootstrap the cluster through this data node.", A)
+        .route("post", "/v1/test-records", write_test_record, "Write a test record through the leader.", A)
+        .route("post", "/v1/switchover", switchover, "Planned switchover to a synced standby.", A)
+        .route("post", "/v1/failover", forced_failover, "Forced failover. Without accept_data_loss it only reports what the target lacks.", A)
+        .route("post", "/v1/recover", recover, "Make this data node the only voter when both others are gone for good. The node restarts in place.", A)
+        .route("get", "/v1/files", files, "This node's file mirror: sync state, pending files and bytes, quarantine, counters.", R)
+        .route("get", "/v1/db", db_info, "This node's database: positions, lag, divergence, read-only state.", R)
+        .route("post", "/v1/db/seed", db_seed, "Seed this node's database from the other data node's. Without replace_local_data it only reports.", A)
+        .route("post", "/v1/db/execute", db_execute, "Write to the embedded database (on the active).", A)
+        .route("post", "/v1/db/query", db_query, "Read the embedded database.", A)
+        .route("get", "/v1/files/manifest", file_manifest, "One page of a sync folder's replicated index.", R)
+        .route("get", "/v1/resources", resources, "This node's VIPs and scripts, the script running now, the latest runs.", R)
+        .route("post", "/v1/resources/cancel", cancel_script, "Kill the running resource script.", A)
+        .route("post", "/v1/cluster/rejoin", rejoin, "Bring a member back as a voter after a recovery (on the leader).", A)
+        .route("get", "/v1/policies", get_policies, "The replicated switch policies and maintenance mode.", R)
+        .route("put", "/v1/policies", put_policies, "Change switch policies or maintenance mode.", A)
+        .route("get", "/v1/audit", audit, "The newest entries of the replicated audit trail.", R)
+        .route("get", "/health/live", || async { "live\n" }, "200 while the process answers.", O)
+        .route("get", "/health/active", health_active, "200 only on the lease-holding active with every resource held; 503 elsewhere.", O)
+        .route("get", "/health/standby", health_standby, "200 only on a data node that is a synced standby; 503 elsewhere.", O)
+        .route("get", "/", crate::console::page, "The web console. An HTML page.", O)
+        .route("get", "/console", crate::console::page, "The web console. An HTML page.", O)
+        .route(
+            "get",
+            crate::openapi::OPENAPI_PATH,
+            move || {
+                let served = served.clone();
+                async move { Json(served.get().cloned().unwrap_or_default()) }
+            },
+            "This document.",
+            O,
+        )
+        .finish();
+    let _ = doc.set(document);
+    router
+        .fallback(|| async {
+            AdminError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route; see /v1/openapi.json",
+            )
+        })
         .layer(DefaultBodyLimit::max(ADMIN_BODY_MAX_BYTES))
 }
 
@@ -240,6 +266,8 @@ impl AdminError {
         }
     }
 }
+
+impl crate::openapi::DocError for AdminError {}
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
@@ -452,7 +480,7 @@ async fn node_metrics(app: &AdminState, status: &NodeStatus, m: &mut crate::metr
     }
 }
 
-async fn metrics(State(app): State<AdminState>) -> impl IntoResponse {
+async fn metrics(State(app): State<AdminState>) -> Response {
     use crate::metrics::Type::Gauge;
     let mut m = crate::metrics::Exposition::default();
     let status = node_status(&app);
@@ -620,6 +648,7 @@ async fn metrics(State(app): State<AdminState>) -> impl IntoResponse {
         )],
         m.finish(),
     )
+        .into_response()
 }
 
 fn node_status(app: &AdminState) -> NodeStatus {
@@ -687,14 +716,18 @@ async fn cluster_view(State(app): State<AdminState>) -> Json<ClusterView> {
 pub const EVENTS_PAGE_MAX: usize = 10_000;
 
 /// `GET /v1/events` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
+    /// Only events at or after this time (ms since the Unix epoch).
     since_ms: Option<u64>,
+    /// Only events before this time (ms since the Unix epoch).
     until_ms: Option<u64>,
     /// Comma-separated kinds.
     kind: Option<String>,
+    /// Only this member's events.
     node: Option<String>,
+    /// At most this many (the newest), up to EVENTS_PAGE_MAX.
     limit: Option<usize>,
     /// `json` (default) or `csv`.
     format: Option<String>,
@@ -996,11 +1029,14 @@ async fn await_handoff(app: &AdminState, target: &MemberConfig) -> Result<HandOf
 /// Most entries in one page of `GET /v1/files/manifest`.
 pub const MANIFEST_PAGE_MAX: usize = 10_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ManifestQuery {
+    /// The sync folder's name.
     folder: String,
+    /// Start after this path (the last one of the previous page).
     after: Option<String>,
+    /// At most this many entries, up to MANIFEST_PAGE_MAX.
     limit: Option<usize>,
 }
 

@@ -15,6 +15,7 @@
 //! - [`cluster`]: heartbeats between the members and the status model shown to operators;
 //! - [`events`]: the node's event log (role changes, monitor transitions, actions);
 //! - [`admin`]: the admin HTTP API and health routes;
+//! - [`console`]: the web console page the admin port serves at `/`;
 //! - [`metrics`]: the Prometheus text format of `GET /metrics`;
 //! - [`recovery`]: making one data node a cluster of its own when quorum is gone for good;
 //! - [`run`]: wiring: open the store, bind the listeners, start Raft and the failover driver,
@@ -37,12 +38,14 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod consensus;
+pub mod console;
 pub mod db;
 pub mod events;
 pub mod failover;
 pub mod files;
 pub mod metrics;
 pub mod monitor;
+pub mod openapi;
 pub mod recovery;
 pub mod resources;
 pub mod systemd;
