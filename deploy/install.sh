@@ -23,8 +23,9 @@
 #   and localhost. An IP there is also what the node binds (a DNS name binds 0.0.0.0).
 #   HEALTH_LISTEN (data nodes; default 0.0.0.0:7490) serves /health/* in plain HTTP for load
 #   balancers. The admin API listens on 127.0.0.1 at ADMIN_ADDR's port, unless
-#   --admin-public: then on ADMIN_ADDR itself (TLS and the tokens guard it), which tandemctl
-#   needs to show all three members from one machine.
+#   --admin-public: then on ADMIN_ADDR itself (TLS and the tokens guard it), so that tandemctl
+#   and the console can reach every node's admin API from elsewhere. (The members read each
+#   other's status and events over the peer port either way.)
 #   An existing bundle in DIR is never replaced without --force; with --force the node keys,
 #   certificates, configs and archives are made again, and the CA, secret and tokens already in
 #   DIR are kept (delete them, or use a new DIR, to replace them).

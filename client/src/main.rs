@@ -63,7 +63,7 @@ struct Cli {
         long,
         env = "TANDEM_NODES",
         value_delimiter = ',',
-        default_value = "127.0.0.1:7101",
+        default_value = "127.0.0.1:7480",
         global = true
     )]
     nodes: Vec<String>,
@@ -335,10 +335,15 @@ async fn main() -> ExitCode {
 
 /// Ask the given addresses in order until one answers.
 async fn first_answer(nodes: &[String], timeout: Duration) -> anyhow::Result<NodeStatus> {
+    Ok(first_answering(nodes, timeout).await?.1)
+}
+
+/// The first of `nodes` that answers: the address as given, and its status.
+async fn first_answering(nodes: &[String], timeout: Duration) -> anyhow::Result<(String, NodeStatus)> {
     let mut errors = Vec::new();
     for addr in nodes {
         match Client::new(addr.clone()).with_timeout(timeout).status().await {
-            Ok(s) => return Ok(s),
+            Ok(s) => return Ok((addr.clone(), s)),
             Err(e) => errors.push(e.to_string()),
         }
     }
@@ -686,16 +691,15 @@ async fn write(cli: &Cli, timeout: Duration, id: Option<u64>, payload: &str, cou
 const SWITCHOVER_WAIT: Duration = Duration::from_secs(20);
 
 /// The member that is active right now, asking every member.
-async fn find_active(cli: &Cli, timeout: Duration, what: &str) -> anyhow::Result<MemberInfo> {
-    let first = first_answer(&cli.nodes, timeout).await?;
-    for m in &first.members {
-        if let Ok(s) = Client::new(m.admin_addr.clone()).with_timeout(timeout).status().await {
-            if s.service == "active" {
-                return Ok(m.clone());
-            }
-        }
+/// A node to send an action for the active to (the answering one: it passes the request on
+/// to the active over the peer port), once some node is active.
+async fn find_active(cli: &Cli, timeout: Duration, what: &str) -> anyhow::Result<String> {
+    let (addr, _) = first_answering(&cli.nodes, timeout).await?;
+    let view = Client::new(addr.clone()).with_timeout(timeout * 2).cluster().await?;
+    if view.active.is_none() {
+        anyhow::bail!("no node is active right now, so there is nothing to {what} (see tandemctl status)")
     }
-    anyhow::bail!("no node is active right now, so there is nothing to {what} (see tandemctl status)")
+    Ok(addr)
 }
 
 async fn recover(cli: &Cli, timeout: Duration, node: &str, force_single_node: bool) -> anyhow::Result<()> {
@@ -737,18 +741,30 @@ async fn recover(cli: &Cli, timeout: Duration, node: &str, force_single_node: bo
 }
 
 async fn resources(cli: &Cli, timeout: Duration, node: Option<&str>, cancel: bool, last: usize) -> anyhow::Result<()> {
-    let target = match node {
-        None => find_active(cli, timeout, "show resources of").await?,
-        Some(name) => {
-            let first = first_answer(&cli.nodes, timeout).await?;
-            first
-                .members
-                .into_iter()
-                .find(|m| m.name == name)
-                .ok_or_else(|| anyhow::anyhow!("no member is named {name:?}"))?
-        }
+    let (addr, first) = first_answering(&cli.nodes, timeout).await?;
+    let name = match node {
+        Some(n) => n.to_string(),
+        None => Client::new(addr.clone())
+            .with_timeout(timeout * 2)
+            .cluster()
+            .await?
+            .active
+            .ok_or_else(|| anyhow::anyhow!("no node is active right now; name one with --node"))?,
     };
-    let client = Client::new(target.admin_addr.clone()).with_timeout(timeout);
+    let target = first
+        .members
+        .iter()
+        .find(|m| m.name == name)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no member is named {name:?}"))?;
+    // The answering node at the address it answered on; another at its admin address (which
+    // must be reachable from here: run this on that machine when admin APIs are on loopback).
+    let at = if target.id == first.node_id {
+        addr
+    } else {
+        target.admin_addr.clone()
+    };
+    let client = Client::new(at).with_timeout(timeout);
     if cancel {
         let r = client.cancel_script().await?;
         if cli.json {
@@ -841,8 +857,8 @@ async fn failover(cli: &Cli, timeout: Duration, to: &str, force: bool, accept_da
             "a forced failover skips the check that {to} is synced and needs --force; for a planned handover use `tandemctl switchover --to {to}`"
         );
     }
-    let active = find_active(cli, timeout, "fail over").await?;
-    let client = Client::new(active.admin_addr.clone()).with_timeout(SWITCHOVER_WAIT);
+    let via = find_active(cli, timeout, "fail over").await?;
+    let client = Client::new(via).with_timeout(SWITCHOVER_WAIT);
     let r = client
         .failover(&FailoverRequest {
             to: Some(to.to_string()),
@@ -892,8 +908,8 @@ async fn failover(cli: &Cli, timeout: Duration, to: &str, force: bool, accept_da
 }
 
 async fn switchover(cli: &Cli, timeout: Duration, to: Option<String>) -> anyhow::Result<()> {
-    let active = find_active(cli, timeout, "switch over").await?;
-    let client = Client::new(active.admin_addr.clone()).with_timeout(SWITCHOVER_WAIT);
+    let via = find_active(cli, timeout, "switch over").await?;
+    let client = Client::new(via).with_timeout(SWITCHOVER_WAIT);
     let r = client.switchover(&SwitchoverRequest { to }).await?;
     if cli.json {
         println!("{}", serde_json::to_string(&r)?);
@@ -908,31 +924,15 @@ async fn switchover(cli: &Cli, timeout: Duration, to: Option<String>) -> anyhow:
 
 /// Change policies through the leader (an empty update just shows them).
 async fn set_policies(cli: &Cli, timeout: Duration, update: PolicyUpdate) -> anyhow::Result<()> {
-    let first = first_answer(&cli.nodes, timeout).await?;
+    let (addr, first) = first_answering(&cli.nodes, timeout).await?;
     let policies = if update == PolicyUpdate::default() {
         first.policies
     } else {
-        let mut target = first
-            .leader
-            .and_then(|id| first.members.iter().find(|m| m.id == id))
-            .map_or_else(|| cli.nodes[0].clone(), |m| m.admin_addr.clone());
-        let mut hops = 0;
-        loop {
-            match Client::new(target.clone())
-                .with_timeout(timeout)
-                .set_policies(&update)
-                .await
-            {
-                Ok(p) => break p,
-                Err(ClientError::Api { error, .. })
-                    if error.code == "not_leader" && error.leader.is_some() && hops < 3 =>
-                {
-                    target = error.leader.expect("checked").admin_addr;
-                    hops += 1;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        // The answering node passes the change on to the leader.
+        Client::new(addr)
+            .with_timeout(timeout * 2)
+            .set_policies(&update)
+            .await?
     };
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&policies)?);
@@ -1043,14 +1043,9 @@ fn listen_addr(peer_addr: &str) -> String {
     }
 }
 
+/// The first node that answers, at the address it answered on.
 async fn answering_node(cli: &Cli, timeout: Duration) -> anyhow::Result<(String, NodeStatus)> {
-    let first = first_answer(&cli.nodes, timeout).await?;
-    let addr = first
-        .members
-        .iter()
-        .find(|m| m.id == first.node_id)
-        .map_or_else(|| cli.nodes[0].clone(), |m| m.admin_addr.clone());
-    Ok((addr, first))
+    first_answering(&cli.nodes, timeout).await
 }
 
 async fn audit(cli: &Cli, timeout: Duration) -> anyhow::Result<()> {

@@ -116,19 +116,168 @@ pub fn health_router(state: AdminState) -> Router {
 pub fn router(state: AdminState) -> Router {
     api_routes()
         .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forward_if_elsewhere,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             state.tokens.clone(),
             crate::auth::check,
         ))
         .with_state(state)
 }
 
+/// Operator actions that only one member can carry out (the active, or the leader), which any
+/// member passes on to it over the peer port: the console and tandemctl work through whichever
+/// node they reach, with each admin API on loopback.
+fn forwardable(method: &axum::http::Method, path: &str) -> bool {
+    use axum::http::Method;
+    (method == Method::POST && (path == "/v1/switchover" || path == "/v1/failover"))
+        || (method == Method::PUT && path == "/v1/policies")
+}
+
+/// Set on a request a member passed on, so it is never passed on again.
+const FORWARDED_HEADER: &str = "x-tandem-forwarded-from";
+/// Names the member that carried out a passed-on request.
+pub const FORWARDED_TO_HEADER: &str = "x-tandem-forwarded-to";
+/// How long a passed-on request may take (a switchover waits for the hand-off).
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A request passed on to another member, and its answer.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Forwarded {
+    method: String,
+    path: String,
+    body: String,
+    /// The token name the first member checked.
+    caller: Option<String>,
+    /// The first member's name.
+    from: String,
+    /// The answer's status (in the answer).
+    status: u16,
+}
+
+/// The member that must carry out `path`, when it is not this node.
+fn carried_out_by<'a>(app: &'a AdminState, path: &str) -> Option<&'a MemberConfig> {
+    let cfg = app.consensus.config();
+    let id = if path == "/v1/policies" {
+        app.consensus.current_leader()?
+    } else {
+        let a = app.consensus.activation().filter(|a| !a.released)?;
+        if app.failover.active_epoch().is_some() {
+            return None; // this node is the active
+        }
+        a.node
+    };
+    (id != cfg.node_id)
+        .then(|| cfg.members.iter().find(|m| m.id == id))
+        .flatten()
+}
+
+async fn forward_if_elsewhere(
+    State(app): State<AdminState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !forwardable(req.method(), req.uri().path()) || req.headers().contains_key(FORWARDED_HEADER) {
+        return next.run(req).await;
+    }
+    let Some(target) = carried_out_by(&app, req.uri().path()).cloned() else {
+        return next.run(req).await;
+    };
+    let (method, path) = (req.method().to_string(), req.uri().path().to_string());
+    let body = match axum::body::to_bytes(req.into_body(), ADMIN_BODY_MAX_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return AdminError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "bad_request",
+                format!("the body is over ADMIN_BODY_MAX_BYTES ({ADMIN_BODY_MAX_BYTES})"),
+            )
+            .into_response()
+        }
+    };
+    let Ok(body) = String::from_utf8(body.to_vec()) else {
+        return AdminError::new(StatusCode::BAD_REQUEST, "bad_request", "the body is not UTF-8 JSON").into_response();
+    };
+    let envelope = Forwarded {
+        method,
+        path,
+        body,
+        caller: crate::auth::caller_token(),
+        from: app.consensus.config().me().name.clone(),
+        status: 0,
+    };
+    let sent = serde_json::to_vec(&envelope).expect("serializes");
+    let answer = (app.exchange)(target.peer_addr.clone(), PEER_FORWARD_PATH, sent, FORWARD_TIMEOUT).await;
+    let answer = answer.and_then(|b| serde_json::from_slice::<Forwarded>(&b).map_err(|e| e.to_string()));
+    match answer {
+        Ok(a) => {
+            let mut resp = (
+                StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY),
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                a.body,
+            )
+                .into_response();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&target.name) {
+                resp.headers_mut().insert(FORWARDED_TO_HEADER, v);
+            }
+            resp
+        }
+        Err(e) => AdminError::new(
+            StatusCode::BAD_GATEWAY,
+            "forward_failed",
+            format!(
+                "{} must carry this out and could not be reached over its peer port {}: {e}",
+                target.name, target.peer_addr
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// The peer route that carries out requests other members passed on.
+pub const PEER_FORWARD_PATH: &str = "/peer/admin-forward";
+
+async fn carry_out_forwarded(State(api): State<Router>, body: bytes::Bytes) -> Response {
+    let Ok(f) = serde_json::from_slice::<Forwarded>(&body) else {
+        return (StatusCode::BAD_REQUEST, "not a forwarded request").into_response();
+    };
+    let Ok(method) = f.method.parse::<axum::http::Method>() else {
+        return (StatusCode::BAD_REQUEST, "bad method").into_response();
+    };
+    if !forwardable(&method, &f.path) {
+        return (StatusCode::BAD_REQUEST, "this request is not passed on between members").into_response();
+    }
+    let Ok(req) = axum::http::Request::builder()
+        .method(method)
+        .uri(&f.path)
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .header(FORWARDED_HEADER, &f.from)
+        .body(axum::body::Body::from(f.body.clone()))
+    else {
+        return (StatusCode::BAD_REQUEST, "bad path").into_response();
+    };
+    let resp = match crate::auth::with_caller(f.caller.clone(), tower::ServiceExt::oneshot(api, req)).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let status = resp.status().as_u16();
+    let body = axum::body::to_bytes(resp.into_body(), crate::consensus::peer_api::PEER_BODY_MAX_BYTES)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    Json(Forwarded { body, status, ..f }).into_response()
+}
+
 /// Reads of this node's admin API for the other members, over the peer port (behind its
 /// cluster secret and mutual TLS): `/v1/cluster` and `/v1/events` gather every member's part
 /// this way, so they work with each admin API listening on loopback only.
 pub fn peer_read_routes(state: AdminState) -> Router {
+    let api = api_routes().with_state(state);
     Router::new()
         .route(PEER_READ_PATH, axum::routing::post(peer_read))
-        .with_state(api_routes().with_state(state))
+        .route(PEER_FORWARD_PATH, axum::routing::post(carry_out_forwarded))
+        .with_state(api)
 }
 
 /// The peer route of [`peer_read_routes`].
@@ -190,7 +339,7 @@ fn api_routes() -> Router<AdminState> {
         .route("get", "/v1/db", db_info, "This node's database: positions, lag, divergence, read-only state.", R)
         .route("post", "/v1/db/seed", db_seed, "Seed this node's database from the other data node's. Without replace_local_data it only reports.", A)
         .route("post", "/v1/db/execute", db_execute, "Write to the embedded database (on the active).", A)
-        .route("post", "/v1/db/query", db_query, "Read the embedded database.", A)
+        .route("post", "/v1/db/query", db_query, "Read the embedded database (read-only statements; a read token may).", R)
         .route("get", "/v1/files/manifest", file_manifest, "One page of a sync folder's replicated index.", R)
         .route("get", "/v1/resources", resources, "This node's VIPs and scripts, the script running now, the latest runs.", R)
         .route("post", "/v1/resources/cancel", cancel_script, "Kill the running resource script.", A)
@@ -443,7 +592,7 @@ async fn node_metrics(app: &AdminState, status: &NodeStatus, m: &mut crate::metr
     }
     m.histogram(
         "tandem_resource_acquire_seconds",
-        "How long acquiring every resource took (VIPs, gates and scripts), per activation.",
+        "How long acquiring the resources took (the gates before the service, then each script), per activation.",
         &[],
         &app.agent.acquire_seconds,
     );
@@ -1301,7 +1450,7 @@ async fn recover(
     }
     let request = recovery::Request {
         requested_at_ms: unix_ms(),
-        actor: format!("admin-api@{}", cfg.me().name),
+        actor: format!("{}@{}", crate::auth::caller(), cfg.me().name),
     };
     recovery::write_request(&cfg.data_dir, &request).map_err(|e| {
         AdminError::new(

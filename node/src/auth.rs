@@ -173,10 +173,20 @@ pub fn caller() -> String {
         .unwrap_or_else(|| "admin-api".into())
 }
 
+/// The token name of the admin call being handled, if any.
+pub fn caller_token() -> Option<String> {
+    CALLER.try_with(Clone::clone).ok().flatten()
+}
+
+/// Run `fut` as the admin call of `caller` (a call another member checked and passed on).
+pub async fn with_caller<F: std::future::Future>(caller: Option<String>, fut: F) -> F::Output {
+    CALLER.scope(caller, fut).await
+}
+
 /// Every call that may change something is logged (target `tandem::audit`) with its caller and
 /// outcome; the operator actions among them also go to the replicated audit trail.
 async fn run_audited(caller: Option<String>, req: Request, next: Next) -> Response {
-    let mutating = needed_scope(req.method()) == Scope::Admin;
+    let mutating = needed_scope(req.method(), req.uri().path()) == Scope::Admin;
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let who = caller.clone();
     let resp = CALLER.scope(caller, next.run(req)).await;
@@ -217,15 +227,20 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The one POST route that only reads.
+const READ_ONLY_POST: &str = "/v1/db/query";
+
 /// Routes anyone reaching the port may call: load balancers' health checks and the console
 /// page (which carries no data).
 fn open_route(path: &str) -> bool {
     path.starts_with("/health/") || path == "/" || path == "/console" || path == "/v1/openapi.json"
 }
 
-/// A read is a GET or HEAD; everything else changes something and needs the admin scope.
-fn needed_scope(method: &Method) -> Scope {
-    if method == Method::GET || method == Method::HEAD {
+/// A read is a GET or HEAD, or a query of the embedded database (a POST for its body, refused
+/// by the node when it would write); everything else changes something and needs the admin
+/// scope.
+fn needed_scope(method: &Method, path: &str) -> Scope {
+    if method == Method::GET || method == Method::HEAD || (method == Method::POST && path == READ_ONLY_POST) {
         Scope::Read
     } else {
         Scope::Admin
@@ -258,11 +273,12 @@ pub async fn check(State(tokens): State<Tokens>, req: Request, next: Next) -> Re
     }
     let presented = match req.headers().get(AUTHORIZATION).map(|v| v.to_str()) {
         None => {
+            tracing::info!(target: "tandem::audit", method = %req.method(), path = %req.uri().path(), "admin call without a token refused");
             return refuse(
                 StatusCode::UNAUTHORIZED,
                 "token_required",
                 "this node's admin API needs a token: send `Authorization: Bearer <token>` (tandemctl: --token-file or TANDEM_TOKEN_FILE)".into(),
-            )
+            );
         }
         Some(Ok(v)) => match v.strip_prefix("Bearer ") {
             Some(t) => t.trim().to_string(),
@@ -290,7 +306,7 @@ pub async fn check(State(tokens): State<Tokens>, req: Request, next: Next) -> Re
             "the token is not one of this node's admin tokens".into(),
         );
     };
-    let needed = needed_scope(req.method());
+    let needed = needed_scope(req.method(), req.uri().path());
     if token.scope < needed {
         tracing::warn!(target: "tandem::audit", caller = %token.name, method = %req.method(), path = %req.uri().path(), "admin call beyond the token's scope refused");
         return refuse(
@@ -385,9 +401,11 @@ mod tests {
 
     #[test]
     fn reads_need_read_and_changes_need_admin() {
-        assert_eq!(needed_scope(&Method::GET), Scope::Read);
-        assert_eq!(needed_scope(&Method::POST), Scope::Admin);
-        assert_eq!(needed_scope(&Method::PUT), Scope::Admin);
+        assert_eq!(needed_scope(&Method::GET, "/v1/status"), Scope::Read);
+        assert_eq!(needed_scope(&Method::POST, "/v1/switchover"), Scope::Admin);
+        assert_eq!(needed_scope(&Method::PUT, "/v1/policies"), Scope::Admin);
+        assert_eq!(needed_scope(&Method::POST, "/v1/db/query"), Scope::Read);
+        assert_eq!(needed_scope(&Method::POST, "/v1/db/execute"), Scope::Admin);
         assert!(Scope::Read < Scope::Admin);
         assert!(open_route("/health/active"));
         assert!(!open_route("/v1/status"));

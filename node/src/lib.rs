@@ -143,11 +143,14 @@ async fn run_real(cfg: Arc<ValidConfig>, shutdown: impl Future<Output = ()>) -> 
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
     let store_dir = cfg.data_dir.join("raft");
-    let (log, sm) = sled_store::open(&store_dir).with_context(|| {
-        format!(
-            "cannot open the Raft store in {} (is another tandem process using this data_dir?)",
-            store_dir.display()
-        )
+    let (log, sm) = sled_store::open(&store_dir).map_err(|e| {
+        // Only a held lock means another process; other errors say what they are.
+        let hint = if e.to_string().contains("lock") {
+            " (is another tandem process using this data_dir?)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("cannot open the Raft store in {}{hint}: {e}", store_dir.display())
     })?;
 
     // A forced single-node recovery asked for before the restart is carried out now, on the
@@ -461,6 +464,7 @@ where
                 && !failover_driver.is_finished()
                 && !peer_server.is_finished()
                 && !admin_server.is_finished()
+                && health_server.as_ref().is_none_or(|h| !h.is_finished())
                 && health.iter().all(|t| !t.is_finished());
             let status = match (consensus.is_voter(), view.leader, failover.serving_epoch()) {
                 (false, _, _) => "STATUS=waiting to join a cluster (tandem init on one data node)".to_string(),

@@ -165,7 +165,17 @@ fn main() -> ExitCode {
                     .map(|t| t.secret().to_string()),
                 ca_file: cfg.tls.as_ref().filter(|t| t.admin).map(|t| t.ca_file.clone()),
             };
-            let client = Client::with_access(cfg.admin_listen.to_string(), &access);
+            // An admin API on every address is reached on loopback (its certificate names
+            // 127.0.0.1).
+            let mut addr = cfg.admin_listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(if addr.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            let client = Client::with_access(addr.to_string(), &access);
             match runtime.block_on(client.init()) {
                 Ok(r) => {
                     let names: Vec<String> = r

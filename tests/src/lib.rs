@@ -118,8 +118,18 @@ pub struct ClusterOptions {
     pub extra_config: String,
     /// TOML appended to the data nodes' configs only (e.g. `[[resources]]`); `@NODE@`,
     /// `@NODE_ID@` and `@OTHER_NODE_ID@` in it become the node's name, its id and the other
-    /// data node's id.
+    /// data node's id; `@DIR@` the cluster's directory.
     pub data_config: String,
+    /// The same peer and admin port for every node (with `own_addresses`): a cluster whose
+    /// stored membership names these addresses can be started again from its data.
+    pub fixed_ports: Option<(u16, u16)>,
+    /// A `.tar.gz` unpacked into the cluster's directory before the nodes start: their data
+    /// dirs (`a/`, `b/`, `w/`) and whatever else a test kept beside them.
+    pub data_from: Option<PathBuf>,
+    /// Members list admin addresses nobody listens on (127.0.0.1:<id>), as when every admin
+    /// API listens on loopback and the machines cannot reach each other's: whatever works
+    /// must go over the peer ports.
+    pub admin_addrs_unreachable: bool,
 }
 
 /// A `[[resources]]` script for [`ClusterOptions::data_config`] that runs `lab-service` as the
@@ -177,12 +187,13 @@ impl Cluster {
             .into_iter()
             .map(|(id, name, role)| {
                 let ip = ip(id);
+                let (peer_port, admin_port) = opts.fixed_ports.unwrap_or_else(|| (free_port(&ip), free_port(&ip)));
                 NodeSpec {
                     id,
                     name,
                     role,
-                    peer_port: free_port(&ip),
-                    admin_port: free_port(&ip),
+                    peer_port,
+                    admin_port,
                     health_port: free_port(&ip),
                     ip,
                 }
@@ -197,7 +208,11 @@ impl Cluster {
                     n.name,
                     n.role,
                     n.peer_addr(),
-                    n.admin_addr()
+                    if opts.admin_addrs_unreachable {
+                        format!("127.0.0.1:{}", n.id)
+                    } else {
+                        n.admin_addr()
+                    }
                 )
             })
             .collect();
@@ -216,6 +231,7 @@ impl Cluster {
                 let own = opts
                     .data_config
                     .replace("@NODE@", n.name)
+                    .replace("@DIR@", &dir.path().display().to_string())
                     .replace("@OTHER_NODE_ID@", &(3 - n.id).to_string())
                     .replace("@NODE_ID@", &n.id.to_string());
                 format!("{cfg}\n{own}")
@@ -223,6 +239,17 @@ impl Cluster {
                 cfg
             };
             std::fs::write(dir.path().join(format!("{}.toml", n.name)), cfg)?;
+        }
+        if let Some(tar) = &opts.data_from {
+            let out = Command::new("tar")
+                .arg("-xzf")
+                .arg(tar)
+                .arg("-C")
+                .arg(dir.path())
+                .output()?;
+            if !out.status.success() {
+                bail!("unpacking {}: {}", tar.display(), String::from_utf8_lossy(&out.stderr));
+            }
         }
         let mut cluster = Cluster {
             dir,
@@ -260,6 +287,11 @@ impl Cluster {
             })
         })?;
         Ok(cluster)
+    }
+
+    /// The directory holding the configs, the data dirs and the logs.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     pub fn config_path(&self, name: &str) -> PathBuf {

@@ -91,7 +91,6 @@ impl Failover {
         self.controller.lock().expect("failover controller lock")
     }
 
-    /// The epoch this node serves in right now: the lease-holding active, holding its identity.
     /// The epoch this node serves in with every resource held (the service started): what
     /// `/health/active` reports, so a load balancer sends nothing before the service runs.
     pub fn service_epoch(&self) -> Option<Epoch> {
@@ -101,6 +100,8 @@ impl Failover {
             .filter(|e| c.serves(now) && c.resources_held() == Some(*e))
     }
 
+    /// The epoch this node serves in right now: the lease-holding active, holding its identity
+    /// (its resources may still be being acquired).
     pub fn serving_epoch(&self) -> Option<Epoch> {
         let now = self.now();
         let c = self.lock();
@@ -302,7 +303,7 @@ fn carry_out(
             }
             Effect::AcquireIdentity { epoch } => {
                 identity.take(epoch);
-                tracing::info!(%epoch, "identity taken: /health/active answers 200");
+                tracing::info!(%epoch, "identity taken (VIPs up); /health/active answers 200 once the resources are held");
             }
             Effect::DropIdentity => {
                 identity.drop_now();

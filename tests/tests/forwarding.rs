@@ -1,0 +1,78 @@
+//! Each admin API reachable only on its own machine (the members list admin addresses nobody
+//! listens on): tandemctl and the console work through whichever node they reach. Status and
+//! events are gathered over the peer ports; a switchover, a forced failover and a policy change
+//! sent to a standby or the witness are passed on to the member that must carry them out.
+
+use std::time::Duration;
+
+use tandem_tests::other_data_node;
+use tandem_tests::tandemctl;
+use tandem_tests::Cluster;
+use tandem_tests::ClusterOptions;
+
+fn ctl_via(cluster: &Cluster, node: &str, args: &[&str]) -> (Option<i32>, String) {
+    let out = tandemctl()
+        .args(["--nodes", &cluster.spec(node).admin_addr()])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn actions_sent_to_any_member_reach_the_one_that_carries_them_out() {
+    let cluster = Cluster::start_initialized(ClusterOptions {
+        admin_addrs_unreachable: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let active = cluster.wait_active(None, Duration::from_secs(20));
+    let standby = other_data_node(active);
+
+    // Status through the witness: all three members, gathered over the peer ports.
+    let (code, out) = ctl_via(&cluster, "w", &["--json", "status"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out.matches("\"reachable\": true").count(), 3, "{out}");
+
+    // A switchover sent to the standby is carried out by the active.
+    let (code, out) = ctl_via(&cluster, standby, &["switchover"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("{active} released")), "{out}");
+    let now = cluster.wait_active(Some(active), Duration::from_secs(30));
+    assert_eq!(now, standby);
+
+    // A policy change sent to the witness reaches the leader, and every member holds it.
+    let (code, out) = ctl_via(&cluster, "w", &["maintenance", "on"]);
+    assert_eq!(code, Some(0), "{out}");
+    cluster
+        .wait_for("maintenance everywhere", Duration::from_secs(10), |s| {
+            s.reachable().count() == 3 && s.reachable().all(|n| n.policies.maintenance)
+        })
+        .unwrap();
+    let (code, out) = ctl_via(&cluster, "w", &["maintenance", "off"]);
+    assert_eq!(code, Some(0), "{out}");
+
+    // A forced failover's report, asked of the witness, comes from the active; nothing moves.
+    let (code, out) = ctl_via(&cluster, "w", &["failover", "--to", active, "--force"]);
+    assert_eq!(code, Some(3), "report only: {out}");
+    assert_eq!(cluster.active(), Some(standby));
+
+    // The audit trail names the member that carried the switchover out.
+    let audit = cluster.block_on(cluster.client("w").audit()).unwrap();
+    let entry = audit.iter().rev().find(|e| e.action == "switchover").expect("audited");
+    assert_eq!(entry.actor, format!("admin-api@{active}"));
+
+    // The events of both data nodes, through the standby (the other's over the peer port).
+    let (code, out) = ctl_via(&cluster, active, &["events", "--json"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("unreachable"), "{out}");
+    for name in ["a", "b"] {
+        assert!(
+            out.contains(&format!("\"node\":\"{name}\"")),
+            "no events of {name}: {out}"
+        );
+    }
+}
