@@ -100,6 +100,20 @@ fn node_args() -> Vec<String> {
     args
 }
 
+/// `install.sh node` of `archive` under `root`, without systemd, binaries from `bin`.
+fn install_node(archive: &Path, root: &Path, bin: &Path) -> Output {
+    install_sh(&[
+        "node",
+        "--bundle",
+        s(archive),
+        "--root",
+        s(root),
+        "--no-systemd",
+        "--bin-dir",
+        s(bin),
+    ])
+}
+
 fn bundle(out: &Path, nodes: &[String]) -> Output {
     let mut args = vec!["bundle", "--out", s(out), "--cluster-name", "install-test"];
     args.extend(nodes.iter().map(String::as_str));
@@ -186,19 +200,7 @@ fn bundle_and_node_install_three_nodes_whose_configs_pass_the_check() {
     for (id, name, role) in NODES {
         let root = tmp.path().join(name);
         let archive = out.join(format!("{name}.tar.gz"));
-        let said = ok(
-            install_sh(&[
-                "node",
-                "--bundle",
-                s(&archive),
-                "--root",
-                s(&root),
-                "--no-systemd",
-                "--bin-dir",
-                s(&bin),
-            ]),
-            &format!("install.sh node {name}"),
-        );
+        let said = ok(install_node(&archive, &root, &bin), &format!("install.sh node {name}"));
         assert!(said.contains("tandem init --config"), "{said}");
 
         // Binaries, unit, data directory.
@@ -386,19 +388,7 @@ fn an_installed_cluster_starts_joins_and_is_reached_with_its_ca_and_tokens() {
     for (_, name, _) in NODES {
         let root = tmp.path().join(name);
         let archive = out.join(format!("{name}.tar.gz"));
-        ok(
-            install_sh(&[
-                "node",
-                "--bundle",
-                s(&archive),
-                "--root",
-                s(&root),
-                "--no-systemd",
-                "--bin-dir",
-                s(&bin),
-            ]),
-            &format!("install.sh node {name}"),
-        );
+        ok(install_node(&archive, &root, &bin), &format!("install.sh node {name}"));
         let log = std::fs::File::create(tmp.path().join(format!("{name}.log"))).unwrap();
         procs.0.push(
             Command::new(root.join("usr/local/bin/tandem"))

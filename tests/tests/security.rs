@@ -13,6 +13,10 @@ use tandem_tests::http_request;
 use tandem_tests::Cluster;
 use tandem_tests::ClusterOptions;
 
+fn s(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temp path")
+}
+
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .current_dir(dir)
@@ -248,22 +252,17 @@ fn tls_and_tokens_guard_the_peer_port_and_the_admin_api() {
     // The peer port asks for a certificate of the cluster's CA: none, or another CA's, is
     // refused during the handshake, so no request reaches Raft.
     let peer = a.peer_addr();
+    let with_cert = |name: &str| {
+        let (cert, key) = (d.join(format!("{name}.crt")), d.join(format!("{name}.key")));
+        s_client(&peer, &d.join("ca.crt"), &["-cert", s(&cert), "-key", s(&key)])
+    };
     let no_cert = s_client(&peer, &d.join("ca.crt"), &[]);
     assert!(
         !no_cert.contains("HTTP/1.1 "),
         "answered without a client certificate:\n{no_cert}"
     );
     assert!(no_cert.contains("alert"), "{no_cert}");
-    let rogue = s_client(
-        &peer,
-        &d.join("ca.crt"),
-        &[
-            "-cert",
-            &d.join("rogue.crt").display().to_string(),
-            "-key",
-            &d.join("rogue.key").display().to_string(),
-        ],
-    );
+    let rogue = with_cert("rogue");
     assert!(
         !rogue.contains("HTTP/1.1 "),
         "answered a certificate of another CA:\n{rogue}"
@@ -271,16 +270,7 @@ fn tls_and_tokens_guard_the_peer_port_and_the_admin_api() {
     assert!(rogue.contains("alert"), "{rogue}");
     // With the cluster's certificate the handshake succeeds and the peer API answers (and
     // still wants the cluster secret).
-    let good = s_client(
-        &peer,
-        &d.join("ca.crt"),
-        &[
-            "-cert",
-            &d.join("node.crt").display().to_string(),
-            "-key",
-            &d.join("node.key").display().to_string(),
-        ],
-    );
+    let good = with_cert("node");
     assert!(good.contains("HTTP/1.1 401") || good.contains("HTTP/1.1 403"), "{good}");
 
     // The cluster still works after all this: writes commit.
