@@ -238,6 +238,22 @@ fn tls_and_tokens_guard_the_peer_port_and_the_admin_api() {
         .find(|e| e.action == "switchover")
         .expect("the switchover is audited");
     assert!(last.actor.starts_with("token:ops@"), "{:?}", last.actor);
+    // Every call that could change something is in the node's log (target tandem::audit),
+    // refused ones too, with the caller.
+    let log = std::fs::read_to_string(cluster.log_path(active)).unwrap();
+    let audit_lines: Vec<&str> = log.lines().filter(|l| l.contains("tandem::audit")).collect();
+    let has = |words: &[&str]| audit_lines.iter().any(|l| words.iter().all(|w| l.contains(w)));
+    assert!(!log.contains('\u{1b}'), "no terminal colours in a log file");
+    assert!(
+        has(&["admin call", "caller=\"ops\"", "/v1/switchover", "status=200"]),
+        "{audit_lines:#?}"
+    );
+    assert!(
+        has(&["beyond the token's scope", "viewer", "/v1/switchover"]),
+        "{audit_lines:#?}"
+    );
+    assert!(has(&["without a token refused", "/v1/status"]), "{audit_lines:#?}");
+    assert!(has(&["unknown token refused"]), "{audit_lines:#?}");
 
     // The health port: plain HTTP, no token, health routes only.
     let health = format!("127.0.0.1:{}", cluster.spec(other).health_port);
