@@ -239,14 +239,33 @@ unit = "{UNIT}"
 
 /// The shipped unit, with the binary and config paths of this test (a drop-in changes nothing
 /// else), for node `name` whose config is at `config`.
-fn install_unit(sd: &PrivateSystemd, name: &str, config: &std::path::Path, watchdog: &str) {
-    let bin = env!("CARGO_BIN_EXE_tandem");
+/// Where the units' binary, configs and data live: the private systemd's own `/run` (a tmpfs of
+/// its mount namespace). Not the build's directories: the unit gives the node a private `/tmp`
+/// (`PrivateTmp=yes`), and a checkout may well be under `/tmp`.
+const RUN_DIR: &str = "/run/tandem-test";
+
+/// Write `bytes` to `path` in the private systemd's mount namespace.
+fn put(sd: &PrivateSystemd, path: &str, bytes: &[u8]) {
+    let mut child = sd
+        .enter()
+        .args(["sh", "-c", &format!("mkdir -p \"$(dirname {path})\" && cat > {path}")])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), bytes).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success(), "writing {path}");
+}
+
+fn install_unit(sd: &PrivateSystemd, name: &str, watchdog: &str) {
+    let bin = format!("{RUN_DIR}/tandem");
+    let config = format!("{RUN_DIR}/{name}.toml");
     let unit =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/systemd/tandem.service")).unwrap();
     let dropin = format!(
         "[Service]\nExecStart=\nExecStart={bin} run --config {c}\nExecStopPost=\nExecStopPost={bin} release-vips --config {c}\n\
          # The data dir is in the test directory, not in /var/lib of this machine.\nStateDirectory=\nWatchdogSec={watchdog}\n",
-        c = config.display()
+        c = config
     );
     let script = format!(
         "cat > /run/systemd/system/tandem-{name}.service && mkdir -p /run/systemd/system/tandem-{name}.service.d && \
@@ -333,8 +352,17 @@ fn the_shipped_unit_passes_systemd_analyze_verify_and_the_check_catches_a_bad_ke
 #[test]
 fn the_shipped_unit_reports_readiness_once_joined_restarts_a_hung_node_and_releases_its_vip() {
     let sd = PrivateSystemd::boot();
-    // Not under /tmp: the unit gives the node a private /tmp.
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    put(
+        &sd,
+        &format!("{RUN_DIR}/tandem"),
+        &std::fs::read(env!("CARGO_BIN_EXE_tandem")).unwrap(),
+    );
+    assert!(sd
+        .enter()
+        .args(["chmod", "755", &format!("{RUN_DIR}/tandem")])
+        .status()
+        .unwrap()
+        .success());
     // The VIP's link: one end of a veth pair inside the private network namespace.
     let added = sd
         .enter_net()
@@ -363,13 +391,11 @@ fn the_shipped_unit_reports_readiness_once_joined_restarts_a_hung_node_and_relea
             ""
         };
         let config = format!(
-            "node_id = {id}\ndata_dir = \"{d}/{name}\"\npeer_listen = \"127.0.0.1:700{id}\"\nadmin_listen = \"127.0.0.1:710{id}\"\n\
-             cluster_secret = \"0123456789abcdef0123\"\n{vip}\n{members}",
-            d = dir.path().display()
+            "node_id = {id}\ndata_dir = \"{RUN_DIR}/{name}\"\npeer_listen = \"127.0.0.1:700{id}\"\nadmin_listen = \"127.0.0.1:710{id}\"\n\
+             cluster_secret = \"0123456789abcdef0123\"\n{vip}\n{members}"
         );
-        let path = dir.path().join(format!("{name}.toml"));
-        std::fs::write(&path, config).unwrap();
-        install_unit(&sd, name, &path, "3s");
+        put(&sd, &format!("{RUN_DIR}/{name}.toml"), config.as_bytes());
+        install_unit(&sd, name, "3s");
     }
     assert!(sd.systemctl(&["daemon-reload"]).status.success());
     let started = sd.systemctl(&["start", "--no-block", "tandem-a", "tandem-b", "tandem-w"]);
@@ -384,8 +410,7 @@ fn the_shipped_unit_reports_readiness_once_joined_restarts_a_hung_node_and_relea
     let init = sd
         .enter_net()
         .arg(env!("CARGO_BIN_EXE_tandem"))
-        .args(["init", "--config"])
-        .arg(dir.path().join("a.toml"))
+        .args(["init", "--config", &format!("{RUN_DIR}/a.toml")])
         .output()
         .unwrap();
     assert!(
