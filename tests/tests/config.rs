@@ -152,7 +152,10 @@ fn the_good_config_passes_the_check() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.toml");
     std::fs::write(&path, GOOD).unwrap();
-    let out = tandem().args(["check-config", "--config"]).arg(&path).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (node 1 \"a\", data)"));
+    for check in [&["config", "check"][..], &["check-config"][..]] {
+        let out = tandem().args(check).arg("--config").arg(&path).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("ok (node 1 \"a\", data; admin API on "), "{said}");
+    }
 }
