@@ -691,12 +691,21 @@ async fn write(cli: &Cli, timeout: Duration, id: Option<u64>, payload: &str, cou
 const SWITCHOVER_WAIT: Duration = Duration::from_secs(20);
 
 /// The member that is active right now, asking every member.
+/// The node that holds the service, resources being restarted or not (its `service`, not its
+/// `role`, which says `switching` meanwhile).
+fn active_name(view: &tandem_client::api::ClusterView) -> Option<String> {
+    view.nodes
+        .iter()
+        .find(|n| n.status.as_ref().is_some_and(|s| s.service == "active"))
+        .map(|n| n.name.clone())
+}
+
 /// A node to send an action for the active to (the answering one: it passes the request on
 /// to the active over the peer port), once some node is active.
 async fn find_active(cli: &Cli, timeout: Duration, what: &str) -> anyhow::Result<String> {
     let (addr, _) = first_answering(&cli.nodes, timeout).await?;
     let view = Client::new(addr.clone()).with_timeout(timeout * 2).cluster().await?;
-    if view.active.is_none() {
+    if active_name(&view).is_none() {
         anyhow::bail!("no node is active right now, so there is nothing to {what} (see tandemctl status)")
     }
     Ok(addr)
@@ -744,11 +753,7 @@ async fn resources(cli: &Cli, timeout: Duration, node: Option<&str>, cancel: boo
     let (addr, first) = first_answering(&cli.nodes, timeout).await?;
     let name = match node {
         Some(n) => n.to_string(),
-        None => Client::new(addr.clone())
-            .with_timeout(timeout * 2)
-            .cluster()
-            .await?
-            .active
+        None => active_name(&Client::new(addr.clone()).with_timeout(timeout * 2).cluster().await?)
             .ok_or_else(|| anyhow::anyhow!("no node is active right now; name one with --node"))?,
     };
     let target = first

@@ -431,7 +431,12 @@ fn a_failing_check_starts_the_resources_over_and_a_hung_acquire_can_be_cancelled
     cluster
         .wait_for("the acquire again", SETTLE, |_| acquires() >= 2)
         .unwrap_or_else(|e| panic!("{e}\nledger: {:?}\n{}", lines(), ctl(&["resources"])));
-    assert_eq!(cluster.active(), Some(active), "the identity stayed where it was");
+    // The same node serves again once its resources are held (no other node meanwhile).
+    assert_eq!(
+        cluster.wait_active(None, SETTLE),
+        active,
+        "the identity stayed where it was"
+    );
 
     // The next acquire hangs; the operator cancels it, and the resources start over.
     std::fs::write(&hang, "").unwrap();
