@@ -85,47 +85,72 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 #[cfg(not(feature = "tls"))]
 type Connector = HttpConnector;
 
-/// A CA file could not be used.
-fn https_connector(ca_file: Option<&std::path::Path>) -> Result<Connector, String> {
+/// The CA certificates of a PEM file's contents, as trusted roots; `label` names the file in
+/// errors (e.g. "ca_file /etc/x.pem").
+#[cfg(feature = "tls")]
+pub fn pem_roots(pem: &[u8], label: &str) -> Result<tokio_rustls::rustls::RootCertStore, String> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{label} is not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{label} holds no certificate"));
+    }
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| format!("{label}: unusable certificate: {e}"))?;
+    }
+    Ok(roots)
+}
+
+/// A TLS client config on ring that trusts `roots` and shows no certificate of its own.
+#[cfg(feature = "tls")]
+pub fn tls_client_config(
+    roots: tokio_rustls::rustls::RootCertStore,
+) -> Result<tokio_rustls::rustls::ClientConfig, String> {
+    use tokio_rustls::rustls;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+type HttpClient = hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
+
+/// The HTTP client for `ca_file` (read once here), or why the CA file cannot be used.
+fn http_client(ca_file: Option<&std::path::Path>) -> Result<HttpClient, String> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     #[cfg(feature = "tls")]
     {
-        use tokio_rustls::rustls;
-        use tokio_rustls::rustls::pki_types::pem::PemObject;
-        use tokio_rustls::rustls::pki_types::CertificateDer;
-        let mut roots = rustls::RootCertStore::empty();
-        if let Some(path) = ca_file {
-            let pem = std::fs::read(path).map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| format!("CA file {}: {e}", path.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("CA file {}: {e}", path.display()))?;
+        let roots = match ca_file {
+            Some(path) => {
+                let label = format!("CA file {}", path.display());
+                let pem = std::fs::read(path).map_err(|e| format!("cannot read {label}: {e}"))?;
+                pem_roots(&pem, &label)?
             }
-            if roots.is_empty() {
-                return Err(format!("CA file {} holds no certificate", path.display()));
-            }
-        }
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(hyper_rustls::HttpsConnectorBuilder::new()
+            None => tokio_rustls::rustls::RootCertStore::empty(),
+        };
+        let config = tls_client_config(roots)?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(config)
             .https_or_http()
             .enable_http1()
-            .wrap_connector(http))
+            .wrap_connector(http);
+        Ok(hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector))
     }
     #[cfg(not(feature = "tls"))]
     {
         if ca_file.is_some() {
             return Err("this build has no TLS (the `tls` feature)".into());
         }
-        Ok(http)
+        Ok(hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(http))
     }
 }
 
@@ -137,35 +162,34 @@ pub struct Client {
     base: String,
     timeout: Duration,
     token: Option<String>,
-    http: Result<hyper_util::client::legacy::Client<Connector, Full<Bytes>>, String>,
+    http: Result<HttpClient, String>,
 }
+
+/// The HTTP client of the default access, made once per process (its CA file read once).
+static DEFAULT_HTTP: std::sync::OnceLock<Result<HttpClient, String>> = std::sync::OnceLock::new();
 
 impl Client {
     pub fn new(addr: impl Into<String>) -> Self {
         let access = DEFAULT_ACCESS.get().cloned().unwrap_or_default();
-        Self::with_access(addr, &access)
+        let http = DEFAULT_HTTP
+            .get_or_init(|| http_client(access.ca_file.as_deref()))
+            .clone();
+        Self::with_http(addr.into(), &access, http)
     }
 
     /// A client with its own token and CA instead of the process's default access.
     pub fn with_access(addr: impl Into<String>, access: &Access) -> Self {
-        let addr: String = addr.into();
-        let (addr, base) = if let Some(rest) = addr.strip_prefix("https://") {
-            (
-                rest.trim_end_matches('/').to_string(),
-                format!("https://{}", rest.trim_end_matches('/')),
-            )
-        } else if let Some(rest) = addr.strip_prefix("http://") {
-            (
-                rest.trim_end_matches('/').to_string(),
-                format!("http://{}", rest.trim_end_matches('/')),
-            )
-        } else if access.ca_file.is_some() {
-            (addr.clone(), format!("https://{addr}"))
-        } else {
-            (addr.clone(), format!("http://{addr}"))
+        Self::with_http(addr.into(), access, http_client(access.ca_file.as_deref()))
+    }
+
+    fn with_http(addr: String, access: &Access, http: Result<HttpClient, String>) -> Self {
+        // An explicit scheme wins; without one, HTTPS when a CA is given.
+        let (scheme, rest) = match addr.split_once("://") {
+            Some((s @ ("http" | "https"), rest)) => (s, rest.trim_end_matches('/')),
+            _ if access.ca_file.is_some() => ("https", addr.as_str()),
+            _ => ("http", addr.as_str()),
         };
-        let http = https_connector(access.ca_file.as_deref())
-            .map(|c| hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(c));
+        let (addr, base) = (rest.to_string(), format!("{scheme}://{rest}"));
         Self {
             addr,
             base,

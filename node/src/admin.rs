@@ -100,7 +100,7 @@ pub struct AdminState {
 /// nothing else served.
 pub fn health_router(state: AdminState) -> Router {
     Router::new()
-        .route("/health/live", get(|| async { "live\n" }))
+        .route("/health/live", get(health_live))
         .route("/health/active", get(health_active))
         .route("/health/standby", get(health_standby))
         .fallback(|| async {
@@ -113,8 +113,14 @@ pub fn health_router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-pub fn router(state: AdminState) -> Router {
-    api_routes()
+/// The admin port's router (behind the token check, passing actions on to the member that
+/// carries them out), and the peer-port routes through which the other members read this
+/// node's status and events and pass actions on to it (see [`peer_member_routes`]). The API's
+/// routes and OpenAPI document are built once for both.
+pub fn routers(state: AdminState) -> (Router, Router) {
+    let api = api_routes();
+    let member = peer_member_routes(api.clone().with_state(state.clone()));
+    let admin = api
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             forward_if_elsewhere,
@@ -123,7 +129,8 @@ pub fn router(state: AdminState) -> Router {
             state.tokens.clone(),
             crate::auth::check,
         ))
-        .with_state(state)
+        .with_state(state);
+    (admin, member)
 }
 
 /// Operator actions that only one member can carry out (the active, or the leader), which any
@@ -257,10 +264,7 @@ async fn carry_out_forwarded(State(api): State<Router>, body: bytes::Bytes) -> R
     else {
         return (StatusCode::BAD_REQUEST, "bad path").into_response();
     };
-    let resp = match crate::auth::with_caller(f.caller.clone(), tower::ServiceExt::oneshot(api, req)).await {
-        Ok(r) => r,
-        Err(never) => match never {},
-    };
+    let resp = crate::auth::with_caller(f.caller.clone(), run_api(api, req)).await;
     let status = resp.status().as_u16();
     let body = axum::body::to_bytes(resp.into_body(), crate::consensus::peer_api::PEER_BODY_MAX_BYTES)
         .await
@@ -272,15 +276,14 @@ async fn carry_out_forwarded(State(api): State<Router>, body: bytes::Bytes) -> R
 /// Reads of this node's admin API for the other members, over the peer port (behind its
 /// cluster secret and mutual TLS): `/v1/cluster` and `/v1/events` gather every member's part
 /// this way, so they work with each admin API listening on loopback only.
-pub fn peer_read_routes(state: AdminState) -> Router {
-    let api = api_routes().with_state(state);
+fn peer_member_routes(api: Router) -> Router {
     Router::new()
         .route(PEER_READ_PATH, axum::routing::post(peer_read))
         .route(PEER_FORWARD_PATH, axum::routing::post(carry_out_forwarded))
         .with_state(api)
 }
 
-/// The peer route of [`peer_read_routes`].
+/// The peer route through which members read each other's status and events.
 pub const PEER_READ_PATH: &str = "/peer/admin-read";
 
 /// The admin paths another member may read over the peer port.
@@ -301,6 +304,12 @@ async fn peer_read(State(api): State<Router>, body: bytes::Bytes) -> Response {
     let Ok(req) = axum::http::Request::get(&path).body(axum::body::Body::empty()) else {
         return AdminError::new(StatusCode::BAD_REQUEST, "bad_request", "not a path").into_response();
     };
+    run_api(api, req).await
+}
+
+/// `req` through this node's own admin routes, in process (no token layer: the caller is a
+/// member, checked by the peer port).
+async fn run_api(api: Router, req: axum::extract::Request) -> Response {
     match tower::ServiceExt::oneshot(api, req).await {
         Ok(resp) => resp,
         Err(never) => match never {},
@@ -347,7 +356,7 @@ fn api_routes() -> Router<AdminState> {
         .route("get", "/v1/policies", get_policies, "The replicated switch policies and maintenance mode.", R)
         .route("put", "/v1/policies", put_policies, "Change switch policies or maintenance mode.", A)
         .route("get", "/v1/audit", audit, "The newest entries of the replicated audit trail.", R)
-        .route("get", "/health/live", || async { "live\n" }, "200 while the process answers.", O)
+        .route("get", "/health/live", health_live, "200 while the process answers.", O)
         .route("get", "/health/active", health_active, "200 only on the lease-holding active with every resource held; 503 elsewhere.", O)
         .route("get", "/health/standby", health_standby, "200 only on a data node that is a synced standby; 503 elsewhere.", O)
         .route("get", "/", crate::console::page, "The web console. An HTML page.", O)
@@ -375,6 +384,11 @@ fn api_routes() -> Router<AdminState> {
         .layer(DefaultBodyLimit::max(ADMIN_BODY_MAX_BYTES))
 }
 
+/// 200 while the process answers.
+async fn health_live() -> &'static str {
+    "live\n"
+}
+
 /// 200 only while this node is the lease-holding active (DESIGN §4) with every resource
 /// acquired, for load balancers: not before the service was started, not once it is being
 /// released.
@@ -398,13 +412,13 @@ async fn health_standby(State(app): State<AdminState>) -> (StatusCode, &'static 
 }
 
 #[derive(Debug)]
-struct AdminError {
+pub(crate) struct AdminError {
     status: StatusCode,
     body: ApiError,
 }
 
 impl AdminError {
-    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         Self {
             status,
             body: ApiError {

@@ -19,9 +19,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use axum::response::Response;
-use axum::Json;
 use serde::Deserialize;
-use tandem_client::api::ApiError;
 
 use crate::config::err;
 use crate::config::ConfigError;
@@ -248,15 +246,7 @@ fn needed_scope(method: &Method, path: &str) -> Scope {
 }
 
 fn refuse(status: StatusCode, code: &str, message: String) -> Response {
-    let mut resp = (
-        status,
-        Json(ApiError {
-            code: code.into(),
-            message,
-            leader: None,
-        }),
-    )
-        .into_response();
+    let mut resp = crate::admin::AdminError::new(status, code, message).into_response();
     if status == StatusCode::UNAUTHORIZED {
         resp.headers_mut().insert(
             axum::http::header::WWW_AUTHENTICATE,

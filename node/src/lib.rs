@@ -395,10 +395,8 @@ where
             tokens: auth::Tokens::new(cfg.admin_tokens.clone()),
             exchange: exchange.clone(),
         };
-        peer_routes = peer_routes.merge(consensus::peer_api::with_secret(
-            admin::peer_read_routes(admin_state.clone()),
-            &cfg.cluster_secret,
-        ));
+        let (admin_routes, member_routes) = admin::routers(admin_state.clone());
+        peer_routes = peer_routes.merge(consensus::peer_api::with_secret(member_routes, &cfg.cluster_secret));
         let peer_server = serve(peer_listener, peer_routes, "peer");
         let failover_driver = tokio::spawn(failover::driver::run(
             consensus.clone(),
@@ -426,7 +424,7 @@ where
             health.push(tokio::spawn(e.clone().run(stop_rx.clone())));
         }
         let health_server = health_listener.map(|l| serve(l, admin::health_router(admin_state.clone()), "health"));
-        let admin_server = serve(admin_listener, admin::router(admin_state), "admin");
+        let admin_server = serve(admin_listener, admin_routes, "admin");
         // Spawned through openraft's runtime: its election timer draws from the seeded randomness.
         let witness = (me.role == MemberRole::Witness)
             .then(|| Runtime::spawn(consensus::witness::run(consensus.clone(), stop_rx.clone())));
@@ -447,10 +445,9 @@ where
         // node has joined its cluster, and petting its watchdog only while every part of the
         // node still runs.
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut tick = tokio::time::interval(
-            systemd::watchdog_interval().map_or(Duration::from_secs(1), |w| w.min(Duration::from_secs(1))),
-        );
-        let watchdog = systemd::watchdog_interval().is_some();
+        let watchdog = systemd::watchdog_interval();
+        let mut tick =
+            tokio::time::interval(watchdog.map_or(Duration::from_secs(1), |w| w.min(Duration::from_secs(1))));
         let mut ready = false;
         let mut last_status = String::new();
         let exit = loop {
@@ -479,7 +476,7 @@ where
                 systemd::notify(&status);
                 last_status = status;
             }
-            if watchdog {
+            if watchdog.is_some() {
                 if running {
                     systemd::notify("WATCHDOG=1");
                 } else {

@@ -442,21 +442,16 @@ fn an_installed_cluster_starts_joins_and_is_reached_with_its_ca_and_tokens() {
     // tandemctl with the CA and the read token sees all three members (gathered over the peer
     // ports) and one active.
     let ctl = root_a.join("usr/local/bin/tandemctl");
+    let (ca, read_token) = (etc_a.join("tls/ca.crt"), etc_a.join("tokens/read.token"));
+    // tandemctl on node a with the CA and the read token.
+    let ctl_read = |args: &[&str]| {
+        let mut all = vec!["--nodes", &admin_a, "--ca-file", s(&ca), "--token-file", s(&read_token)];
+        all.extend_from_slice(args);
+        run(&ctl, &all)
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let status = loop {
-        let out = run(
-            &ctl,
-            &[
-                "--nodes",
-                &admin_a,
-                "--ca-file",
-                s(&etc_a.join("tls/ca.crt")),
-                "--token-file",
-                s(&etc_a.join("tokens/read.token")),
-                "--json",
-                "status",
-            ],
-        );
+        let out = ctl_read(&["--json", "status"]);
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         if out.status.success()
             && text.matches("\"service\": \"active\"").count() == 1
@@ -474,19 +469,7 @@ fn an_installed_cluster_starts_joins_and_is_reached_with_its_ca_and_tokens() {
     };
     assert!(status.contains("\"name\": \"w\""), "{status}");
     // The read token may not change anything.
-    let out = run(
-        &ctl,
-        &[
-            "--nodes",
-            &admin_a,
-            "--ca-file",
-            s(&etc_a.join("tls/ca.crt")),
-            "--token-file",
-            s(&etc_a.join("tokens/read.token")),
-            "maintenance",
-            "on",
-        ],
-    );
+    let out = ctl_read(&["maintenance", "on"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("admin scope"),
@@ -507,21 +490,7 @@ fn an_installed_cluster_starts_joins_and_is_reached_with_its_ca_and_tokens() {
     assert!(!out.status.success());
     // The config snippet for node b, printed from the running cluster, names the same members
     // as b's installed config.
-    let out = run(
-        &ctl,
-        &[
-            "--nodes",
-            &admin_a,
-            "--ca-file",
-            s(&etc_a.join("tls/ca.crt")),
-            "--token-file",
-            s(&etc_a.join("tokens/read.token")),
-            "config",
-            "snippet",
-            "--node",
-            "b",
-        ],
-    );
+    let out = ctl_read(&["config", "snippet", "--node", "b"]);
     let snippet = ok(out, "tandemctl config snippet");
     let config_b = read(&tmp.path().join("b/etc/tandem/tandem.toml"));
     for line in config_b

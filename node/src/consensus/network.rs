@@ -75,19 +75,12 @@ pub fn tls_connector(
 ) -> hyper_rustls::HttpsConnector<HttpConnector> {
     let mut tcp = tcp_connector(local_ip);
     tcp.enforce_http(false);
-    let config = tls.map_or_else(
-        || {
-            // No TLS configured: peers are reached over plain HTTP and this config is unused.
-            tokio_rustls::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-                tokio_rustls::rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .with_root_certificates(tokio_rustls::rustls::RootCertStore::empty())
-            .with_no_client_auth()
-        },
-        |c| (*c).clone(),
-    );
+    // Without TLS configured peers are reached over plain HTTP and this config is unused.
+    let config = match tls {
+        Some(c) => (*c).clone(),
+        None => tandem_client::tls_client_config(tokio_rustls::rustls::RootCertStore::empty())
+            .expect("ring supports the default protocol versions"),
+    };
     hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_or_http()

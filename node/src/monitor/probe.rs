@@ -427,28 +427,15 @@ async fn https_exchange(
 /// Trust only the CAs of `ca_file` when given, else the system's roots.
 #[cfg(feature = "https-monitors")]
 async fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
+    let roots = match ca_file {
         Some(file) => {
             let pem = tokio::fs::read(file)
                 .await
                 .map_err(|e| format!("cannot read ca_file {}: {e}", file.display()))?;
-            let certs = CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("ca_file {} is not PEM: {e}", file.display()))?;
-            if certs.is_empty() {
-                return Err(format!("ca_file {} holds no certificate", file.display()));
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("ca_file {}: unusable certificate: {e}", file.display()))?;
-            }
+            tandem_client::pem_roots(&pem, &format!("ca_file {}", file.display()))?
         }
         None => {
+            let mut roots = rustls::RootCertStore::empty();
             let found = rustls_native_certs::load_native_certs();
             let (added, _unparsable) = roots.add_parsable_certificates(found.certs);
             if added == 0 {
@@ -457,15 +444,10 @@ async fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>,
                     "no trusted CA certificates found on this host{why}; set ca_file"
                 ));
             }
+            roots
         }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    };
+    Ok(Arc::new(tandem_client::tls_client_config(roots)?))
 }
 
 #[cfg(feature = "https-monitors")]
