@@ -122,8 +122,13 @@ pub fn tls_client_config(
 
 type HttpClient = hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
 
-/// The HTTP client for `ca_file` (read once here), or why the CA file cannot be used.
-fn http_client(ca_file: Option<&std::path::Path>) -> Result<HttpClient, String> {
+/// A fresh HTTP client (with its own connection pool) over `connector`.
+fn http_client(connector: Connector) -> HttpClient {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// The connector for `ca_file` (read once here), or why the CA file cannot be used.
+fn connector(ca_file: Option<&std::path::Path>) -> Result<Connector, String> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -143,14 +148,14 @@ fn http_client(ca_file: Option<&std::path::Path>) -> Result<HttpClient, String> 
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        Ok(hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector))
+        Ok(connector)
     }
     #[cfg(not(feature = "tls"))]
     {
         if ca_file.is_some() {
             return Err("this build has no TLS (the `tls` feature)".into());
         }
-        Ok(hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(http))
+        Ok(http)
     }
 }
 
@@ -165,21 +170,27 @@ pub struct Client {
     http: Result<HttpClient, String>,
 }
 
-/// The HTTP client of the default access, made once per process (its CA file read once).
-static DEFAULT_HTTP: std::sync::OnceLock<Result<HttpClient, String>> = std::sync::OnceLock::new();
+/// The connector of the default access, made once per process (its CA file read once); each
+/// client still gets a connection pool of its own.
+static DEFAULT_CONNECTOR: std::sync::OnceLock<Result<Connector, String>> = std::sync::OnceLock::new();
 
 impl Client {
     pub fn new(addr: impl Into<String>) -> Self {
         let access = DEFAULT_ACCESS.get().cloned().unwrap_or_default();
-        let http = DEFAULT_HTTP
-            .get_or_init(|| http_client(access.ca_file.as_deref()))
-            .clone();
+        let http = DEFAULT_CONNECTOR
+            .get_or_init(|| connector(access.ca_file.as_deref()))
+            .clone()
+            .map(http_client);
         Self::with_http(addr.into(), &access, http)
     }
 
     /// A client with its own token and CA instead of the process's default access.
     pub fn with_access(addr: impl Into<String>, access: &Access) -> Self {
-        Self::with_http(addr.into(), access, http_client(access.ca_file.as_deref()))
+        Self::with_http(
+            addr.into(),
+            access,
+            connector(access.ca_file.as_deref()).map(http_client),
+        )
     }
 
     fn with_http(addr: String, access: &Access, http: Result<HttpClient, String>) -> Self {
