@@ -22,15 +22,7 @@
 //!   serve, and on SIGTERM let go of the service before leaving the cluster.
 
 // The mutation switches remove safety rules; only the simulator's build may carry them.
-#[cfg(all(
-    // The store's own switches are guarded in tandem-raft-store.
-    any(
-        feature = "mutant-no-lease-check",
-        feature = "mutant-no-takeover-wait",
-        feature = "mutant-no-pre-vote"
-    ),
-    not(tokio_unstable)
-))]
+#[cfg(all(feature = "mutants", not(tokio_unstable)))]
 compile_error!("mutation switches are for the simulator's build only (simulation/, with --cfg tokio_unstable)");
 
 pub mod admin;

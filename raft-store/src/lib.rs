@@ -17,15 +17,13 @@
 //! [`records::Rejection`] and leaves the state unchanged.
 
 // The mutation switches remove safety rules; only the simulator's build may carry them.
-#[cfg(all(
-    any(feature = "mutant-no-epoch-check", feature = "mutant-ack-before-flush"),
-    not(tokio_unstable)
-))]
+#[cfg(all(feature = "mutants", not(tokio_unstable)))]
 compile_error!("mutation switches are for the simulator's build only (simulation/, with --cfg tokio_unstable)");
 
 pub mod codec;
 pub mod journal;
 pub mod mem_store;
+pub mod mutant;
 pub mod records;
 pub mod sled_store;
 pub mod state;

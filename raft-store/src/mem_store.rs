@@ -19,6 +19,8 @@ use openraft::storage::RaftLogStorage;
 use openraft::OptionalSend;
 use openraft::RaftLogReader;
 
+use crate::mutant;
+use crate::mutant::Mutant;
 use crate::types::Entry;
 use crate::types::LogId;
 use crate::types::TypeConfig;
@@ -89,9 +91,8 @@ pub struct MemLogStore {
     inner: Arc<Mutex<Inner>>,
 }
 
-/// With the `mutant-ack-before-flush` switch: how long after an acknowledged append its flush
+/// With the [`Mutant::AckBeforeFlush`] switch: how long after an acknowledged append its flush
 /// happens (sled flushes by itself every 500 ms).
-#[cfg(feature = "mutant-ack-before-flush")]
 pub const MUTANT_FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl MemLogStore {
@@ -159,8 +160,9 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
         let mut inner = self.lock();
         inner.write(Op::Vote(*vote));
         // DESIGN §3: the vote is durable before save_vote returns.
-        #[cfg(not(feature = "mutant-ack-before-flush"))]
-        inner.flush();
+        if !mutant::on(Mutant::AckBeforeFlush) {
+            inner.flush();
+        }
         Ok(())
     }
 
@@ -181,10 +183,9 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     {
         self.lock().write(Op::Append(entries.into_iter().collect()));
         // DESIGN §3: acknowledged only after a flush that covers these entries.
-        #[cfg(not(feature = "mutant-ack-before-flush"))]
-        self.flush();
-        #[cfg(feature = "mutant-ack-before-flush")]
-        {
+        if !mutant::on(Mutant::AckBeforeFlush) {
+            self.flush();
+        } else {
             let store = self.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(MUTANT_FLUSH_DELAY).await;

@@ -38,6 +38,8 @@ use crate::codec;
 use crate::journal::DbJournal;
 use crate::journal::JournalBackend;
 use crate::journal::JournalEntry;
+use crate::mutant;
+use crate::mutant::Mutant;
 use crate::state::Meta;
 use crate::state::SmState;
 use crate::state::Touched;
@@ -465,7 +467,7 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         put(&self.raft, KEY_VOTE, vote)?;
         // DESIGN §3: the vote is on disk before save_vote returns.
-        if cfg!(feature = "mutant-ack-before-flush") {
+        if mutant::on(Mutant::AckBeforeFlush) {
             return Ok(());
         }
         let db = self.db.clone();
@@ -497,9 +499,10 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         }
         self.log.apply_batch(batch).map_err(sled_err)?;
         // DESIGN §3: acknowledged only after a flush that covers these entries.
-        #[cfg(feature = "mutant-ack-before-flush")]
-        callback.io_completed(Ok(()));
-        #[cfg(not(feature = "mutant-ack-before-flush"))]
+        if mutant::on(Mutant::AckBeforeFlush) {
+            callback.io_completed(Ok(()));
+            return Ok(());
+        }
         self.flush_tx
             .send(callback)
             .map_err(|_| io::Error::other("log flusher thread has stopped"))?;

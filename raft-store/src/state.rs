@@ -10,6 +10,8 @@ use openraft::EntryPayload;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::mutant;
+use crate::mutant::Mutant;
 use crate::records::link_hash;
 use crate::records::validate;
 use crate::records::AuditEntry;
@@ -135,7 +137,7 @@ impl SmState {
         validate(&cmd.record)?;
         let current = self.current_epoch();
         // DESIGN §4: records from an epoch older than the current activation are fenced off.
-        if cmd.record.is_fenced() && cmd.epoch < current && !cfg!(feature = "mutant-no-epoch-check") {
+        if cmd.record.is_fenced() && cmd.epoch < current && !mutant::on(Mutant::NoEpochCheck) {
             return Err(Rejection::StaleEpoch {
                 current,
                 got: cmd.epoch,

@@ -25,27 +25,14 @@ pub mod workload;
 pub mod world;
 
 /// The command that reproduces a seed's run: same profile (debug builds also run openraft's
-/// own state checks), same mutation switches.
+/// own state checks), same mutant.
 pub fn reproduce(seed: u64) -> String {
     let mut cmd = String::from("cd simulation && cargo run");
     if !cfg!(debug_assertions) {
         cmd.push_str(" --release");
     }
-    let features = mutants_enabled();
-    if !features.is_empty() {
-        cmd.push_str(&format!(" --features {}", features.join(",")));
+    match tandem_raft_store::mutant::active() {
+        Some(m) => format!("{cmd} --features mutants -- --seed {seed} --mutant {m}"),
+        None => format!("{cmd} -- --seed {seed}"),
     }
-    format!("{cmd} -- --seed {seed}")
-}
-
-/// The mutation switches this build carries.
-pub fn mutants_enabled() -> Vec<&'static str> {
-    let all = [
-        ("mutant-no-lease-check", cfg!(feature = "mutant-no-lease-check")),
-        ("mutant-no-takeover-wait", cfg!(feature = "mutant-no-takeover-wait")),
-        ("mutant-no-pre-vote", cfg!(feature = "mutant-no-pre-vote")),
-        ("mutant-no-epoch-check", cfg!(feature = "mutant-no-epoch-check")),
-        ("mutant-ack-before-flush", cfg!(feature = "mutant-ack-before-flush")),
-    ];
-    all.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect()
 }

@@ -5,6 +5,8 @@
 //!   `N passed, N failed` line; every failure prints its seed and the command reproducing it.
 //! - `--until-violation`: stop at the first failing seed and exit 0 then, 1 if none failed
 //!   (how a mutant is shown to be caught).
+//! - `--mutant NAME`: remove one safety rule for the whole run (a build with `--features
+//!   mutants` only; the names are in `tandem_raft_store::mutant`).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -15,6 +17,8 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use tandem_raft_store::mutant::EnableError;
+use tandem_raft_store::mutant::Mutant;
 use tandem_simulation::cluster;
 use tandem_simulation::cluster::Plan;
 use tandem_simulation::reproduce;
@@ -29,6 +33,7 @@ struct Args {
     jobs: u64,
     trace: bool,
     until_violation: bool,
+    mutant: Option<Mutant>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -39,6 +44,7 @@ fn parse() -> Result<Args, String> {
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
         trace: false,
         until_violation: false,
+        mutant: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -54,8 +60,15 @@ fn parse() -> Result<Args, String> {
             "--jobs" => a.jobs = num("--jobs")?.max(1),
             "--trace" => a.trace = true,
             "--until-violation" => a.until_violation = true,
+            "--mutant" => {
+                let name = it.next().unwrap_or_default();
+                a.mutant = Some(Mutant::from_name(&name).ok_or_else(|| {
+                    let names: Vec<_> = Mutant::ALL.iter().map(|m| m.name()).collect();
+                    format!("--mutant {name:?}: no such mutant; one of {}", names.join(", "))
+                })?);
+            }
             "-h" | "--help" => return Err(
-                "usage: tandem-simulation (--seed N [--trace] | --seeds N [--from S] [--jobs J] [--until-violation])"
+                "usage: tandem-simulation (--seed N [--trace] | --seeds N [--from S] [--jobs J] [--until-violation]) [--mutant NAME]"
                     .into(),
             ),
             other => return Err(format!("unknown argument {other:?}; try --help")),
@@ -64,7 +77,19 @@ fn parse() -> Result<Args, String> {
     if a.seed.is_none() && a.seeds == 0 {
         return Err("give --seed N or --seeds N; try --help".into());
     }
+    if let Some(m) = a.mutant {
+        enable(m)?;
+    }
     Ok(a)
+}
+
+fn enable(m: Mutant) -> Result<(), String> {
+    tandem_raft_store::mutant::enable(m).map_err(|e| match e {
+        EnableError::NotInThisBuild => {
+            format!("--mutant {m}: {e}; run `cargo run --features mutants -- --mutant {m} ...` in simulation/")
+        }
+        EnableError::AnotherIsOn(_) => format!("--mutant {m}: {e}"),
+    })
 }
 
 fn main() -> ExitCode {

@@ -30,6 +30,8 @@ use tandem_client::api::AuditInfo;
 use tandem_client::api::MemberInfo;
 use tandem_client::api::NodeStatus;
 use tandem_client::api::PoliciesInfo;
+use tandem_raft_store::mutant;
+use tandem_raft_store::mutant::Mutant;
 use tandem_raft_store::records::Command;
 use tandem_raft_store::records::Policies;
 use tandem_raft_store::records::Record;
@@ -89,7 +91,7 @@ fn raft_config(cfg: &ValidConfig) -> anyhow::Result<openraft::Config> {
         election_timeout_max: cfg.timers.election_timeout_max.as_millis() as u64,
         enable_elect: cfg.role() == MemberRole::Data,
         // DESIGN §3: a standby that lost contact for a moment must not depose a healthy leader.
-        enable_pre_vote: Some(!cfg!(feature = "mutant-no-pre-vote")),
+        enable_pre_vote: Some(!mutant::on(Mutant::NoPreVote)),
         // DESIGN §3: a restarted ex-leader must win a real election.
         enable_leader_restore: Some(false),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.log.snapshot_every_entries),

@@ -29,6 +29,8 @@
 
 use std::time::Duration;
 
+use tandem_raft_store::mutant;
+use tandem_raft_store::mutant::Mutant;
 use tandem_raft_store::records::Record;
 use tandem_raft_store::state::Activation;
 use tandem_raft_store::state::PreviousActivation;
@@ -221,7 +223,7 @@ impl Controller {
             return None;
         }
         let ack = raft.last_quorum_ack?;
-        if now >= ack + self.cfg.lease && !cfg!(feature = "mutant-no-lease-check") {
+        if now >= ack + self.cfg.lease && !mutant::on(Mutant::NoLeaseCheck) {
             return None;
         }
         match &self.activation {
@@ -372,7 +374,7 @@ impl Controller {
             identity_at: now,
             takeover_at: now,
         };
-        if previous.is_none_or(|p| p.released) || cfg!(feature = "mutant-no-takeover-wait") {
+        if previous.is_none_or(|p| p.released) || mutant::on(Mutant::NoTakeoverWait) {
             return immediate;
         }
         let Some((_, since)) = self.leader_since.filter(|(term, _)| *term == epoch) else {
