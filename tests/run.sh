@@ -47,6 +47,12 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
+# A clean build of the suite (both workspaces) takes about 3 GB; say so before a linker runs out.
+free_mb=$(df -Pm "${CARGO_TARGET_DIR:-.}" 2>/dev/null | awk 'NR==2 {print $4}')
+if [ -n "$free_mb" ] && [ "$free_mb" -lt 4096 ]; then
+  echo "warning: only ${free_mb} MB free for the build; a clean build of the suite needs about 3 GB" >&2
+fi
+
 cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"
 # The deterministic simulator is a workspace of its own (it builds with --cfg tokio_unstable,

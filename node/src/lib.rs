@@ -399,21 +399,31 @@ where
             stop_rx.clone(),
         ));
         let (standing_tx, standing_rx) = watch::channel(monitor::Standing::Neither);
+        // The node's background tasks, by the name the log gives them if one stops.
         let mut health = vec![
-            tokio::spawn(cluster::run(cluster.clone(), network, standing_tx, stop_rx.clone())),
-            tokio::spawn(monitors.run(standing_rx, stop_rx.clone())),
-            tokio::spawn(monitor::switch::run(cluster.clone(), stop_rx.clone())),
+            (
+                "the cluster view",
+                tokio::spawn(cluster::run(cluster.clone(), network, standing_tx, stop_rx.clone())),
+            ),
+            ("the monitors", tokio::spawn(monitors.run(standing_rx, stop_rx.clone()))),
+            (
+                "the monitor switch",
+                tokio::spawn(monitor::switch::run(cluster.clone(), stop_rx.clone())),
+            ),
         ];
         if let (Some(f), Some(feed)) = (&file_sync, file_feed) {
-            health.push(tokio::spawn(f.clone().run(feed, stop_rx.clone())));
+            health.push(("file replication", tokio::spawn(f.clone().run(feed, stop_rx.clone()))));
         }
         #[cfg(feature = "mariadb")]
         if let Some(d) = &database {
-            health.push(tokio::spawn(d.clone().run(stop_rx.clone())));
+            health.push(("database replication", tokio::spawn(d.clone().run(stop_rx.clone()))));
         }
         #[cfg(feature = "sqlite")]
         if let Some(e) = &embedded {
-            health.push(tokio::spawn(e.clone().run(stop_rx.clone())));
+            health.push((
+                "embedded database replication",
+                tokio::spawn(e.clone().run(stop_rx.clone())),
+            ));
         }
         let health_server = health_listener.map(|l| serve(l, admin::health_router(admin_state.clone()), "health"));
         let admin_server = serve(admin_listener, admin_routes, "admin");
@@ -449,12 +459,20 @@ where
                 _ = tick.tick() => {}
             }
             let view = consensus.raft_view(tokio::time::Instant::now());
-            let running = view.role != failover::controller::RaftRole::Shutdown
-                && !failover_driver.is_finished()
-                && !peer_server.is_finished()
-                && !admin_server.is_finished()
-                && health_server.as_ref().is_none_or(|h| !h.is_finished())
-                && health.iter().all(|t| !t.is_finished());
+            // The first part found stopped, by name, for the log.
+            let stopped = if view.role == failover::controller::RaftRole::Shutdown {
+                Some("Raft")
+            } else if failover_driver.is_finished() {
+                Some("the failover driver")
+            } else if peer_server.is_finished() {
+                Some("the peer server")
+            } else if admin_server.is_finished() {
+                Some("the admin server")
+            } else if health_server.as_ref().is_some_and(|h| h.is_finished()) {
+                Some("the health server")
+            } else {
+                health.iter().find(|(_, t)| t.is_finished()).map(|(name, _)| *name)
+            };
             let status = match (consensus.is_voter(), view.leader, failover.serving_epoch()) {
                 (false, _, _) => "STATUS=waiting to join a cluster (tandem init on one data node)".to_string(),
                 (true, None, _) => format!("STATUS=term {}: no leader known", view.term),
@@ -469,10 +487,14 @@ where
                 last_status = status;
             }
             if watchdog.is_some() {
-                if running {
-                    systemd::notify("WATCHDOG=1");
-                } else {
-                    tracing::error!("a part of the node stopped; no longer petting the systemd watchdog");
+                match stopped {
+                    None => {
+                        systemd::notify("WATCHDOG=1");
+                    }
+                    Some(part) => tracing::error!(
+                        "{part} stopped while the process runs; no longer petting the systemd watchdog, \
+                         so systemd will restart this node"
+                    ),
                 }
             }
         };
@@ -481,7 +503,7 @@ where
         // Let go of the service first, then leave the cluster.
         let _ = stop_tx.send(true);
         let _ = failover_driver.await;
-        for task in health {
+        for (_, task) in health {
             let _ = task.await;
         }
         consensus.shutdown(SHUTDOWN_TIMEOUT).await;
