@@ -168,6 +168,8 @@ pub struct Client {
     timeout: Duration,
     token: Option<String>,
     http: Result<HttpClient, String>,
+    /// For one node's own views and actions: the member they are of (see [`Client::on_node`]).
+    node: Option<String>,
 }
 
 /// The connector of the default access, made once per process (its CA file read once); each
@@ -207,6 +209,23 @@ impl Client {
             timeout: Duration::from_secs(5),
             token: access.token.clone(),
             http,
+            node: None,
+        }
+    }
+
+    /// Ask for member `name`'s own resources, file mirror and database (and cancel its script or
+    /// seed its database) through the node this client reaches, which passes the request on
+    /// over the peer port (`?node=NAME`). Other calls are unchanged.
+    pub fn on_node(mut self, name: impl Into<String>) -> Self {
+        self.node = Some(name.into());
+        self
+    }
+
+    /// `path` with `?node=NAME` when [`Client::on_node`] named a member.
+    fn of_node(&self, path: &str) -> String {
+        match &self.node {
+            Some(n) => format!("{path}?node={}", encode_query_value(n)),
+            None => path.to_string(),
         }
     }
 
@@ -373,17 +392,17 @@ impl Client {
 
     /// `GET /v1/files`: the node's file mirror.
     pub async fn files(&self) -> Result<api::FilesInfo, ClientError> {
-        self.call::<(), _>("GET", "/v1/files", None).await
+        self.call::<(), _>("GET", &self.of_node("/v1/files"), None).await
     }
 
     /// `GET /v1/db`: the node's database change records.
     pub async fn db(&self) -> Result<api::DbInfo, ClientError> {
-        self.call::<(), _>("GET", "/v1/db", None).await
+        self.call::<(), _>("GET", &self.of_node("/v1/db"), None).await
     }
 
     /// `POST /v1/db/seed`: seed this node's database from the other data node's.
     pub async fn db_seed(&self, req: &api::SeedRequest) -> Result<api::SeedAnswer, ClientError> {
-        self.call("POST", "/v1/db/seed", Some(req)).await
+        self.call("POST", &self.of_node("/v1/db/seed"), Some(req)).await
     }
 
     /// `POST /v1/db/execute`: run statements on the active's embedded database as one
@@ -398,11 +417,12 @@ impl Client {
     }
 
     pub async fn resources(&self) -> Result<ResourcesInfo, ClientError> {
-        self.call::<(), _>("GET", "/v1/resources", None).await
+        self.call::<(), _>("GET", &self.of_node("/v1/resources"), None).await
     }
 
     pub async fn cancel_script(&self) -> Result<CancelResult, ClientError> {
-        self.call::<(), _>("POST", "/v1/resources/cancel", None).await
+        self.call::<(), _>("POST", &self.of_node("/v1/resources/cancel"), None)
+            .await
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(

@@ -145,9 +145,12 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         last: usize,
     },
-    /// Show the file mirror of the first of --nodes that answers: synced or what is pending,
-    /// its folders, counters, a resync's progress and quarantined files.
+    /// Show a node's file mirror (default: the first of --nodes that answers): synced or what
+    /// is pending, its folders, counters, a resync's progress and quarantined files.
     Files {
+        /// The node to ask, through the first of --nodes that answers.
+        #[arg(long)]
+        node: Option<String>,
         /// Redraw the resync progress until the node is synced, then print the summary.
         #[arg(long)]
         watch: bool,
@@ -252,7 +255,7 @@ async fn main() -> ExitCode {
         } => recover(&cli, timeout, node, *force_single_node).await,
         Cmd::Rejoin { node } => rejoin(&cli, timeout, node).await,
         Cmd::Resources { node, cancel, last } => resources(&cli, timeout, node.as_deref(), *cancel, *last).await,
-        Cmd::Files { watch } => files(&cli, timeout, *watch).await,
+        Cmd::Files { node, watch } => files(&cli, timeout, node.as_deref(), *watch).await,
         Cmd::Db { node, action } => match db(&cli, timeout, node.as_deref(), action.as_ref()).await {
             Ok(false) => return ExitCode::from(REPORT_ONLY_EXIT),
             other => other.map(drop),
@@ -762,14 +765,9 @@ async fn resources(cli: &Cli, timeout: Duration, node: Option<&str>, cancel: boo
         .find(|m| m.name == name)
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("no member is named {name:?}"))?;
-    // The answering node at the address it answered on; another at its admin address (which
-    // must be reachable from here: run this on that machine when admin APIs are on loopback).
-    let at = if target.id == first.node_id {
-        addr
-    } else {
-        target.admin_addr.clone()
-    };
-    let client = Client::new(at).with_timeout(timeout);
+    // Through the answering node, which passes the request on to the member named over the
+    // peer port: admin APIs may listen on loopback only.
+    let client = Client::new(addr).with_timeout(timeout).on_node(&target.name);
     if cancel {
         let r = client.cancel_script().await?;
         if cli.json {
@@ -1078,15 +1076,30 @@ const FILES_WATCH_REDRAW: Duration = Duration::from_millis(500);
 /// How often it asks, printing a line each time, when stdout is not a terminal (or with --json).
 const FILES_WATCH_LINE: Duration = Duration::from_secs(1);
 
-async fn files(cli: &Cli, timeout: Duration, watch: bool) -> anyhow::Result<()> {
+async fn files(cli: &Cli, timeout: Duration, node: Option<&str>, watch: bool) -> anyhow::Result<()> {
     let (addr, first) = answering_node(cli, timeout).await?;
-    let client = Client::new(addr).with_timeout(timeout);
+    let (name, kind) = match node {
+        None => (first.name.clone(), first.kind.clone()),
+        Some(n) => {
+            let m = first
+                .members
+                .iter()
+                .find(|m| m.name == n)
+                .ok_or_else(|| anyhow::anyhow!("no member is named {n:?}"))?;
+            (m.name.clone(), m.kind.clone())
+        }
+    };
+    let mut client = Client::new(addr).with_timeout(timeout);
+    if name != first.name {
+        client = client.on_node(&name);
+    }
+    let first = (name.as_str(), kind.as_str());
     let info = if watch {
         let in_place = std::io::stdout().is_terminal() && !cli.json;
         let every = if in_place { FILES_WATCH_REDRAW } else { FILES_WATCH_LINE };
         let mut drawn = false;
         loop {
-            let info = match files_of(&client, &first).await {
+            let info = match files_of(&client, first).await {
                 Ok(info) => info,
                 Err(e) => {
                     if drawn {
@@ -1113,7 +1126,7 @@ async fn files(cli: &Cli, timeout: Duration, watch: bool) -> anyhow::Result<()> 
             tokio::time::sleep(every).await;
         }
     } else {
-        files_of(&client, &first).await?
+        files_of(&client, first).await?
     };
     if cli.json {
         if watch {
@@ -1123,19 +1136,20 @@ async fn files(cli: &Cli, timeout: Duration, watch: bool) -> anyhow::Result<()> 
         }
         return Ok(());
     }
-    println!("{}", files_report(&info, &first.name));
+    println!("{}", files_report(&info, first.0));
     Ok(())
 }
 
 /// `tandemctl db [seed]`; `Ok(false)` when a seed was only reported.
 async fn db(cli: &Cli, timeout: Duration, node: Option<&str>, action: Option<&DbAction>) -> anyhow::Result<bool> {
-    let first = first_answer(&cli.nodes, timeout).await?;
+    let (addr, first) = first_answering(&cli.nodes, timeout).await?;
     let target = first
         .members
         .into_iter()
         .find(|m| node.map_or(m.kind == "data", |n| m.name == n))
         .ok_or_else(|| anyhow::anyhow!("no member is named {:?}", node.unwrap_or("")))?;
-    let client = Client::new(target.admin_addr.clone()).with_timeout(timeout);
+    // Through the answering node, passed on to the member named over the peer port.
+    let client = Client::new(addr).with_timeout(timeout).on_node(&target.name);
     if let Some(DbAction::Seed { replace_local_data }) = action {
         let answer = client
             .db_seed(&tandem_client::api::SeedRequest {
@@ -1243,12 +1257,12 @@ fn db_report(info: &tandem_client::api::DbInfo, node: &str) -> String {
     lines.join("\n")
 }
 
-/// `GET /v1/files` of `node`, with a hint when it is the witness (which mirrors nothing).
-async fn files_of(client: &Client, node: &NodeStatus) -> anyhow::Result<FilesInfo> {
+/// `GET /v1/files` of the member `(name, kind)`, with a hint when it is the witness (which
+/// mirrors nothing).
+async fn files_of(client: &Client, (name, kind): (&str, &str)) -> anyhow::Result<FilesInfo> {
     match client.files().await {
-        Err(e) if e.code() == Some("no_sync_folders") && node.kind == "witness" => anyhow::bail!(
-            "{} is the witness and mirrors no folders; ask a data node: tandemctl --nodes DATA_NODE_ADMIN_ADDR files",
-            node.name
+        Err(e) if e.code() == Some("no_sync_folders") && kind == "witness" => anyhow::bail!(
+            "{name} is the witness and mirrors no folders; ask a data node: tandemctl files --node DATA_NODE"
         ),
         other => Ok(other?),
     }
@@ -1641,11 +1655,25 @@ www     uploads/report.pdf  /var/lib/tandem/quarantine/7/www/uploads/report.pdf 
     }
 
     #[test]
-    fn files_takes_watch() {
+    fn files_takes_watch_and_a_node() {
         let cli = Cli::try_parse_from(["tandemctl", "files", "--watch"]).expect("parses");
-        assert!(matches!(cli.command, Cmd::Files { watch: true }));
+        assert!(matches!(
+            cli.command,
+            Cmd::Files {
+                watch: true,
+                node: None
+            }
+        ));
         let cli = Cli::try_parse_from(["tandemctl", "--nodes", "b:7101", "files"]).expect("parses");
-        assert!(matches!(cli.command, Cmd::Files { watch: false }));
+        assert!(matches!(
+            cli.command,
+            Cmd::Files {
+                watch: false,
+                node: None
+            }
+        ));
         assert_eq!(cli.nodes, ["b:7101"]);
+        let cli = Cli::try_parse_from(["tandemctl", "files", "--node", "a"]).expect("parses");
+        assert!(matches!(cli.command, Cmd::Files { watch: false, node: Some(ref n) } if n == "a"));
     }
 }

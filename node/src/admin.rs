@@ -142,6 +142,24 @@ fn forwardable(method: &axum::http::Method, path: &str) -> bool {
         || (method == Method::PUT && path == "/v1/policies")
 }
 
+/// Views and actions of one node's own (its resources, file mirror and database), which any
+/// member passes on to the member named by `?node=NAME` over the peer port.
+fn per_node(method: &axum::http::Method, path: &str) -> bool {
+    use axum::http::Method;
+    (method == Method::GET && matches!(path, "/v1/resources" | "/v1/files" | "/v1/db"))
+        || (method == Method::POST && matches!(path, "/v1/resources/cancel" | "/v1/db/seed"))
+}
+
+/// The `node` parameter of a request's query string, if there is one.
+fn node_param(uri: &axum::http::Uri) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct NodeQuery {
+        node: Option<String>,
+    }
+    let axum::extract::Query(q) = axum::extract::Query::<NodeQuery>::try_from_uri(uri).ok()?;
+    q.node
+}
+
 /// Set on a request a member passed on, so it is never passed on again.
 const FORWARDED_HEADER: &str = "x-tandem-forwarded-from";
 /// Names the member that carried out a passed-on request.
@@ -185,10 +203,31 @@ async fn forward_if_elsewhere(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if !forwardable(req.method(), req.uri().path()) || req.headers().contains_key(FORWARDED_HEADER) {
+    if req.headers().contains_key(FORWARDED_HEADER) {
         return next.run(req).await;
     }
-    let Some(target) = carried_out_by(&app, req.uri().path()).cloned() else {
+    let named = node_param(req.uri()).filter(|_| per_node(req.method(), req.uri().path()));
+    let target = match named {
+        Some(name) => {
+            let cfg = app.consensus.config();
+            match member_named(cfg, &name) {
+                Ok(m) if m.id == cfg.node_id => None,
+                Ok(m) => Some(m.clone()),
+                Err(e) => {
+                    let names: Vec<_> = cfg.members.iter().map(|m| m.name.as_str()).collect();
+                    return AdminError::new(
+                        e.status,
+                        "unknown_node",
+                        format!("{}; members: {}", e.body.message, names.join(", ")),
+                    )
+                    .into_response();
+                }
+            }
+        }
+        None if forwardable(req.method(), req.uri().path()) => carried_out_by(&app, req.uri().path()).cloned(),
+        None => None,
+    };
+    let Some(target) = target else {
         return next.run(req).await;
     };
     let (method, path) = (req.method().to_string(), req.uri().path().to_string());
@@ -234,7 +273,7 @@ async fn forward_if_elsewhere(
             StatusCode::BAD_GATEWAY,
             "forward_failed",
             format!(
-                "{} must carry this out and could not be reached over its peer port {}: {e}",
+                "{} must answer this and could not be reached over its peer port {}: {e}",
                 target.name, target.peer_addr
             ),
         )
@@ -252,7 +291,7 @@ async fn carry_out_forwarded(State(api): State<Router>, body: bytes::Bytes) -> R
     let Ok(method) = f.method.parse::<axum::http::Method>() else {
         return (StatusCode::BAD_REQUEST, "bad method").into_response();
     };
-    if !forwardable(&method, &f.path) {
+    if !forwardable(&method, &f.path) && !per_node(&method, &f.path) {
         return (StatusCode::BAD_REQUEST, "this request is not passed on between members").into_response();
     }
     let Ok(req) = axum::http::Request::builder()
@@ -344,14 +383,14 @@ fn api_routes() -> Router<AdminState> {
         .route("post", "/v1/switchover", switchover, "Planned switchover to a synced standby.", A)
         .route("post", "/v1/failover", forced_failover, "Forced failover. Without accept_data_loss it only reports what the target lacks.", A)
         .route("post", "/v1/recover", recover, "Make this data node the only voter when both others are gone for good. The node restarts in place.", A)
-        .route("get", "/v1/files", files, "This node's file mirror: sync state, pending files and bytes, quarantine, counters.", R)
-        .route("get", "/v1/db", db_info, "This node's database: positions, lag, divergence, read-only state.", R)
-        .route("post", "/v1/db/seed", db_seed, "Seed this node's database from the other data node's. Without replace_local_data it only reports.", A)
+        .route("get", "/v1/files", files, "This node's file mirror: sync state, pending files and bytes, quarantine, counters. With ?node=NAME, that member's (passed on over the peer port).", R)
+        .route("get", "/v1/db", db_info, "This node's database: positions, lag, divergence, read-only state. With ?node=NAME, that member's (passed on over the peer port).", R)
+        .route("post", "/v1/db/seed", db_seed, "Seed this node's database from the other data node's. Without replace_local_data it only reports. With ?node=NAME, that member's (passed on).", A)
         .route("post", "/v1/db/execute", db_execute, "Write to the embedded database (on the active).", A)
         .route("post", "/v1/db/query", db_query, "Read the embedded database (read-only statements; a read token may).", R)
         .route("get", "/v1/files/manifest", file_manifest, "One page of a sync folder's replicated index.", R)
-        .route("get", "/v1/resources", resources, "This node's VIPs and scripts, the script running now, the latest runs.", R)
-        .route("post", "/v1/resources/cancel", cancel_script, "Kill the running resource script.", A)
+        .route("get", "/v1/resources", resources, "This node's VIPs and scripts, the script running now, the latest runs. With ?node=NAME, that member's (passed on over the peer port).", R)
+        .route("post", "/v1/resources/cancel", cancel_script, "Kill the running resource script. With ?node=NAME, on that member (passed on).", A)
         .route("post", "/v1/cluster/rejoin", rejoin, "Bring a member back as a voter after a recovery (on the leader).", A)
         .route("get", "/v1/policies", get_policies, "The replicated switch policies and maintenance mode.", R)
         .route("put", "/v1/policies", put_policies, "Change switch policies or maintenance mode.", A)

@@ -368,7 +368,12 @@ fn every_node_serves_the_console_and_it_drives_a_switchover_in_chromium() {
     require_browser();
     harness_uses_admin_token();
     let started = Instant::now();
-    let cluster = Cluster::start_initialized(ClusterOptions::default()).unwrap();
+    // A script resource on the data nodes, so a data node's resources differ from the witness's.
+    let cluster = Cluster::start_initialized(ClusterOptions {
+        data_config: "[[resources]]\ntype = \"script\"\nname = \"svc\"\nacquire = 'true'\nrelease = 'true'\n".into(),
+        ..Default::default()
+    })
+    .unwrap();
 
     // Every member serves the page, the witness too, at / and /console.
     for n in &cluster.nodes {
@@ -408,6 +413,23 @@ fn every_node_serves_the_console_and_it_drives_a_switchover_in_chromium() {
         (rows == ["a", "b", "w"]).then_some(rows)
     });
     assert_eq!(rows, ["a", "b", "w"]);
+
+    // The witness holds nothing; its console shows the active's resources, passed on over the
+    // peer port, and any member's when picked.
+    browser.wait("the active's resources on the witness's console", PAGE_WAIT, |b| {
+        let r = b.text("#resources");
+        (b.text(".view-name") == active && r.contains("svc") && r.contains("acquire svc")).then_some(())
+    });
+    browser.click("#view-node option[value=\"w\"]");
+    browser.wait("the witness's own resources", PAGE_WAIT, |b| {
+        let r = b.text("#resources");
+        (b.text(".view-name") == "w" && r.contains("Scripts") && !r.contains("svc")).then_some(())
+    });
+    browser.click(&format!("#view-node option[value=\"{standby}\"]"));
+    browser.wait("the standby's resources", PAGE_WAIT, |b| {
+        let r = b.text("#resources");
+        (b.text(".view-name") == standby && r.contains("svc") && !r.contains("acquire svc")).then_some(())
+    });
 
     // From here on, the active's own console (switchover and failover are sent to the active).
     browser.goto(&format!("http://{}/", cluster.spec(&active).admin_addr()));

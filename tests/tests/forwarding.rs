@@ -1,7 +1,8 @@
 //! Each admin API reachable only on its own machine (the members list admin addresses nobody
 //! listens on): tandemctl and the console work through whichever node they reach. Status and
 //! events are gathered over the peer ports; a switchover, a forced failover and a policy change
-//! sent to a standby or the witness are passed on to the member that must carry them out.
+//! sent to a standby or the witness are passed on to the member that must carry them out, and
+//! one node's own views (resources, files, database) are passed on to the node named.
 
 use std::time::Duration;
 
@@ -75,4 +76,27 @@ fn actions_sent_to_any_member_reach_the_one_that_carries_them_out() {
             "no events of {name}: {out}"
         );
     }
+
+    // One node's own views and actions through another (`--node`, passed on over the peer
+    // port): each data node's resources through the witness, a cancel on the active, and an
+    // error of the member asked (it mirrors no folders) comes back as that member gave it.
+    for name in ["a", "b"] {
+        let (code, out) = ctl_via(&cluster, "w", &["resources", "--node", name]);
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains(&format!("resources of {name}:")), "{out}");
+    }
+    let (code, out) = ctl_via(&cluster, "w", &["resources", "--node", standby, "--cancel"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("no script is running on {standby}")), "{out}");
+    let (code, out) = ctl_via(&cluster, "w", &["files", "--node", active]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("no_sync_folders"), "{out}");
+    let err = cluster
+        .block_on(cluster.client("w").on_node("x").resources())
+        .expect_err("no member x");
+    assert_eq!(err.code(), Some("unknown_node"), "{err}");
+    assert!(err.to_string().contains("members: a, b, w"), "{err}");
+    // The witness's own view needs no passing on.
+    let own = cluster.block_on(cluster.client("w").on_node("w").resources()).unwrap();
+    assert_eq!(own.node, "w");
 }

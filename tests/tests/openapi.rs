@@ -58,6 +58,7 @@ fn every_route_is_documented_and_every_documented_route_is_served() {
         }
         let path: String = rest
             .trim_start_matches("&format!(")
+            .trim_start_matches("&self.of_node(")
             .trim_start_matches('"')
             .chars()
             .take_while(|c| *c != '"' && *c != '?')
