@@ -143,6 +143,54 @@ fn progress_of(m: &openraft::RaftMetrics<TypeConfig>, node: NodeId) -> (Option<u
 type LogBytes =
     Arc<dyn Fn(RangeInclusive<u64>) -> Pin<Box<dyn Future<Output = std::io::Result<u64>> + Send>> + Send + Sync>;
 
+/// Log entries read at a time when sizing what a member lacks.
+pub const LAG_SIZE_BATCH: u64 = 1024;
+
+/// Sizes what a member lacks of the committed log: the stored size of the entries from the
+/// first it lacks to the last committed. Committed entries never change, so the answer is kept
+/// per member: while a member lags, each ask (every `/metrics` scrape) reads only the entries
+/// committed since the last one. Entries are read [`LAG_SIZE_BATCH`] at a time, so a long lag
+/// is never held in memory at once.
+struct LagSizer {
+    log_bytes: LogBytes,
+    known: std::sync::Mutex<BTreeMap<NodeId, SizedRange>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SizedRange {
+    first: u64,
+    last: u64,
+    bytes: u64,
+}
+
+impl LagSizer {
+    fn new(log_bytes: LogBytes) -> Self {
+        Self {
+            log_bytes,
+            known: Default::default(),
+        }
+    }
+
+    /// Stored bytes of entries `first..=last` for `node`.
+    async fn size(&self, node: NodeId, first: u64, last: u64) -> std::io::Result<u64> {
+        let known = self.known.lock().expect("lag sizes lock").get(&node).copied();
+        let (mut from, mut bytes) = match known {
+            Some(k) if k.first == first && k.last <= last => (k.last + 1, k.bytes),
+            _ => (first, 0),
+        };
+        while from <= last {
+            let to = last.min(from.saturating_add(LAG_SIZE_BATCH - 1));
+            bytes += (self.log_bytes)(from..=to).await?;
+            from = to + 1;
+        }
+        self.known
+            .lock()
+            .expect("lag sizes lock")
+            .insert(node, SizedRange { first, last, bytes });
+        Ok(bytes)
+    }
+}
+
 /// A running Raft node and what the rest of the node needs from it.
 #[derive(Clone)]
 pub struct Consensus {
@@ -150,7 +198,7 @@ pub struct Consensus {
     state: StateReader,
     cfg: Arc<ValidConfig>,
     contact: LeaderContact,
-    log_bytes: LogBytes,
+    lag_sizer: Arc<LagSizer>,
     /// From a proposal to its commit and apply here, for the proposals that committed.
     commit_latency: Arc<crate::metrics::Histogram>,
 }
@@ -231,7 +279,7 @@ impl Consensus {
             state,
             cfg,
             contact: LeaderContact::new(),
-            log_bytes,
+            lag_sizer: Arc::new(LagSizer::new(log_bytes)),
             commit_latency: Arc::default(),
         })
     }
@@ -249,7 +297,7 @@ impl Consensus {
         let purged = m.purged.as_ref().map(|l| l.index);
         let needs_snapshot = missing_records > 0 && purged.is_some_and(|p| first_missing <= p);
         let missing_bytes = match committed {
-            Some(c) if missing_records > 0 => (self.log_bytes)(first_missing..=c).await.unwrap_or_else(|e| {
+            Some(c) if missing_records > 0 => self.lag_sizer.size(node, first_missing, c).await.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "cannot read the log to size what a node lacks");
                 0
             }),
@@ -637,6 +685,47 @@ pub fn policies_info(p: &Policies) -> PoliciesInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log of 10-byte entries that records the ranges read.
+    fn counting_log() -> (LogBytes, Arc<std::sync::Mutex<Vec<RangeInclusive<u64>>>>) {
+        let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        let log: LogBytes = Arc::new(move |r: RangeInclusive<u64>| {
+            seen.lock().unwrap().push(r.clone());
+            Box::pin(async move { Ok((r.end() - r.start() + 1) * 10) })
+        });
+        (log, asked)
+    }
+
+    #[tokio::test]
+    async fn a_lag_is_sized_in_batches_and_then_only_for_what_was_committed_since() {
+        let (log, asked) = counting_log();
+        let sizer = LagSizer::new(log);
+        let taken = |a: &Arc<std::sync::Mutex<Vec<RangeInclusive<u64>>>>| std::mem::take(&mut *a.lock().unwrap());
+
+        assert_eq!(sizer.size(2, 5, 3000).await.unwrap(), 2996 * 10);
+        assert_eq!(
+            taken(&asked),
+            [5..=1028, 1029..=2052, 2053..=3000],
+            "in batches of LAG_SIZE_BATCH"
+        );
+
+        assert_eq!(sizer.size(2, 5, 3010).await.unwrap(), 3006 * 10);
+        assert_eq!(taken(&asked), [3001..=3010], "only the entries committed since");
+
+        assert_eq!(sizer.size(2, 5, 3010).await.unwrap(), 3006 * 10);
+        assert!(taken(&asked).is_empty(), "nothing new: nothing read");
+
+        // The member caught up part of it: sized again from its new first entry.
+        assert_eq!(sizer.size(2, 2000, 3010).await.unwrap(), 1011 * 10);
+        assert_eq!(taken(&asked), [2000..=3010]);
+
+        // Members are kept apart.
+        assert_eq!(sizer.size(3, 3010, 3010).await.unwrap(), 10);
+        assert_eq!(taken(&asked), [3010..=3010]);
+        assert_eq!(sizer.size(2, 2000, 3010).await.unwrap(), 1011 * 10);
+        assert!(taken(&asked).is_empty());
+    }
 
     #[test]
     fn a_standby_is_synced_when_recent_and_at_most_sync_lag_max_entries_behind() {
