@@ -151,13 +151,14 @@ fn per_node(method: &axum::http::Method, path: &str) -> bool {
 }
 
 /// The `node` parameter of a request's query string, if there is one.
-fn node_param(uri: &axum::http::Uri) -> Option<String> {
+fn node_param(uri: &axum::http::Uri) -> Result<Option<String>, AdminError> {
     #[derive(serde::Deserialize)]
     struct NodeQuery {
         node: Option<String>,
     }
-    let axum::extract::Query(q) = axum::extract::Query::<NodeQuery>::try_from_uri(uri).ok()?;
-    q.node
+    axum::extract::Query::<NodeQuery>::try_from_uri(uri)
+        .map(|axum::extract::Query(q)| q.node)
+        .map_err(|e| AdminError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))
 }
 
 /// Set on a request a member passed on, so it is never passed on again.
@@ -206,7 +207,14 @@ async fn forward_if_elsewhere(
     if req.headers().contains_key(FORWARDED_HEADER) {
         return next.run(req).await;
     }
-    let named = node_param(req.uri()).filter(|_| per_node(req.method(), req.uri().path()));
+    let named = if per_node(req.method(), req.uri().path()) {
+        match node_param(req.uri()) {
+            Ok(n) => n,
+            Err(e) => return e.into_response(),
+        }
+    } else {
+        None
+    };
     let target = match named {
         Some(name) => {
             let cfg = app.consensus.config();

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use tandem_tests::http_request;
 use tandem_tests::other_data_node;
 use tandem_tests::tandemctl;
 use tandem_tests::Cluster;
@@ -96,6 +97,17 @@ fn actions_sent_to_any_member_reach_the_one_that_carries_them_out() {
         .expect_err("no member x");
     assert_eq!(err.code(), Some("unknown_node"), "{err}");
     assert!(err.to_string().contains("members: a, b, w"), "{err}");
+    let (status, body) = http_request(
+        &cluster.spec("w").admin_addr(),
+        "GET",
+        "/v1/resources?node=a&node=b",
+        &[],
+        b"",
+    )
+    .unwrap();
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("bad_query") && body.contains("node"), "{body}");
     // The witness's own view needs no passing on.
     let own = cluster.block_on(cluster.client("w").on_node("w").resources()).unwrap();
     assert_eq!(own.node, "w");
