@@ -150,13 +150,23 @@ fn per_node(method: &axum::http::Method, path: &str) -> bool {
         || (method == Method::POST && matches!(path, "/v1/resources/cancel" | "/v1/db/seed"))
 }
 
+/// The query of one node's own views and actions (see [`per_node`]).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct NodeQuery {
+    /// The member whose view this is, or that carries the action out (default: this node).
+    /// Another member's is passed on to it over the peer port.
+    node: Option<String>,
+}
+
+/// What the handlers of [`per_node`] routes take: `forward_if_elsewhere` has already read it
+/// (and passed the request on when it names another member), so they ignore it; it is in
+/// their signature for the OpenAPI document.
+type NodeParam = Result<Query<NodeQuery>, QueryRejection>;
+
 /// The `node` parameter of a request's query string, if there is one.
 fn node_param(uri: &axum::http::Uri) -> Result<Option<String>, AdminError> {
-    #[derive(serde::Deserialize)]
-    struct NodeQuery {
-        node: Option<String>,
-    }
-    axum::extract::Query::<NodeQuery>::try_from_uri(uri)
+    Query::<NodeQuery>::try_from_uri(uri)
         .map(|axum::extract::Query(q)| q.node)
         .map_err(|e| AdminError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))
 }
@@ -391,14 +401,14 @@ fn api_routes() -> Router<AdminState> {
         .route("post", "/v1/switchover", switchover, "Planned switchover to a synced standby.", A)
         .route("post", "/v1/failover", forced_failover, "Forced failover. Without accept_data_loss it only reports what the target lacks.", A)
         .route("post", "/v1/recover", recover, "Make this data node the only voter when both others are gone for good. The node restarts in place.", A)
-        .route("get", "/v1/files", files, "This node's file mirror: sync state, pending files and bytes, quarantine, counters. With ?node=NAME, that member's (passed on over the peer port).", R)
-        .route("get", "/v1/db", db_info, "This node's database: positions, lag, divergence, read-only state. With ?node=NAME, that member's (passed on over the peer port).", R)
-        .route("post", "/v1/db/seed", db_seed, "Seed this node's database from the other data node's. Without replace_local_data it only reports. With ?node=NAME, that member's (passed on).", A)
+        .route("get", "/v1/files", files, "This node's file mirror: sync state, pending files and bytes, quarantine, counters. Of another member with node=NAME.", R)
+        .route("get", "/v1/db", db_info, "This node's database: positions, lag, divergence, read-only state. Of another member with node=NAME.", R)
+        .route("post", "/v1/db/seed", db_seed, "Seed this node's database from the other data node's. Without replace_local_data it only reports. Of another member with node=NAME.", A)
         .route("post", "/v1/db/execute", db_execute, "Write to the embedded database (on the active).", A)
         .route("post", "/v1/db/query", db_query, "Read the embedded database (read-only statements; a read token may).", R)
         .route("get", "/v1/files/manifest", file_manifest, "One page of a sync folder's replicated index.", R)
-        .route("get", "/v1/resources", resources, "This node's VIPs and scripts, the script running now, the latest runs. With ?node=NAME, that member's (passed on over the peer port).", R)
-        .route("post", "/v1/resources/cancel", cancel_script, "Kill the running resource script. With ?node=NAME, on that member (passed on).", A)
+        .route("get", "/v1/resources", resources, "This node's VIPs and scripts, the script running now, the latest runs. Of another member with node=NAME.", R)
+        .route("post", "/v1/resources/cancel", cancel_script, "Kill the running resource script. On another member with node=NAME.", A)
         .route("post", "/v1/cluster/rejoin", rejoin, "Bring a member back as a voter after a recovery (on the leader).", A)
         .route("get", "/v1/policies", get_policies, "The replicated switch policies and maintenance mode.", R)
         .route("put", "/v1/policies", put_policies, "Change switch policies or maintenance mode.", A)
@@ -1312,7 +1322,10 @@ async fn file_manifest(
 }
 
 /// `GET /v1/files`: this node's file mirror (404 on a node without sync folders).
-async fn files(State(app): State<AdminState>) -> Result<Json<tandem_client::api::FilesInfo>, AdminError> {
+async fn files(
+    State(app): State<AdminState>,
+    _node: NodeParam,
+) -> Result<Json<tandem_client::api::FilesInfo>, AdminError> {
     let files = app.files.as_ref().ok_or_else(|| {
         AdminError::new(
             StatusCode::NOT_FOUND,
@@ -1324,13 +1337,16 @@ async fn files(State(app): State<AdminState>) -> Result<Json<tandem_client::api:
 }
 
 #[cfg(feature = "mariadb")]
-async fn db_info(State(app): State<AdminState>) -> Result<Json<crate::db::mariadb::DbInfo>, AdminError> {
+async fn db_info(
+    State(app): State<AdminState>,
+    _node: NodeParam,
+) -> Result<Json<crate::db::mariadb::DbInfo>, AdminError> {
     let db = app.database.as_ref().ok_or_else(no_database)?;
     Ok(Json(db.info()))
 }
 
 #[cfg(not(feature = "mariadb"))]
-async fn db_info() -> Result<Json<()>, AdminError> {
+async fn db_info(_: State<AdminState>, _node: NodeParam) -> Result<Json<()>, AdminError> {
     Err(no_database())
 }
 
@@ -1339,6 +1355,7 @@ async fn db_info() -> Result<Json<()>, AdminError> {
 #[cfg(feature = "mariadb")]
 async fn db_seed(
     State(app): State<AdminState>,
+    _node: NodeParam,
     body: Result<Json<tandem_client::api::SeedRequest>, JsonRejection>,
 ) -> Result<Json<tandem_client::api::SeedAnswer>, AdminError> {
     let Json(req) = body?;
@@ -1352,7 +1369,7 @@ async fn db_seed(
 }
 
 #[cfg(not(feature = "mariadb"))]
-async fn db_seed() -> Result<Json<()>, AdminError> {
+async fn db_seed(_: State<AdminState>, _node: NodeParam) -> Result<Json<()>, AdminError> {
     Err(no_database())
 }
 
@@ -1421,7 +1438,7 @@ fn no_database() -> AdminError {
     )
 }
 
-async fn resources(State(app): State<AdminState>) -> Json<ResourcesInfo> {
+async fn resources(State(app): State<AdminState>, _node: NodeParam) -> Json<ResourcesInfo> {
     let held = app.identity.is_held();
     Json(ResourcesInfo {
         node: app.consensus.config().me().name.clone(),
@@ -1453,7 +1470,7 @@ async fn resources(State(app): State<AdminState>) -> Json<ResourcesInfo> {
 
 /// Cancel the script running on this node (a hung acquire, check or release): its process
 /// group is killed and the run fails as cancelled; the controller reacts as to any failure.
-async fn cancel_script(State(app): State<AdminState>) -> Json<CancelResult> {
+async fn cancel_script(State(app): State<AdminState>, _node: NodeParam) -> Json<CancelResult> {
     let cancelled = app.agent.cancel();
     if let Some(c) = &cancelled {
         audit_action(

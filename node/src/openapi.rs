@@ -200,6 +200,21 @@ where
     }
 }
 
+impl<F, Fut, S, A, B> DocHandler<(Fut, State<S>, A, B)> for F
+where
+    F: Fn(State<S>, A, B) -> Fut,
+    Fut: Future,
+    Fut::Output: DocOutput,
+    A: DocInput,
+    B: DocInput,
+{
+    fn document(op: &mut Operation, gen: &mut SchemaGenerator) {
+        A::document(op, gen);
+        B::document(op, gen);
+        Fut::Output::document(op, gen);
+    }
+}
+
 /// Who may call a route once admin tokens are configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {

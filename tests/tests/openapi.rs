@@ -116,6 +116,24 @@ fn every_route_is_documented_and_every_documented_route_is_served() {
         }
     }
     assert!(operations >= 28, "{operations} operations");
+    // One node's own views and actions take the member they are of: `node`, a query parameter
+    // of their handlers, which any member passes on.
+    for (method, path) in [
+        ("get", "/v1/resources"),
+        ("post", "/v1/resources/cancel"),
+        ("get", "/v1/files"),
+        ("get", "/v1/db"),
+        ("post", "/v1/db/seed"),
+    ] {
+        let params = paths[path][method]["parameters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            params.iter().any(|p| p["name"] == "node" && p["in"] == "query"),
+            "{method} {path} documents no node parameter: {params:?}"
+        );
+    }
     // An undocumented path is the fallback's.
     let (code, body) = http_request(&addr, "GET", "/v1/nothing-here", &[], b"").unwrap();
     assert_eq!(code, 404);
