@@ -72,12 +72,19 @@ pub struct Access {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
-static DEFAULT_ACCESS: std::sync::OnceLock<Access> = std::sync::OnceLock::new();
+/// The access every [`Client::new`] uses, with its connector (the CA file read once); each
+/// client still gets a connection pool of its own.
+static DEFAULT_ACCESS: std::sync::OnceLock<(Access, Result<Connector, String>)> = std::sync::OnceLock::new();
 
-/// Set, once per process, the access every later [`Client::new`] uses (tandemctl's
-/// `--token-file` and `--ca-file`). Later calls are ignored.
+fn default_access(access: Access) -> (Access, Result<Connector, String>) {
+    let connector = connector(access.ca_file.as_deref());
+    (access, connector)
+}
+
+/// Set, once per process and before the first [`Client::new`], the access every
+/// [`Client::new`] uses (tandemctl's `--token-file` and `--ca-file`). Later calls are ignored.
 pub fn set_default_access(access: Access) {
-    let _ = DEFAULT_ACCESS.set(access);
+    let _ = DEFAULT_ACCESS.set(default_access(access));
 }
 
 #[cfg(feature = "tls")]
@@ -172,18 +179,10 @@ pub struct Client {
     node: Option<String>,
 }
 
-/// The connector of the default access, made once per process (its CA file read once); each
-/// client still gets a connection pool of its own.
-static DEFAULT_CONNECTOR: std::sync::OnceLock<Result<Connector, String>> = std::sync::OnceLock::new();
-
 impl Client {
     pub fn new(addr: impl Into<String>) -> Self {
-        let access = DEFAULT_ACCESS.get().cloned().unwrap_or_default();
-        let http = DEFAULT_CONNECTOR
-            .get_or_init(|| connector(access.ca_file.as_deref()))
-            .clone()
-            .map(http_client);
-        Self::with_http(addr.into(), &access, http)
+        let (access, connector) = DEFAULT_ACCESS.get_or_init(|| default_access(Access::default()));
+        Self::with_http(addr.into(), access, connector.clone().map(http_client))
     }
 
     /// A client with its own token and CA instead of the process's default access.

@@ -693,7 +693,6 @@ async fn write(cli: &Cli, timeout: Duration, id: Option<u64>, payload: &str, cou
 /// How long tandemctl waits for a switchover to finish.
 const SWITCHOVER_WAIT: Duration = Duration::from_secs(20);
 
-/// The member that is active right now, asking every member.
 /// The node that holds the service, resources being restarted or not (its `service`, not its
 /// `role`, which says `switching` meanwhile).
 fn active_name(view: &tandem_client::api::ClusterView) -> Option<String> {
@@ -759,12 +758,7 @@ async fn resources(cli: &Cli, timeout: Duration, node: Option<&str>, cancel: boo
         None => active_name(&Client::new(addr.clone()).with_timeout(timeout * 2).cluster().await?)
             .ok_or_else(|| anyhow::anyhow!("no node is active right now; name one with --node"))?,
     };
-    let target = first
-        .members
-        .iter()
-        .find(|m| m.name == name)
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("no member is named {name:?}"))?;
+    let target = member(&first, &name)?;
     // Through the answering node, which passes the request on to the member named over the
     // peer port: admin APIs may listen on loopback only.
     let client = Client::new(addr).with_timeout(timeout).on_node(&target.name);
@@ -989,11 +983,7 @@ fn set_access(cli: &Cli) -> anyhow::Result<()> {
 
 async fn config_snippet(cli: &Cli, timeout: Duration, node: &str) -> anyhow::Result<()> {
     let first = first_answer(&cli.nodes, timeout).await?;
-    let Some(me) = first.members.iter().find(|m| m.name == node) else {
-        let names: Vec<&str> = first.members.iter().map(|m| m.name.as_str()).collect();
-        anyhow::bail!("no member is named {node:?}; the members are {}", names.join(", "));
-    };
-    print!("{}", snippet(me, &first.members));
+    print!("{}", snippet(member(&first, node)?, &first.members));
     Ok(())
 }
 
@@ -1047,6 +1037,14 @@ fn listen_addr(peer_addr: &str) -> String {
 }
 
 /// The first node that answers, at the address it answered on.
+/// The member of `status`'s list called `name`, or an error naming the members.
+fn member<'a>(status: &'a NodeStatus, name: &str) -> anyhow::Result<&'a MemberInfo> {
+    status.members.iter().find(|m| m.name == name).ok_or_else(|| {
+        let names: Vec<&str> = status.members.iter().map(|m| m.name.as_str()).collect();
+        anyhow::anyhow!("no member is named {name:?}; the members are {}", names.join(", "))
+    })
+}
+
 async fn answering_node(cli: &Cli, timeout: Duration) -> anyhow::Result<(String, NodeStatus)> {
     first_answering(&cli.nodes, timeout).await
 }
@@ -1078,28 +1076,14 @@ const FILES_WATCH_LINE: Duration = Duration::from_secs(1);
 
 async fn files(cli: &Cli, timeout: Duration, node: Option<&str>, watch: bool) -> anyhow::Result<()> {
     let (addr, first) = answering_node(cli, timeout).await?;
-    let (name, kind) = match node {
-        None => (first.name.clone(), first.kind.clone()),
-        Some(n) => {
-            let m = first
-                .members
-                .iter()
-                .find(|m| m.name == n)
-                .ok_or_else(|| anyhow::anyhow!("no member is named {n:?}"))?;
-            (m.name.clone(), m.kind.clone())
-        }
-    };
-    let mut client = Client::new(addr).with_timeout(timeout);
-    if name != first.name {
-        client = client.on_node(&name);
-    }
-    let first = (name.as_str(), kind.as_str());
+    let target = member(&first, node.unwrap_or(&first.name))?;
+    let client = Client::new(addr).with_timeout(timeout).on_node(&target.name);
     let info = if watch {
         let in_place = std::io::stdout().is_terminal() && !cli.json;
         let every = if in_place { FILES_WATCH_REDRAW } else { FILES_WATCH_LINE };
         let mut drawn = false;
         loop {
-            let info = match files_of(&client, first).await {
+            let info = match files_of(&client, target).await {
                 Ok(info) => info,
                 Err(e) => {
                     if drawn {
@@ -1126,7 +1110,7 @@ async fn files(cli: &Cli, timeout: Duration, node: Option<&str>, watch: bool) ->
             tokio::time::sleep(every).await;
         }
     } else {
-        files_of(&client, first).await?
+        files_of(&client, target).await?
     };
     if cli.json {
         if watch {
@@ -1136,18 +1120,21 @@ async fn files(cli: &Cli, timeout: Duration, node: Option<&str>, watch: bool) ->
         }
         return Ok(());
     }
-    println!("{}", files_report(&info, first.0));
+    println!("{}", files_report(&info, &target.name));
     Ok(())
 }
 
 /// `tandemctl db [seed]`; `Ok(false)` when a seed was only reported.
 async fn db(cli: &Cli, timeout: Duration, node: Option<&str>, action: Option<&DbAction>) -> anyhow::Result<bool> {
     let (addr, first) = first_answering(&cli.nodes, timeout).await?;
-    let target = first
-        .members
-        .into_iter()
-        .find(|m| node.map_or(m.kind == "data", |n| m.name == n))
-        .ok_or_else(|| anyhow::anyhow!("no member is named {:?}", node.unwrap_or("")))?;
+    let target = match node {
+        Some(n) => member(&first, n)?,
+        None => first
+            .members
+            .iter()
+            .find(|m| m.kind == "data")
+            .ok_or_else(|| anyhow::anyhow!("the cluster lists no data node"))?,
+    };
     // Through the answering node, passed on to the member named over the peer port.
     let client = Client::new(addr).with_timeout(timeout).on_node(&target.name);
     if let Some(DbAction::Seed { replace_local_data }) = action {
@@ -1257,12 +1244,12 @@ fn db_report(info: &tandem_client::api::DbInfo, node: &str) -> String {
     lines.join("\n")
 }
 
-/// `GET /v1/files` of the member `(name, kind)`, with a hint when it is the witness (which
-/// mirrors nothing).
-async fn files_of(client: &Client, (name, kind): (&str, &str)) -> anyhow::Result<FilesInfo> {
+/// `GET /v1/files` of `target`, with a hint when it is the witness (which mirrors nothing).
+async fn files_of(client: &Client, target: &MemberInfo) -> anyhow::Result<FilesInfo> {
     match client.files().await {
-        Err(e) if e.code() == Some("no_sync_folders") && kind == "witness" => anyhow::bail!(
-            "{name} is the witness and mirrors no folders; ask a data node: tandemctl files --node DATA_NODE"
+        Err(e) if e.code() == Some("no_sync_folders") && target.kind == "witness" => anyhow::bail!(
+            "{} is the witness and mirrors no folders; ask a data node: tandemctl files --node DATA_NODE",
+            target.name
         ),
         other => Ok(other?),
     }

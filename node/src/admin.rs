@@ -209,6 +209,22 @@ fn carried_out_by<'a>(app: &'a AdminState, path: &str) -> Option<&'a MemberConfi
         .flatten()
 }
 
+/// The member `req` must be passed on to, if not this node: the one a per-node request names,
+/// or the one that carries out an action.
+fn passed_on_to(app: &AdminState, req: &axum::extract::Request) -> Result<Option<MemberConfig>, AdminError> {
+    let (method, path) = (req.method(), req.uri().path());
+    if per_node(method, path) {
+        let cfg = app.consensus.config();
+        return match node_param(req.uri())? {
+            Some(name) => member_named(cfg, &name).map(|m| (m.id != cfg.node_id).then(|| m.clone())),
+            None => Ok(None),
+        };
+    }
+    Ok(forwardable(method, path)
+        .then(|| carried_out_by(app, path).cloned())
+        .flatten())
+}
+
 async fn forward_if_elsewhere(
     State(app): State<AdminState>,
     req: axum::extract::Request,
@@ -217,36 +233,10 @@ async fn forward_if_elsewhere(
     if req.headers().contains_key(FORWARDED_HEADER) {
         return next.run(req).await;
     }
-    let named = if per_node(req.method(), req.uri().path()) {
-        match node_param(req.uri()) {
-            Ok(n) => n,
-            Err(e) => return e.into_response(),
-        }
-    } else {
-        None
-    };
-    let target = match named {
-        Some(name) => {
-            let cfg = app.consensus.config();
-            match member_named(cfg, &name) {
-                Ok(m) if m.id == cfg.node_id => None,
-                Ok(m) => Some(m.clone()),
-                Err(e) => {
-                    let names: Vec<_> = cfg.members.iter().map(|m| m.name.as_str()).collect();
-                    return AdminError::new(
-                        e.status,
-                        "unknown_node",
-                        format!("{}; members: {}", e.body.message, names.join(", ")),
-                    )
-                    .into_response();
-                }
-            }
-        }
-        None if forwardable(req.method(), req.uri().path()) => carried_out_by(&app, req.uri().path()).cloned(),
-        None => None,
-    };
-    let Some(target) = target else {
-        return next.run(req).await;
+    let target = match passed_on_to(&app, &req) {
+        Ok(Some(m)) => m,
+        Ok(None) => return next.run(req).await,
+        Err(e) => return e.into_response(),
     };
     let (method, path) = (req.method().to_string(), req.uri().path().to_string());
     let body = match axum::body::to_bytes(req.into_body(), ADMIN_BODY_MAX_BYTES).await {
@@ -1614,13 +1604,14 @@ async fn rejoin(
     }))
 }
 
-/// The configured member called `name`, or a 400 naming the unknown name.
+/// The configured member called `name`, or a 400 naming the unknown name and the members.
 fn member_named<'a>(cfg: &'a ValidConfig, name: &str) -> Result<&'a MemberConfig, AdminError> {
     cfg.members.iter().find(|m| m.name == name).ok_or_else(|| {
+        let names: Vec<_> = cfg.members.iter().map(|m| m.name.as_str()).collect();
         AdminError::new(
             StatusCode::BAD_REQUEST,
             "unknown_node",
-            format!("no member is named {name:?}"),
+            format!("no member is named {name:?}; members: {}", names.join(", ")),
         )
     })
 }

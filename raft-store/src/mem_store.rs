@@ -183,14 +183,14 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     {
         self.lock().write(Op::Append(entries.into_iter().collect()));
         // DESIGN §3: acknowledged only after a flush that covers these entries.
-        if !mutant::on(Mutant::AckBeforeFlush) {
-            self.flush();
-        } else {
+        if mutant::on(Mutant::AckBeforeFlush) {
             let store = self.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(MUTANT_FLUSH_DELAY).await;
                 store.flush();
             });
+        } else {
+            self.flush();
         }
         callback.io_completed(Ok(()));
         Ok(())
